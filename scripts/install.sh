@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One idempotent set-up for README, CI and the Vagrantfile: Debian packages, the venv,
+# and Open vSwitch running (without systemd, which containers and CI runners may lack).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VCLAB_VENV:-$here/.venv}"
+
+apt_packages=(
+  mininet openvswitch-switch iperf3 tgt libiscsi-bin libiscsi-dev ethtool iputils-ping
+  net-tools bridge-utils tcpdump iproute2 python3-venv python3-dev gcc ruby
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "vclab install: apt packages ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's mininet module lives in /usr/bin/python3's dist-packages: the venv must see it.
+if [ ! -x "$venv/bin/python" ]; then
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+stamp="$venv/.vclab-installed"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$here[test]"
+  touch "$stamp"
+fi
+
+# Open vSwitch: start ovsdb-server/ovs-vswitchd ourselves when they are not running.
+if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
+  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
+fi
+# TCP through the userspace datapath hangs without TSO support (checksum offload on veths).
+if [ "$(ovs-vsctl --timeout=5 get Open_vSwitch . other_config:userspace-tso-enable 2>/dev/null | tr -d '"')" != "true" ]; then
+  ovs-vsctl --timeout=5 set Open_vSwitch . other_config:userspace-tso-enable=true
+  /usr/share/openvswitch/scripts/ovs-ctl restart --system-id=random >/dev/null 2>&1 || true
+fi
+ovs-vsctl --timeout=5 show >/dev/null
+echo "vclab install: ready ($venv)"

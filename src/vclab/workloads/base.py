@@ -1,0 +1,37 @@
+"""The contract every workload follows, after flent's runners: check before any traffic,
+start, stop, collect raw output, and parse it with a pure function tested on saved output."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+
+class WorkloadError(Exception):
+    """A workload cannot run (missing tool, unreachable peer) or its tool failed."""
+
+
+class Workload(ABC):
+    #: short kind name used in results ("probe", "iperf3", "heartbeats", "vmotion", "iscsi")
+    kind: str = ""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise WorkloadError with the reason if this workload cannot run; sends no traffic."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the processes (tracked by PID) and return at once."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """End every process this workload started, by PID. Safe to call twice."""
+
+    @abstractmethod
+    def collect(self) -> Any:
+        """The raw output (samples, tool JSON) after stop()."""
+
+    @staticmethod
+    @abstractmethod
+    def parse(raw: Any) -> dict[str, Any]:
+        """Pure: raw output -> metrics dict. Unit-tested on saved output."""
