@@ -1,0 +1,199 @@
+"""YAML files with positions: every problem points at the line and column of the key to blame.
+
+ruamel.yaml keeps the position of every key and value; pydantic reports the path of each error;
+this module joins the two. Used for cluster files and experiment files alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from vclab.errors import ConfigError, Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: Path | str, text: str | None = None) -> Any:
+    """Parse YAML keeping positions; syntax errors and duplicate keys become a ConfigError."""
+    path = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError([Problem(f"cannot read the file: {e.strerror}", path)]) from None
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+        if "duplicate key" in msg or "found duplicate key" in str(e):
+            msg = "a key is given twice here: " + (str(e.problem) if e.problem else msg)
+        raise ConfigError([Problem(msg.strip(), path, mark.line + 1 if mark else None,
+                                   mark.column + 1 if mark else None)]) from None
+    except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate anchors)
+        raise ConfigError([Problem(f"not valid YAML: {e}", path)]) from None
+    return data
+
+
+def position(data: Any, loc: tuple) -> tuple[int | None, int | None]:
+    """1-based line and column of the deepest node of `loc` that exists in the document."""
+    line = col = None
+    node = data
+    for key in loc:
+        if isinstance(node, CommentedMap) and key in node:
+            try:
+                line, col = node.lc.key(key)
+            except (KeyError, TypeError, AttributeError):
+                pass
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            try:
+                line, col = node.lc.item(key)
+            except (KeyError, TypeError, AttributeError):
+                pass
+            node = node[key]
+        else:
+            break
+    if line is None and hasattr(data, "lc"):
+        line, col = data.lc.line, data.lc.col
+    return (line + 1 if line is not None else None, col + 1 if col is not None else None)
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(k) for k in loc)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The keys the model at `loc` accepts, to list them when an unknown key is met."""
+    current: Any = model
+    for key in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            current = _inner_model(current)
+            if current is None:
+                return None
+            if isinstance(key, str) and key in current.model_fields:
+                current = current.model_fields[key].annotation
+    current = _inner_model(current) if not (isinstance(current, type) and issubclass(current, BaseModel)) else current
+    return list(current.model_fields) if current is not None else None
+
+
+def _inner_model(tp: Any) -> type[BaseModel] | None:
+    """The model inside Optional[...], dict[str, Model], list[Model], Annotated[...]."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in getattr(tp, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    meta = getattr(tp, "__origin__", None)
+    if meta is not None and isinstance(meta, type) and issubclass(meta, BaseModel):
+        return meta
+    return None
+
+
+def _clean_loc(loc: tuple, data: Any) -> tuple:
+    """The path as the user wrote it: pydantic adds union-member tags ("tuple[str, str]",
+    "Link", "function-after[...]") and "[key]" markers that are not in the document."""
+    out = []
+    node = data
+    for i, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not last and isinstance(part, str):
+            continue
+        else:
+            node = None
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: dict, model: type[BaseModel], loc: tuple) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        return f"unknown key {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if kind == "missing":
+        return f"item {loc[-1] + 1} is missing" if loc and isinstance(loc[-1], int) else "this key is required"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{err.get('input')!r} is not allowed; expected {expected}"
+    if kind in ("model_type", "dict_type"):
+        return f"expected a mapping of keys (or the short form), got {err.get('input')!r}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind.endswith("_type") or kind in ("greater_than_equal", "less_than_equal", "multiple_of"):
+        msg = f"{msg} (got {err.get('input')!r})"
+    return msg
+
+
+def validate(model: type[M], data: Any, path: str,
+             semantic: Callable[[M], list[tuple[tuple, str]]] | None = None) -> M:
+    """Validate a parsed document against `model`, then the whole-file rules, reporting all."""
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("the file must be a mapping of keys (e.g. `cluster: NAME`)", path, 1, 1)])
+    try:
+        obj = model.model_validate(_plain(data))
+    except ValidationError as e:
+        problems = []
+        seen = set()
+        for err in e.errors():
+            loc = _clean_loc(err["loc"], data)
+            text = _message(err, model, loc)
+            if (loc, text) in seen:
+                continue
+            seen.add((loc, text))
+            line, col = position(data, loc)
+            problems.append(Problem(text, path, line, col, _field_path(loc)))
+        raise ConfigError(_drop_union_noise(problems)) from None
+    if semantic is not None:
+        found = semantic(obj)
+        if found:
+            problems = []
+            for loc, text in found:
+                line, col = position(data, loc)
+                problems.append(Problem(text, path, line, col, _field_path(tuple(k for k in loc if k is not None))))
+            raise ConfigError(problems)
+    return obj
+
+
+def _drop_union_noise(problems: list[Problem]) -> list[Problem]:
+    # A union (short or long form) reports one failure per member: keep one per field and line.
+    out, seen = [], set()
+    for p in problems:
+        key = (p.field, p.line)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(p)
+    return out
+
+
+def _plain(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    return data
+
+
+def load_model(model: type[M], path: Path | str,
+               semantic: Callable[[M], list[tuple[tuple, str]]] | None = None) -> M:
+    return validate(model, load_yaml(path), str(path), semantic)
