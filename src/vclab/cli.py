@@ -1,0 +1,185 @@
+"""vclab's command line: check | schema | doctor | up | clean (run, compare, report to come).
+
+Bad input prints file:line:column: field: problem and exits 2; a failure the user can act on
+(missing tool, unconverged fabric) exits 1; nothing prints a traceback unless --debug."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vclab.errors import ConfigError, VclabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Emulate a virtualized cluster's network and measure failover time.")
+out = Console()
+err = Console(stderr=True)
+
+
+def friendly(fn):
+    """Turn vclab's own errors into messages and exit codes; Ctrl-C exits 130 quietly."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            for problem in e.problems:
+                err.print(str(problem), markup=False, highlight=False)
+            raise typer.Exit(2)
+        except VclabError as e:
+            err.print(f"vclab: {e}", markup=False, highlight=False)
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            err.print("vclab: interrupted; everything this run created was removed")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def check(file: Path = typer.Argument(..., help="cluster YAML"),
+          strict: bool = typer.Option(False, help="exit 1 when the analysis finds anything")):
+    """Validate a cluster file and analyse it (single points of failure, missing networks)."""
+    from vclab.topology.analysis import analyse
+    from vclab.topology.loader import load_cluster
+    from vclab.yamlfile import load_yaml, position
+
+    cluster = load_cluster(file)
+    data = load_yaml(file)
+    findings = analyse(cluster)
+    out.print(f"{file}: cluster {cluster.cluster!r} is valid: {len(cluster.switches)} switches, "
+              f"{len(cluster.hypervisors)} hypervisors, {len(cluster.storage)} storage arrays, "
+              f"{len(cluster.management)} management servers, {len(cluster.vms)} VMs, "
+              f"{len(cluster.networks)} networks", highlight=False)
+    if not findings:
+        out.print("analysis: no findings")
+        return
+    table = Table(title="analysis", show_lines=False)
+    for col in ("where", "severity", "finding", "subject", "what it means"):
+        table.add_column(col)
+    for f in findings:
+        line, _ = position(data, tuple(f.path)) if getattr(f, "path", None) else (None, None)
+        table.add_row(f"{file}:{line}" if line else str(file), f.severity, f.code, f.subject, f.message)
+    out.print(table)
+    if strict:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def schema(output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here"),
+           kind: str = typer.Option("cluster", help="cluster or experiment")):
+    """Print the JSON schema of cluster files, for editors that check YAML as it is typed."""
+    if kind == "cluster":
+        from vclab.topology.spec import Cluster as model
+    else:
+        raise typer.BadParameter("kind must be cluster")
+    text = json.dumps(model.model_json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n")
+        out.print(f"wrote {output}")
+    else:
+        print(text)
+
+
+@app.command()
+@friendly
+def doctor(as_json: bool = typer.Option(False, "--json", help="machine-readable")):
+    """What this kernel and userland offer, and what each missing piece means for experiments."""
+    from vclab.doctor import best_datapath, probe_all
+
+    caps = probe_all()
+    if as_json:
+        print(json.dumps({"capabilities": [c.as_dict() for c in caps],
+                          "datapath": best_datapath(caps)}, indent=2))
+        return
+    table = Table(title="vclab doctor")
+    for col in ("capability", "", "detail", "without it"):
+        table.add_column(col, overflow="fold")
+    for c in caps:
+        table.add_row(c.name, "[green]yes[/]" if c.available else "[red]no[/]", c.detail,
+                      "" if c.available else c.missing_means)
+    out.print(table)
+    out.print(f"datapath the build uses: [bold]{best_datapath(caps)}[/]")
+
+
+def _matrix_table(network: str, matrix: dict) -> Table:
+    members = sorted({a for a, _ in matrix} | {b for _, b in matrix})
+    table = Table(title=f"reachability on {network}", title_justify="left")
+    table.add_column("from \\ to")
+    for m in members:
+        table.add_column(m, justify="center")
+    for a in members:
+        cells = []
+        for b in members:
+            if a == b:
+                cells.append("·")
+            else:
+                cells.append("[green]ok[/]" if matrix.get((a, b)) else "[red]FAIL[/]")
+        table.add_row(a, *cells)
+    return table
+
+
+@app.command()
+@friendly
+def up(file: Path = typer.Argument(..., help="cluster YAML"),
+       mechanism: Optional[str] = typer.Option(None, help="loop protection: overrides the file's"),
+       cli: bool = typer.Option(False, "--cli", help="leave the Mininet CLI open after the checks")):
+    """Build the cluster, check reachability on every network and VLAN isolation, tear down."""
+    from vclab.topology.build import Lab
+    from vclab.topology.loader import load_cluster
+
+    cluster = load_cluster(file)
+    with Lab(cluster, mechanism=mechanism, cli=False) as lab:
+        out.print(f"built {cluster.cluster!r} in {lab.build_seconds:.1f} s on the "
+                  f"[bold]{lab.datapath}[/] datapath, fabric: {lab.mechanism}")
+        matrices = lab.reachability()
+        failures = 0
+        for network, matrix in matrices.items():
+            out.print(_matrix_table(network, matrix))
+            failures += sum(1 for ok in matrix.values() if not ok)
+        iso = lab.isolation()
+        table = Table(title="isolation (a VM-network host must not reach management)", title_justify="left")
+        for col in ("host", "network", "reached"):
+            table.add_column(col)
+        leaks = 0
+        for host, network, reached in iso:
+            leaks += bool(reached)
+            table.add_row(host, network, "[red]YES: leak[/]" if reached else "[green]no[/]")
+        out.print(table)
+        if cli:
+            lab.interact()
+    if failures or leaks:
+        err.print(f"vclab: {failures} unreachable pairs, {leaks} isolation leaks")
+        raise typer.Exit(1)
+    out.print("every network reaches every member; management is isolated")
+
+
+@app.command()
+@friendly
+def clean():
+    """Remove every namespace, veth, bridge and process vclab created (its own prefix only)."""
+    from vclab.clean import clean as do_clean
+
+    removed = do_clean()
+    if removed:
+        for item in removed:
+            out.print(f"removed {item}", highlight=False)
+    else:
+        out.print("nothing to clean")
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,162 @@
+"""What this kernel and userland offer, probed for real, and what each missing piece means.
+
+Each probe creates a throw-away object (prefix `vcd`) and removes it: the only reliable way to
+know whether e.g. netem or 802.1Q works is to try, since a kernel without loadable modules may
+list a feature it cannot load."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    available: bool
+    detail: str
+    missing_means: str  # what an experiment loses without it
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ok(args: list[str]) -> tuple[bool, str]:
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    return p.returncode == 0, (p.stderr or p.stdout).strip().splitlines()[-1:] and (p.stderr or p.stdout).strip().splitlines()[-1] or ""
+
+
+def _quiet(args: list[str]) -> None:
+    subprocess.run(args, capture_output=True, timeout=10)
+
+
+def _ovs_kernel_datapath() -> tuple[bool, str]:
+    ok, out = _ok(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "datapath_types"])
+    if not ok:
+        return False, "ovs-vswitchd is not running"
+    if "system" not in out:
+        return False, f"datapath types {out}"
+    # The type is listed even without the kernel module: try a bridge and read its error.
+    br = "vcd-br"
+    try:
+        ok, _ = _ok(["ovs-vsctl", "--timeout=5", "add-br", br, "--", "set", "bridge", br,
+                     "datapath_type=system"])
+        if not ok:
+            return False, "cannot create a system bridge"
+        _, err = _ok(["ovs-vsctl", "--timeout=5", "get", "Interface", br, "error"])
+        _, ofport = _ok(["ovs-vsctl", "--timeout=5", "get", "Interface", br, "ofport"])
+        if ofport.strip() in ("-1", "[]") or (err and err not in ("[]", '""')):
+            return False, "no openvswitch kernel module"
+        return True, "openvswitch kernel module present"
+    finally:
+        _quiet(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", br])
+
+
+def _with_veth(check) -> tuple[bool, str]:
+    a, b = "vcd-a", "vcd-b"
+    _quiet(["ip", "link", "del", a])
+    ok, out = _ok(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+    if not ok:
+        return False, f"no veth: {out}"
+    try:
+        return check(a)
+    finally:
+        _quiet(["ip", "link", "del", a])
+
+
+def _qdisc(kind: str, *params: str):
+    def check(dev: str) -> tuple[bool, str]:
+        ok, out = _ok(["tc", "qdisc", "add", "dev", dev, "root", kind, *params])
+        return ok, "works" if ok else out
+    return lambda: _with_veth(check)
+
+
+def _vlan() -> tuple[bool, str]:
+    def check(dev: str) -> tuple[bool, str]:
+        ok, out = _ok(["ip", "link", "add", "link", dev, "name", "vcd-a.5", "type", "vlan", "id", "5"])
+        _quiet(["ip", "link", "del", "vcd-a.5"])
+        return ok, "works" if ok else out
+    return _with_veth(check)
+
+
+def _link_kind(kind: str, *extra: str):
+    def probe() -> tuple[bool, str]:
+        name = "vcd-x"
+        _quiet(["ip", "link", "del", name])
+        ok, out = _ok(["ip", "link", "add", name, "type", kind, *extra])
+        _quiet(["ip", "link", "del", name])
+        return ok, "works" if ok else out
+    return probe
+
+
+def _tool(name: str):
+    def probe() -> tuple[bool, str]:
+        path = shutil.which(name)
+        return (path is not None, path or "not installed")
+    return probe
+
+
+def _module(name: str):
+    def probe() -> tuple[bool, str]:
+        spec = importlib.util.find_spec(name)
+        return (spec is not None, spec.origin if spec and spec.origin else "not importable")
+    return probe
+
+
+def _tso() -> tuple[bool, str]:
+    ok, out = _ok(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".",
+                   "other_config:userspace-tso-enable"])
+    on = ok and out.strip('"') == "true"
+    return on, "enabled" if on else "off"
+
+
+# name, probe, what its absence means
+PROBES = [
+    ("ovs-kernel-datapath", _ovs_kernel_datapath,
+     "OVS runs on the userspace datapath (netdev): OpenFlow set_queue is ignored, QoS uses tc "
+     "filters on DSCP instead; throughput is lower"),
+    ("ovs-userspace-tso", _tso,
+     "TCP through the userspace datapath hangs: run scripts/install.sh, which enables it"),
+    ("bonding-driver", _link_kind("bond"),
+     "no kernel bonds: NIC teams are OVS bonds (they work on both datapaths)"),
+    ("vlan-8021q", _vlan,
+     "no VLAN devices: VLANs are tagged by the hypervisors' OVS virtual switches (as vclab does anyway)"),
+    ("netem", _qdisc("netem", "delay", "1ms"),
+     "no netem: link delay/loss unavailable; links have bandwidth limits only"),
+    ("htb", _qdisc("htb"), "no HTB: no per-class QoS shares and no link rate via htb"),
+    ("tbf", _qdisc("tbf", "rate", "1mbit", "burst", "10kb", "latency", "50ms"),
+     "no TBF: link rates use HTB only"),
+    ("linux-bridge-stp", _link_kind("bridge", "stp_state", "1"),
+     "no Linux bridge STP: the linux-stp mechanism is unavailable"),
+    ("mininet", _module("mininet"), "cannot build clusters: install Debian's mininet package"),
+    ("os-ken", _module("os_ken"), "the sdn mechanism (vclab controller) is unavailable"),
+    ("iperf3", _tool("iperf3"), "no bulk-load workload"),
+    ("tgtd", _tool("tgtd"), "no iSCSI target: the storage workload is unavailable"),
+    ("libiscsi", _tool("iscsi-ls"), "no iSCSI initiator: the storage workload is unavailable"),
+    ("tcpdump", _tool("tcpdump"), "no packet captures of failover windows"),
+]
+
+
+def probe_all() -> list[Capability]:
+    out = []
+    for name, probe, means in PROBES:
+        try:
+            ok, detail = probe()
+        except Exception as e:  # a probe must never stop the report
+            ok, detail = False, f"probe failed: {e}"
+        out.append(Capability(name, ok, detail, means))
+    return out
+
+
+def has(caps: list[Capability], name: str) -> bool:
+    return any(c.name == name and c.available for c in caps)
+
+
+def best_datapath(caps: list[Capability]) -> str:
+    """`system` (kernel) where the module exists, else `netdev` (userspace)."""
+    return "system" if has(caps, "ovs-kernel-datapath") else "netdev"
