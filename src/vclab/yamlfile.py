@@ -103,7 +103,7 @@ def _inner_model(tp: Any) -> type[BaseModel] | None:
     return None
 
 
-def _clean_loc(loc: tuple, data: Any) -> tuple:
+def _clean_loc(loc: tuple, data: Any, missing: bool = False) -> tuple:
     """The path as the user wrote it: pydantic adds union-member tags ("tuple[str, str]",
     "Link", "function-after[...]") and "[key]" markers that are not in the document."""
     out = []
@@ -111,7 +111,7 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
     for i, part in enumerate(loc):
         if part == "[key]":
             continue
-        last = i == len(loc) - 1
+        last = missing and i == len(loc) - 1
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
@@ -155,7 +155,7 @@ def validate(model: type[M], data: Any, path: str,
         problems = []
         seen = set()
         for err in e.errors():
-            loc = _clean_loc(err["loc"], data)
+            loc = _clean_loc(err["loc"], data, err["type"] == "missing")
             text = _message(err, model, loc)
             if (loc, text) in seen:
                 continue

@@ -1,0 +1,110 @@
+"""Load an experiment and its cluster, and check every name the experiment uses against it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vclab.errors import ConfigError, Problem
+from vclab.experiments.spec import Experiment, Fault, Sweep
+from vclab.topology.spec import Cluster, semantic_problems
+from vclab.yamlfile import load_yaml, position, validate
+
+
+@dataclass
+class LoadedExperiment:
+    experiment: Experiment
+    cluster: Cluster
+    path: Path
+    text: str  # stored verbatim with the results
+    cluster_text: str
+
+
+def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
+    out: list[tuple[tuple, str]] = []
+    nodes = set(c.node_names())
+    hosts = set(c.hypervisors) | set(c.storage) | set(c.management) | set(c.vms)
+
+    def members(network: str) -> set[str]:
+        m = {h for h, s in c.servers().items() if network in s.networks}
+        m |= {a for a, s in c.storage.items() if network in s.portals}
+        m |= {v for v, s in c.vms.items() if network in s.networks}
+        return m
+
+    def need(path, name, pool, what):
+        if name not in pool:
+            out.append((path, f"unknown {what} {name!r}; {what}s are: {', '.join(sorted(pool)) or '(none)'}"))
+            return False
+        return True
+
+    for i, w in enumerate(e.workloads):
+        base = ("workloads", i, w.kind)
+        s = w.spec
+        if w.kind in ("probe", "iperf3"):
+            if need(base + ("network",), s.network, set(c.networks), "network"):
+                for end, key in ((s.src, "from"), (s.dst, "to")):
+                    if need(base + (key,), end, hosts, "host") and end not in members(s.network):
+                        out.append((base + (key,), f"{end!r} is not on network {s.network!r}; its members are: "
+                                    f"{', '.join(sorted(members(s.network)))}"))
+        elif w.kind == "vmotion":
+            need(base + ("vm",), s.vm, set(c.vms), "VM")
+            need(base + ("to",), s.to, set(c.hypervisors), "hypervisor")
+        elif w.kind == "iscsi":
+            for j, h in enumerate(s.hosts):
+                need(base + ("hosts", j), h, set(c.hypervisors), "hypervisor")
+            arrays = set(c.storage)
+            array = s.array or (sorted(arrays)[0] if arrays else None)
+            if array is None:
+                out.append((base, "the cluster has no storage array"))
+            elif need(base + ("array",), array, arrays, "storage array"):
+                need(base + ("lun",), s.lun, set(c.storage[array].luns), "LUN")
+        elif w.kind == "heartbeats" and s.isolation_address is not None:
+            need(base + ("isolation_address",), s.isolation_address, hosts, "host")
+
+    links = {l.name for l in c.link_list()}
+    links |= {f"{h}.{nic}" for h, s in c.servers().items() for nic in s.nics}
+    links |= {f"{a}.{net}" for a, s in c.storage.items() for net in s.portals}
+    for i, f in enumerate(e.faults):
+        if isinstance(f, Sweep):
+            continue
+        base = ("faults", i)
+        if f.at > e.duration:
+            out.append((base + ("at",), f"at {f.at:g} ms is after the end of the run ({e.duration:g} ms)"))
+        if f.link is not None:
+            need(base + ("link",), f.link, links, "link")
+        elif f.switch is not None:
+            need(base + ("switch",), f.switch, set(c.switches), "switch")
+        elif f.host is not None:
+            need(base + ("host",), f.host, set(c.servers()), "server")
+        elif f.controller is not None and not any(m.fabric == "sdn" for m in e.mechanisms):
+            out.append((base + ("controller",), "controller faults need the sdn mechanism among `mechanisms`"))
+    return out
+
+
+def load_experiment(path: Path | str) -> LoadedExperiment:
+    path = Path(path)
+    data = load_yaml(path)
+    text = path.read_text()
+    e = validate(Experiment, data, str(path))
+    cluster_file = e.cluster_path(path)
+    if cluster_file is not None:
+        if not cluster_file.is_file():
+            line, col = position(data, ("topology",))
+            raise ConfigError([Problem(f"no cluster file at {cluster_file}", str(path), line, col, "topology")])
+        cluster_data = load_yaml(cluster_file)
+        cluster = validate(Cluster, cluster_data, str(cluster_file), semantic_problems)
+        cluster_text = cluster_file.read_text()
+    else:
+        # Inline: positions point into the experiment file, under `topology`.
+        try:
+            cluster = validate(Cluster, data["topology"], str(path), semantic_problems)
+        except ConfigError as err:
+            for p in err.problems:
+                object.__setattr__(p, "field", "topology." + p.field if p.field else "topology")
+            raise
+        cluster_text = ""
+    problems = reference_problems(e, cluster)
+    if problems:
+        raise ConfigError([Problem(text_, str(path), *position(data, loc), ".".join(str(k) for k in loc))
+                           for loc, text_ in problems])
+    return LoadedExperiment(e, cluster, path, text, cluster_text)

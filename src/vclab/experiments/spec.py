@@ -1,0 +1,175 @@
+"""An experiment as the user writes it: a cluster, the mechanisms to compare, the workloads, a
+fault schedule and repetitions. Validated whole and against its cluster before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from vclab.topology.spec import Cluster, Mechanism, Name, TeamMode, semantic_problems
+from vclab.units import Millis, Percent, Rate
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MechanismChoice(Strict):
+    """A fabric mechanism, optionally with the hypervisors' NIC team mode overridden."""
+
+    fabric: Mechanism
+    team: TeamMode | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data):
+        return {"fabric": data} if isinstance(data, str) else data
+
+    @property
+    def label(self) -> str:
+        return self.fabric if self.team is None else f"{self.fabric}+{self.team}"
+
+
+# ---- workloads: one key names the kind, as in `- probe: {...}` ----
+
+class ProbeSpec(Strict):
+    src: Name = Field(alias="from")
+    dst: Name = Field(alias="to")
+    network: Name
+    every: Millis = 1.0
+
+
+class HeartbeatsSpec(Strict):
+    isolation_address: Name | None = None  # a node whose management address hosts ping
+    interval: Millis = 1000.0
+    failure_after: Millis | None = None  # defaults: the HA product's published defaults
+    isolation_after: Millis | None = None
+
+
+class VmotionSpec(Strict):
+    vm: Name
+    to: Name
+    at: Millis = 0.0
+    mode: Literal["shared", "shared-nothing"] = "shared"
+
+
+class IscsiSpec(Strict):
+    hosts: list[Name] = Field(min_length=1)
+    array: Name | None = None
+    lun: Name
+    pattern: Literal["random-4k", "sequential-64k"] = "random-4k"
+    mix: str = Field(default="70/30", pattern=r"^\d{1,3}/\d{1,3}$")  # read/write percent
+    multipath: bool = True
+
+
+class Iperf3Spec(Strict):
+    src: Name = Field(alias="from")
+    dst: Name = Field(alias="to")
+    network: Name
+    protocol: Literal["tcp", "udp"] = "tcp"
+    rate: Union[Literal["max"], Rate] = "max"
+
+
+WORKLOAD_KINDS = {"probe": ProbeSpec, "heartbeats": HeartbeatsSpec, "vmotion": VmotionSpec,
+                  "iscsi": IscsiSpec, "iperf3": Iperf3Spec}
+
+
+class Workload(Strict):
+    probe: ProbeSpec | None = None
+    heartbeats: HeartbeatsSpec | None = None
+    vmotion: VmotionSpec | None = None
+    iscsi: IscsiSpec | None = None
+    iperf3: Iperf3Spec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in WORKLOAD_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"each workload is one of {', '.join(WORKLOAD_KINDS)}; got "
+                             f"{', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in WORKLOAD_KINDS if getattr(self, k) is not None)
+
+    @property
+    def spec(self) -> BaseModel:
+        return getattr(self, self.kind)
+
+
+# ---- faults ----
+
+LinkAction = Literal["down", "up", "silent", "restore", "flap"]
+
+
+class Fault(Strict):
+    """One scheduled fault. The target is one of link, nic, switch, controller, host."""
+
+    at: Millis
+    link: str | None = None  # `tor-a/tor-b#1` or a NIC's cable `esx1.vmnic0`
+    switch: Name | None = None
+    controller: Literal["kill", "restart"] | None = None
+    host: Name | None = None  # with action isolate/rejoin: its management NICs
+    action: Literal["down", "up", "silent", "restore", "flap", "fail", "recover",
+                    "isolate", "rejoin"] | None = None
+    direction: Literal["both", "forward", "reverse"] = "both"  # silent loss: one way only
+    period: Millis | None = None  # flap
+    count: int | None = Field(default=None, ge=1, le=1000)  # flap
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        targets = [k for k in ("link", "switch", "controller", "host") if getattr(self, k) is not None]
+        if len(targets) != 1:
+            raise ValueError("a fault names exactly one of link, switch, controller, host; got "
+                             f"{', '.join(targets) or 'none'}")
+        allowed = {"link": ("down", "up", "silent", "restore", "flap"),
+                   "switch": ("fail", "recover"), "host": ("isolate", "rejoin"),
+                   "controller": (None,)}[targets[0]]
+        if targets[0] != "controller" and self.action not in allowed:
+            raise ValueError(f"a {targets[0]} fault's action is one of {', '.join(allowed)}")
+        if self.action == "flap" and (self.period is None or self.count is None):
+            raise ValueError("a flap needs `period` and `count`")
+        return self
+
+    @property
+    def target_kind(self) -> str:
+        return next(k for k in ("link", "switch", "controller", "host") if getattr(self, k) is not None)
+
+    @property
+    def target(self) -> str:
+        return str(getattr(self, self.target_kind))
+
+
+class Sweep(Strict):
+    """Generated schedules: `sweep: single-failures` fails every switch, link and NIC in turn."""
+
+    sweep: Literal["single-failures"]
+    at: Millis = 2000.0
+    hold: Millis = 3000.0  # how long each failure lasts before it is undone
+
+
+FaultOrSweep = Annotated[
+    Union[Annotated[Fault, Tag("fault")], Annotated[Sweep, Tag("sweep")]],
+    Discriminator(lambda d: "sweep" if (isinstance(d, dict) and "sweep" in d) or isinstance(d, Sweep) else "fault"),
+]
+
+
+class Experiment(Strict):
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # names the results
+    topology: Union[str, dict[str, Any]]  # a path relative to this file, or the cluster inline
+    mechanisms: list[MechanismChoice] = Field(min_length=1)
+    repetitions: int = Field(default=3, ge=1, le=1000)
+    seed: int = 1
+    warmup: Millis = 1000.0
+    settle: Millis = 1000.0
+    duration: Millis = 10_000.0
+    workloads: list[Workload] = Field(default_factory=list)
+    faults: list[FaultOrSweep] = Field(default_factory=list)
+
+    def cluster_path(self, experiment_file: Path) -> Path | None:
+        if isinstance(self.topology, str):
+            return (experiment_file.parent / self.topology).resolve()
+        return None
