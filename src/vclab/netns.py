@@ -2,16 +2,25 @@
 
 Mininet hosts and these nodes share the one method workloads need: `popen(args, **kw)`, which
 runs a command inside the node's namespace. Tests and benches that need no whole cluster use
-`rig()`; everything it creates carries the caller's prefix and is removed on exit.
+`rig()`; everything it creates carries the caller's prefix and is removed on exit. `BlackHole`
+is the fault they use to check the probe: a drop rule installed and removed on schedule.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from vclab.errors import VclabError
 
 
 def run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -83,3 +92,145 @@ def rig(prefix: str, count: int = 2, subnet: str = "10.250.0.0/24") -> Iterator[
             letter = chr(ord("a") + i)
             run(["ip", "link", "del", f"{prefix}-{letter}p"], check=False)
             run(["ip", "netns", "del", f"{prefix}-{letter}"], check=False)
+
+
+def ovs_rundir() -> str:
+    return os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+
+
+class OpenFlowSocket:
+    """A direct OpenFlow 1.3 connection to a bridge's management socket.
+
+    `ovs-ofctl` costs ~7 ms of process start per rule on a busy machine, which would blur the
+    moment a fault took effect; a flow mod plus barrier over this socket takes ~0.2 ms."""
+
+    def __init__(self, bridge: str) -> None:
+        from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+        self.ofp, self.parser = ofproto_v1_3, ofproto_v1_3_parser
+        # os-ken's messages only need the datapath for its protocol modules.
+        self.dp = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser)
+        self.xid = 0
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(f"{ovs_rundir()}/{bridge}.mgmt")
+        self.sock.sendall(self._bytes(self.parser.OFPHello(self.dp)))
+        version, kind, _ = self._read()
+        if kind != self.ofp.OFPT_HELLO or version < self.ofp.OFP_VERSION:
+            raise VclabError(f"{bridge}: OpenFlow 1.3 not enabled (got version {version})")
+
+    def _bytes(self, msg: Any) -> bytes:
+        self.xid += 1
+        msg.set_xid(self.xid)
+        msg.serialize()
+        return bytes(msg.buf)
+
+    def _read(self) -> tuple[int, int, int]:
+        head = self._exact(8)
+        version, kind, length, xid = struct.unpack("!BBHI", head)
+        body = self._exact(length - 8)
+        if kind == self.ofp.OFPT_ERROR:
+            err_type, code = struct.unpack_from("!HH", body)
+            raise VclabError(f"OpenFlow error type {err_type} code {code} (xid {xid})")
+        return version, kind, xid
+
+    def _exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise VclabError("OpenFlow connection closed by the switch")
+            buf += chunk
+        return buf
+
+    def flow_mod(self, **kwargs: Any) -> tuple[int, int]:
+        """Send a flow mod and a barrier; return CLOCK_REALTIME ns just before sending and
+        just after the barrier reply (the switch has then applied the flow mod)."""
+        data = self._bytes(self.parser.OFPFlowMod(self.dp, **kwargs))
+        data += self._bytes(self.parser.OFPBarrierRequest(self.dp))
+        barrier = self.xid
+        sent = time.time_ns()
+        self.sock.sendall(data)
+        while True:
+            _, kind, xid = self._read()
+            if kind == self.ofp.OFPT_BARRIER_REPLY and xid == barrier:
+                return sent, time.time_ns()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class BlackHole:
+    """A silent-loss fault: an OpenFlow drop rule above NORMAL, carrier stays up.
+
+    By default it drops every IPv4 packet on the bridge (ARP still passes, so recovery is not
+    delayed by address resolution). `match` takes os-ken OFPMatch fields, e.g.
+    {"in_port": 1, "eth_type": 0x0800}. apply() and undo() record when the rule really took
+    effect: `applied_ns`/`undone_ns` are taken just after the switch confirmed it, and the
+    `*_sent_ns` just before the request, so the effect lies between the two."""
+
+    bridge: str
+    match: dict[str, Any] = field(default_factory=lambda: {"eth_type": 0x0800})
+    priority: int = 65000
+    cookie: int = 0x7663_0000_0000_B1AC  # "vc" + black: finds our rule and nobody else's
+    applied_sent_ns: int | None = None
+    applied_ns: int | None = None
+    undone_sent_ns: int | None = None
+    undone_ns: int | None = None
+    _of: OpenFlowSocket | None = field(default=None, repr=False)
+
+    def _conn(self) -> OpenFlowSocket:
+        if self._of is None:
+            self._of = OpenFlowSocket(self.bridge)
+        return self._of
+
+    def connect(self) -> "BlackHole":
+        """Open the connection now, so apply() pays no setup cost."""
+        self._conn()
+        return self
+
+    def apply(self) -> int:
+        of = self._conn()
+        self.applied_sent_ns, self.applied_ns = of.flow_mod(
+            cookie=self.cookie, priority=self.priority, match=of.parser.OFPMatch(**self.match),
+            instructions=[])  # no instructions: drop
+        return self.applied_ns
+
+    def undo(self) -> int:
+        of = self._conn()
+        self.undone_sent_ns, self.undone_ns = of.flow_mod(
+            command=of.ofp.OFPFC_DELETE, table_id=of.ofp.OFPTT_ALL, cookie=self.cookie,
+            cookie_mask=0xFFFF_FFFF_FFFF_FFFF, out_port=of.ofp.OFPP_ANY,
+            out_group=of.ofp.OFPG_ANY, match=of.parser.OFPMatch())
+        return self.undone_ns
+
+    @property
+    def length_ms(self) -> float | None:
+        """How long the path was black-holed. Each edge took effect somewhere between the
+        request and the switch's confirmation: take the middle of both."""
+        if None in (self.applied_sent_ns, self.applied_ns, self.undone_sent_ns, self.undone_ns):
+            return None
+        return ((self.undone_sent_ns + self.undone_ns) - (self.applied_sent_ns + self.applied_ns)) / 2e6
+
+    @property
+    def length_error_ms(self) -> float | None:
+        """+- on length_ms: half of each request's round trip to the switch."""
+        if self.length_ms is None:
+            return None
+        return ((self.undone_ns - self.undone_sent_ns) + (self.applied_ns - self.applied_sent_ns)) / 2e6
+
+    def close(self) -> None:
+        """Remove the rule if it is still in place, and close the connection."""
+        try:
+            if self.applied_ns is not None and self.undone_ns is None:
+                self.undo()
+        finally:
+            if self._of is not None:
+                self._of.close()
+                self._of = None
+
+    def __enter__(self) -> "BlackHole":
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

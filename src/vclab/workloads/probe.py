@@ -1,0 +1,192 @@
+"""The ms-resolution UDP probe between two endpoints: vclab's measuring stick.
+
+One `probe_agent` runs in each endpoint's namespace; each sends to the other every interval
+and logs what it sent and received. `parse` turns the two logs into outage (timestamp and
+loss methods, each +-interval), loss, reordering, duplicates, one-way delay and RTT.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import importlib.util
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from vclab.procs import ProcessTracker
+from vclab.workloads import probe_agent, probe_metrics
+from vclab.workloads.base import Workload, WorkloadError
+
+
+class Node(Protocol):
+    """Anything that runs a command in its network namespace: a Mininet host, a NetnsNode."""
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen: ...
+
+
+@dataclass
+class Endpoint:
+    node: Node
+    ip: str
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.node, "name", self.ip))
+
+
+class Probe(Workload):
+    """Bidirectional UDP probes between `a` and `b` until stop()."""
+
+    kind = "probe"
+
+    def __init__(self, a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
+                 tracker: ProcessTracker, *, interval_ms: float = 1.0, port: int = 7370,
+                 size: int = 0, rt_priority: int = 10, workdir: Path | None = None,
+                 start_timeout: float = 10.0) -> None:
+        self.a = a if isinstance(a, Endpoint) else Endpoint(*a)
+        self.b = b if isinstance(b, Endpoint) else Endpoint(*b)
+        self.tracker = tracker
+        self.interval_ms = interval_ms
+        self.port = port
+        self.size = size
+        self.rt_priority = rt_priority
+        self.start_timeout = start_timeout
+        self._own_workdir = workdir is None
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ready_ns: dict[str, int] = {}
+
+    def check(self) -> None:
+        problems = []
+        if not self.interval_ms > 0:
+            problems.append(f"interval_ms must be > 0, not {self.interval_ms}")
+        if not 0 < self.port < 65536:
+            problems.append(f"port {self.port} is not a UDP port")
+        for side, ep in (("a", self.a), ("b", self.b)):
+            if not callable(getattr(ep.node, "popen", None)):
+                problems.append(f"endpoint {side}: {ep.node!r} cannot run commands (no popen)")
+            try:
+                ipaddress.IPv4Address(ep.ip)
+            except ValueError:
+                problems.append(f"endpoint {side}: {ep.ip!r} is not an IPv4 address")
+        if importlib.util.find_spec("vclab.workloads.probe_agent") is None:
+            problems.append(f"{sys.executable} cannot import vclab.workloads.probe_agent")
+        if problems:
+            raise WorkloadError("probe: " + "; ".join(problems))
+
+    def _args(self, me: Endpoint, peer: Endpoint, out: Path, session: int) -> list[str]:
+        args = [sys.executable, "-m", "vclab.workloads.probe_agent", "--bind", me.ip,
+                "--peer", peer.ip, "--port", str(self.port), "--interval-ms", str(self.interval_ms),
+                "--session", str(session), "--rt-priority", str(self.rt_priority),
+                "--out", str(out)]
+        return args + (["--size", str(self.size)] if self.size else [])
+
+    def start(self) -> None:
+        if self.procs:
+            raise WorkloadError("probe: already started")
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="vclab-probe-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        session = random.getrandbits(32)
+        for side, me, peer in (("a", self.a, self.b), ("b", self.b, self.a)):
+            (self.workdir / f"{side}.probe").unlink(missing_ok=True)
+            with (self.workdir / f"{side}.err").open("wb") as err:
+                proc = me.node.popen(self._args(me, peer, self.workdir / f"{side}.probe", session),
+                                     stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+            self.tracker.track(proc.pid, f"probe-{side}:{me.name}")
+            self.procs[side] = proc
+        for side, proc in self.procs.items():
+            self.ready_ns[side] = self._wait_ready(side, proc)
+
+    def _wait_ready(self, side: str, proc: subprocess.Popen) -> int:
+        """Block until the agent is receiving, so a fault applied after start() is seen."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.05)
+            if ready:
+                line = proc.stdout.readline().decode().split()
+                if len(line) == 2 and line[0] == "ready":
+                    return int(line[1])
+                break
+            if proc.poll() is not None:
+                break
+        err = (self.workdir / f"{side}.err").read_text(errors="replace").strip()
+        self.stop()
+        raise WorkloadError(f"probe agent {side} did not start: {err or 'no output'}")
+
+    def stop(self) -> None:
+        # Signal both first so they stop sending at the same moment; then wait for each to
+        # write its log (it lingers to catch its peer's last probes).
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=probe_agent.LINGER_S + 5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.tracker.end(proc.pid)  # SIGKILL if it hung; forget it either way
+            if proc.stdout:
+                proc.stdout.close()
+
+    def collect(self) -> dict[str, Any]:
+        """{'a': AgentLog | None, 'b': ..., 'errors': {...}}: the two agents' logs."""
+        raw: dict[str, Any] = {"interval_ns": int(self.interval_ms * 1e6), "errors": {}}
+        for side in ("a", "b"):
+            path = self.workdir / f"{side}.probe" if self.workdir else None
+            try:
+                raw[side] = probe_agent.read_log(path) if path else None
+            except (OSError, ValueError) as e:
+                raw[side] = None
+                err = self.workdir / f"{side}.err" if self.workdir else None
+                detail = err.read_text(errors="replace").strip() if err and err.exists() else ""
+                raw["errors"][side] = f"{e}{': ' + detail if detail else ''}"
+        return raw
+
+    def cleanup(self) -> None:
+        """Remove the temporary directory the logs were written to (if this probe made it)."""
+        if self._own_workdir and self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @staticmethod
+    def streams(raw: dict[str, Any]) -> tuple[probe_metrics.Stream, probe_metrics.Stream, list[int]]:
+        """The a->b and b->a streams and RTT samples (ns) from two agent logs."""
+        a: probe_agent.AgentLog | None = raw.get("a")
+        b: probe_agent.AgentLog | None = raw.get("b")
+        interval = raw["interval_ns"]
+
+        def stream(sender: probe_agent.AgentLog | None,
+                   receiver: probe_agent.AgentLog | None) -> probe_metrics.Stream:
+            s = probe_metrics.Stream(interval)
+            if sender:
+                s.sent_seq, s.sent_t = sender.sent_seq, sender.sent_t
+            if receiver:
+                s.recv_seq, s.recv_t_send, s.recv_t_recv = (
+                    receiver.recv_seq, receiver.recv_t_send, receiver.recv_t_recv)
+                s.rx_start_ns, s.rx_end_ns = receiver.rx_start_ns, receiver.rx_end_ns
+            return s
+
+        rtt: list[int] = []
+        for me in (a, b):
+            if me:
+                rtt += probe_metrics.rtt_samples(me.sent_seq, me.sent_t, me.recv_t_recv,
+                                                 me.recv_echo_seq, me.recv_echo_hold)
+        return stream(a, b), stream(b, a), rtt
+
+    @staticmethod
+    def parse(raw: dict[str, Any], fault_ns: int | None = None, threshold_ms: float = 0.0,
+              noise_floor_ms: float | None = None) -> dict[str, Any]:
+        """Metrics from collect()'s output; `fault_ns`: the fault's applied CLOCK_REALTIME ns."""
+        ab, ba, rtt = Probe.streams(raw)
+        result = probe_metrics.summarize(ab, ba, rtt, fault_ns, threshold_ms, noise_floor_ms)
+        result["errors"] = dict(raw.get("errors", {}))
+        result["sched"] = {side: raw[side].info.get("sched") for side in ("a", "b") if raw.get(side)}
+        return result

@@ -1,0 +1,327 @@
+"""Outage, loss, reordering, duplicates, delay and RTT from probe records. Pure: no root.
+
+An outage is a run of lost probes. Its edges are placed from the *send* times around it: the
+path broke between the send time of the last probe that got through and that of the first
+one lost, and came back between the last lost one and the first that got through again. We
+take the midpoints, so the timestamp-based outage is
+
+    outage = mid(first lost, next received) - mid(previous received, first lost)
+           = t_send(next received) - t_send(previous received) - interval   (regular sending)
+
+with an error bar of half of each bracket (= +-interval when sending is regular). Sender
+scheduling jitter moves both send times and the receive times alike, so it is not counted;
+receiver jitter cannot count either, because receive times are not used. The loss-derived
+outage (RFC 6201 style) is lost x interval, also +-interval.
+
+Records come straight from the agents (`probe_agent.AgentLog`) or, in tests, from lists.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NS_PER_MS = 1_000_000
+NO_ECHO = 0xFFFFFFFF
+# Probes sent this close to the end of the receiver's window may still have been in flight.
+SETTLE_NS = 100 * NS_PER_MS
+
+
+@dataclass
+class Stream:
+    """One direction: what the sender sent and what the receiver got, in arrival order.
+
+    `sent_*` may be empty when the sender's log is missing: the expected probes are then
+    inferred from the received seqs, and the send times of lost ones from the interval."""
+
+    interval_ns: int
+    sent_seq: Sequence[int] = ()
+    sent_t: Sequence[int] = ()
+    recv_seq: Sequence[int] = ()
+    recv_t_send: Sequence[int] = ()
+    recv_t_recv: Sequence[int] = ()
+    rx_start_ns: int | None = None  # the receiver's listening window
+    rx_end_ns: int | None = None
+
+
+@dataclass
+class Gap:
+    """One run of lost probes, with edges placed from the send times around it."""
+
+    first_lost: int
+    last_lost: int
+    lost: int
+    start_ns: int
+    end_ns: int
+    outage_ms: float
+    error_ms: float  # +- on outage_ms
+    loss_outage_ms: float
+    open_start: bool = False  # lost from the first expected probe: it may have begun earlier
+    open_end: bool = False  # still lost at the last expected probe: it had not ended
+    start_rel_ms: float | None = None  # relative to the fault's applied time
+    end_rel_ms: float | None = None
+
+
+@dataclass
+class DelayStats:
+    count: int = 0
+    min_ms: float | None = None
+    median_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+
+@dataclass
+class DirectionResult:
+    expected: int
+    received: int
+    lost: int
+    duplicates: int
+    reordered: int
+    outage_ms: float  # the largest gap, timestamp method
+    outage_error_ms: float
+    loss_outage_ms: float  # lost in that gap x interval
+    loss_outage_error_ms: float
+    total_loss_outage_ms: float  # every lost probe x interval
+    interval_ms: float
+    outage: Gap | None = None
+    fault_gap: Gap | None = None  # the gap nearest the fault
+    gaps: list[Gap] = field(default_factory=list)  # every gap >= the threshold, in order
+    owd: DelayStats = field(default_factory=DelayStats)
+    recv_gap_ms: float = 0.0  # naive: largest gap between receive times minus the interval
+    send_gap_ms: float = 0.0  # largest gap between send times minus the interval
+    noise_floor_ms: float | None = None
+
+
+@dataclass
+class NoiseFloor:
+    """What the probe reports when nothing is broken: the resolution to quote beside results."""
+
+    noise_floor_ms: float  # largest outage (timestamp method) with no fault
+    lost: int
+    expected: int
+    recv_gap_ms: float  # what a naive receive-time gap would have claimed
+    send_gap_ms: float
+    window_ms: float
+
+
+def _ms(ns: float) -> float:
+    return ns / NS_PER_MS
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an unsorted sequence (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
+    return ordered[int(rank) - 1]
+
+
+def delay_stats(values_ns: Sequence[int]) -> DelayStats:
+    if not values_ns:
+        return DelayStats()
+    ms = [_ms(v) for v in values_ns]
+    return DelayStats(len(ms), min(ms), statistics.median(ms), percentile(ms, 99), max(ms))
+
+
+def _expected(stream: Stream, start_ns: int | None, end_ns: int | None) -> dict[int, int]:
+    """seq -> send time for every probe the receiver could have seen: sent inside its window
+    (and inside [start_ns, end_ns] when given). Send time -1: unknown (no sender log)."""
+    bounds_lo = [x for x in (stream.rx_start_ns, start_ns) if x is not None]
+    bounds_hi = [x for x in (end_ns, None if stream.rx_end_ns is None
+                             else stream.rx_end_ns - SETTLE_NS) if x is not None]
+    lo = max(bounds_lo) if bounds_lo else None
+    hi = min(bounds_hi) if bounds_hi else None
+    times: dict[int, int] = {}
+    if stream.sent_seq:
+        pairs = zip(stream.sent_seq, stream.sent_t)
+    else:  # sender log missing: what was received says what was sent
+        pairs = zip(stream.recv_seq, stream.recv_t_send)
+    for seq, t in pairs:
+        if (lo is None or t >= lo) and (hi is None or t <= hi):
+            times.setdefault(seq, t)
+    if not stream.sent_seq and times:
+        for seq in range(min(times), max(times) + 1):
+            times.setdefault(seq, -1)
+    return times
+
+
+def _gaps(stream: Stream, times: dict[int, int], got: set[int]) -> list[Gap]:
+    seqs = sorted(times)
+    interval = stream.interval_ns
+    gaps: list[Gap] = []
+    i = 0
+    while i < len(seqs):
+        if seqs[i] in got:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(seqs) and seqs[j + 1] not in got:
+            j += 1
+        prev = times[seqs[i - 1]] if i > 0 else None
+        nxt = times[seqs[j + 1]] if j + 1 < len(seqs) else None
+        first, last = times[seqs[i]], times[seqs[j]]
+        # Unknown send times of lost probes (no sender log): one interval from the neighbour.
+        if first < 0:
+            first = prev + interval if prev is not None else (nxt - (j - i + 1) * interval)
+        if last < 0:
+            last = nxt - interval if nxt is not None else first + (j - i) * interval
+        if prev is not None:
+            start, start_err = (prev + first) / 2, (first - prev) / 2
+        else:
+            start, start_err = first, 0.0
+        if nxt is not None:
+            end, end_err = (last + nxt) / 2, (nxt - last) / 2
+        else:
+            end, end_err = last, 0.0
+        lost = j - i + 1
+        gaps.append(Gap(
+            first_lost=seqs[i], last_lost=seqs[j], lost=lost, start_ns=int(start),
+            end_ns=int(end), outage_ms=_ms(end - start), error_ms=_ms(start_err + end_err),
+            loss_outage_ms=_ms(lost * interval), open_start=prev is None, open_end=nxt is None,
+        ))
+        i = j + 1
+    return gaps
+
+
+def _largest_spacing(values: Sequence[int], interval: int) -> float:
+    ordered = sorted(values)
+    if len(ordered) < 2:
+        return 0.0
+    return max(0.0, _ms(max(b - a for a, b in zip(ordered, ordered[1:])) - interval))
+
+
+def nearest_gap(gaps: Sequence[Gap], fault_ns: int) -> Gap | None:
+    """The gap closest in time to the fault (0 when it spans it); ties go to the larger one."""
+    def distance(g: Gap) -> tuple[float, float]:
+        if g.start_ns <= fault_ns <= g.end_ns:
+            d = 0
+        else:
+            d = min(abs(g.start_ns - fault_ns), abs(g.end_ns - fault_ns))
+        return (d, -g.outage_ms)
+
+    return min(gaps, key=distance, default=None)
+
+
+def analyse(stream: Stream, fault_ns: int | None = None, threshold_ms: float = 0.0,
+            start_ns: int | None = None, end_ns: int | None = None) -> DirectionResult:
+    """Metrics for one direction, over probes sent in [start_ns, end_ns] (default: all).
+    `threshold_ms`: which gaps to list (all by default)."""
+    interval = stream.interval_ns
+    times = _expected(stream, start_ns, end_ns)
+    got: set[int] = set()
+    duplicates = reordered = 0
+    highest = -1
+    owd: list[int] = []
+    arrivals: list[int] = []
+    for seq, t_send, t_recv in zip(stream.recv_seq, stream.recv_t_send, stream.recv_t_recv):
+        if seq not in times:
+            continue  # sent outside the receiver's window
+        if seq in got:
+            duplicates += 1
+            continue
+        got.add(seq)
+        if seq < highest:
+            reordered += 1
+        highest = max(highest, seq)
+        owd.append(t_recv - t_send)
+        arrivals.append(t_recv)
+    gaps = _gaps(stream, times, got)
+    if fault_ns is not None:
+        for g in gaps:
+            g.start_rel_ms = _ms(g.start_ns - fault_ns)
+            g.end_rel_ms = _ms(g.end_ns - fault_ns)
+    biggest = max(gaps, key=lambda g: g.outage_ms, default=None)
+    lost = len(times) - len(got)
+    known_sends = [t for t in times.values() if t >= 0]
+    return DirectionResult(
+        expected=len(times), received=len(got), lost=lost, duplicates=duplicates,
+        reordered=reordered,
+        outage_ms=biggest.outage_ms if biggest else 0.0,
+        outage_error_ms=biggest.error_ms if biggest else _ms(interval),
+        loss_outage_ms=biggest.loss_outage_ms if biggest else 0.0,
+        loss_outage_error_ms=_ms(interval),
+        total_loss_outage_ms=_ms(lost * interval),
+        interval_ms=_ms(interval),
+        outage=biggest,
+        fault_gap=nearest_gap(gaps, fault_ns) if fault_ns is not None else None,
+        gaps=[g for g in gaps if g.outage_ms >= threshold_ms],
+        owd=delay_stats(owd),
+        recv_gap_ms=_largest_spacing(arrivals, interval),
+        send_gap_ms=_largest_spacing(known_sends, interval),
+    )
+
+
+def noise_floor(stream: Stream, start_ns: int | None = None, end_ns: int | None = None) -> NoiseFloor:
+    """Largest outage the probe reports in a window with no fault (the whole stream by default)."""
+    result = analyse(stream, start_ns=start_ns, end_ns=end_ns)
+    sends = sorted(t for t in _expected(stream, start_ns, end_ns).values() if t >= 0)
+    span = _ms(sends[-1] - sends[0]) if len(sends) > 1 else 0.0
+    return NoiseFloor(result.outage_ms, result.lost, result.expected, result.recv_gap_ms,
+                      result.send_gap_ms, span)
+
+
+def rtt_samples(
+    sent_seq: Sequence[int], sent_t: Sequence[int], recv_t_recv: Sequence[int],
+    recv_echo_seq: Sequence[int], recv_echo_hold: Sequence[int],
+) -> list[int]:
+    """RTT (ns) per echoed probe: back at us - sent by us - held at the peer. Clock-free: each
+    difference is taken on one machine. The first echo of a seq is used (shortest hold)."""
+    sent_at = dict(zip(sent_seq, sent_t))
+    seen: set[int] = set()
+    out = []
+    for t_back, echo, hold in zip(recv_t_recv, recv_echo_seq, recv_echo_hold):
+        if echo == NO_ECHO or echo in seen or echo not in sent_at:
+            continue
+        seen.add(echo)
+        out.append(t_back - sent_at[echo] - hold)
+    return out
+
+
+# The noise-floor window stops this many intervals before the fault, so the outage the floor
+# is quoted beside can never be part of it.
+FAULT_MARGIN_INTERVALS = 10
+
+
+def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
+              fault_ns: int | None = None, threshold_ms: float = 0.0,
+              noise_floor_ms: float | None = None) -> dict[str, Any]:
+    """Both directions in one plain dict; the top-level outage is the worse direction's.
+
+    `noise_floor_ms` from a fault-free baseline run is quoted as is; without it the floor is
+    measured on this run before the fault (on the whole run when there is no fault)."""
+    ab = analyse(a_to_b, fault_ns, threshold_ms)
+    ba = analyse(b_to_a, fault_ns, threshold_ms)
+    floors = []
+    for stream, res in ((a_to_b, ab), (b_to_a, ba)):
+        if noise_floor_ms is not None:
+            res.noise_floor_ms = noise_floor_ms
+            continue
+        end = None if fault_ns is None else fault_ns - FAULT_MARGIN_INTERVALS * stream.interval_ns
+        floors.append(noise_floor(stream, None, end))
+        res.noise_floor_ms = floors[-1].noise_floor_ms
+    worse = max((ab, ba), key=lambda r: r.outage_ms)
+    gap = worse.outage
+    return {
+        "outage_ms": worse.outage_ms,
+        "outage_error_ms": worse.outage_error_ms,
+        "loss_outage_ms": worse.loss_outage_ms,
+        "loss_outage_error_ms": worse.loss_outage_error_ms,
+        # where the outage sat relative to the fault's applied time (None without a fault)
+        "outage_start_ms": gap.start_rel_ms if gap else None,
+        "outage_end_ms": gap.end_rel_ms if gap else None,
+        "outage_open": bool(gap and (gap.open_start or gap.open_end)),
+        "lost": ab.lost + ba.lost,
+        "duplicates": ab.duplicates + ba.duplicates,
+        "reordered": ab.reordered + ba.reordered,
+        "noise_floor_ms": max(ab.noise_floor_ms or 0.0, ba.noise_floor_ms or 0.0),
+        "noise_floor_window_ms": min((f.window_ms for f in floors), default=None),
+        # what a naive receive-gap probe would have called the floor, for comparison
+        "naive_noise_floor_ms": max((f.recv_gap_ms for f in floors), default=None),
+        "interval_ms": worse.interval_ms,
+        "fault_ns": fault_ns,
+        "rtt": asdict(delay_stats(list(rtt_ns))),
+        "a_to_b": asdict(ab),
+        "b_to_a": asdict(ba),
+    }
