@@ -1,0 +1,179 @@
+"""Faults that apply themselves, record when they really happened, and undo themselves.
+
+A fault is turned into commands first (pure, tested without root), then applied; the applied
+time is the wall clock right after the command that made it effective returned, with the
+command's own duration kept as its uncertainty. Cables are veth pairs whose two ends are both in
+the root namespace (switch ports and virtual-switch uplinks), so a fault never enters a host."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from vclab.experiments.spec import Fault
+
+SINK = "vcsink0"  # an ifb left down: whatever is redirected to it is dropped (gact is missing)
+
+
+class Cabling(Protocol):
+    """What faults need to know of a built cluster: cable ends by the user's names."""
+
+    def link_ends(self, link: str) -> tuple[str, str]:
+        """Root-namespace interface names of both ends of `tor-a/tor-b#1` or `esx1.vmnic0`."""
+
+    def switch_links(self, switch: str) -> list[str]:
+        """Every cable of a physical switch, by name."""
+
+    def management_links(self, host: str) -> list[str]:
+        """The cables that carry a server's management traffic (its NICs)."""
+
+
+def _down(ifname: str) -> list[str]:
+    return ["ip", "link", "set", "dev", ifname, "down"]
+
+
+def _up(ifname: str) -> list[str]:
+    return ["ip", "link", "set", "dev", ifname, "up"]
+
+
+def silent_commands(ifname: str) -> list[list[str]]:
+    """Drop everything `ifname` transmits while its carrier stays up: BPDUs, LACP and BFD too,
+    which an OpenFlow drop rule would not catch (OVS handles them before the flow table)."""
+    return [
+        ["tc", "qdisc", "replace", "dev", ifname, "clsact"],
+        ["tc", "filter", "replace", "dev", ifname, "egress", "protocol", "all", "prio", "1",
+         "handle", "800::1", "u32", "match", "u32", "0", "0",
+         "action", "mirred", "egress", "redirect", "dev", SINK],
+    ]
+
+
+def restore_commands(ifname: str) -> list[list[str]]:
+    return [["tc", "qdisc", "del", "dev", ifname, "clsact"]]
+
+
+def sink_commands() -> list[list[str]]:
+    return [["ip", "link", "add", SINK, "type", "ifb"]]
+
+
+def plan(fault: Fault, cabling: Cabling) -> tuple[list[list[str]], list[list[str]]]:
+    """(commands that apply the fault, commands that undo it). Pure."""
+    if fault.link is not None:
+        a, b = cabling.link_ends(fault.link)
+        ends = {"both": (a, b), "forward": (a,), "reverse": (b,)}[fault.direction]
+        if fault.action in ("down", "flap"):
+            return [_down(x) for x in (a, b)], [_up(x) for x in (a, b)]
+        if fault.action == "up":
+            return [_up(x) for x in (a, b)], []
+        if fault.action == "silent":
+            apply = [c for x in ends for c in silent_commands(x)]
+            return apply, [c for x in ends for c in restore_commands(x)]
+        if fault.action == "restore":
+            return [c for x in (a, b) for c in restore_commands(x)], []
+    if fault.switch is not None:
+        ends = [e for link in cabling.switch_links(fault.switch) for e in cabling.link_ends(link)]
+        down, up = [_down(x) for x in ends], [_up(x) for x in ends]
+        return (down, up) if fault.action == "fail" else (up, [])
+    if fault.host is not None:
+        ends = [e for link in cabling.management_links(fault.host) for e in cabling.link_ends(link)]
+        down, up = [_down(x) for x in ends], [_up(x) for x in ends]
+        return (down, up) if fault.action == "isolate" else (up, [])
+    raise ValueError(f"no commands for {fault}")
+
+
+@dataclass
+class AppliedFault:
+    """What really happened: the record that outage figures are measured against."""
+
+    name: str
+    kind: str
+    target: str
+    action: str
+    scheduled_ms: float
+    applied_ns: int = 0  # wall clock (CLOCK_REALTIME), comparable with probe timestamps
+    applied_ms: float = 0.0  # relative to the start of the repetition
+    uncertainty_ms: float = 0.0  # how long the applying command took
+    undone_ms: float | None = None
+    detail: dict = field(default_factory=dict)
+
+
+def run_commands(cmds: list[list[str]]) -> tuple[int, float]:
+    """Run in order; return (wall-clock ns after the last one, seconds they took)."""
+    t0 = time.perf_counter()
+    for cmd in cmds:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0 and "clsact" not in cmd and "File exists" not in p.stderr:
+            raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
+    return time.time_ns(), time.perf_counter() - t0
+
+
+def fault_name(fault: Fault) -> str:
+    return f"{fault.target_kind} {fault.target} {fault.action or fault.controller}"
+
+
+def apply(fault: Fault, cabling: Cabling, t0_ns: int,
+          controller: Callable[[str], None] | None = None) -> tuple[AppliedFault, list[list[str]]]:
+    """Apply now; returns the record and the commands that undo it."""
+    record = AppliedFault(fault_name(fault), fault.target_kind, fault.target,
+                          fault.action or str(fault.controller), fault.at)
+    if fault.controller is not None:
+        t_start = time.perf_counter()
+        if controller is None:
+            raise RuntimeError("controller faults need the sdn mechanism")
+        controller(fault.controller)
+        now, took = time.time_ns(), time.perf_counter() - t_start
+        undo: list[list[str]] = []
+    else:
+        cmds, undo = plan(fault, cabling)
+        now, took = run_commands(cmds)
+        record.detail["commands"] = [" ".join(c) for c in cmds]
+    record.applied_ns = now
+    record.applied_ms = (now - t0_ns) / 1e6
+    record.uncertainty_ms = took * 1e3
+    return record, undo
+
+
+def single_failures(cluster) -> list[tuple[dict, dict]]:
+    """Every switch, inter-switch link and NIC (server NIC, storage portal) of the cluster, as
+    (fail, undo) fault fields: the seed's "no single failure interrupts VM operation", checked."""
+    out = []
+    for sw in cluster.switches:
+        out.append(({"switch": sw, "action": "fail"}, {"switch": sw, "action": "recover"}))
+    for link in cluster.link_list():
+        out.append(({"link": link.name, "action": "down"}, {"link": link.name, "action": "up"}))
+    for host, server in cluster.servers().items():
+        for nic in server.nics:
+            out.append(({"link": f"{host}.{nic}", "action": "down"}, {"link": f"{host}.{nic}", "action": "up"}))
+    for array, spec in cluster.storage.items():
+        for net in spec.portals:
+            out.append(({"link": f"{array}.{net}", "action": "down"}, {"link": f"{array}.{net}", "action": "up"}))
+    return out
+
+
+def expand_schedule(experiment, cluster) -> list[Fault]:
+    """The flat, time-ordered schedule: flaps become down/up pairs, sweeps become one failure
+    after another, each undone after `hold` and followed by the same time to recover."""
+    from vclab.experiments.spec import Sweep
+
+    out: list[Fault] = []
+    for item in experiment.faults:
+        if isinstance(item, Sweep):
+            t = item.at
+            for fail, undo in single_failures(cluster):
+                out.append(Fault(at=t, **fail))
+                out.append(Fault(at=t + item.hold, **undo))
+                t += 2 * item.hold
+        elif item.action == "flap":
+            for k in range(item.count):
+                start = item.at + k * item.period
+                out.append(item.model_copy(update={"at": start, "action": "down", "period": None, "count": None}))
+                out.append(item.model_copy(update={"at": start + item.period / 2, "action": "up",
+                                                   "period": None, "count": None}))
+        else:
+            out.append(item)
+    return sorted(out, key=lambda f: f.at)
+
+
+def schedule_end_ms(faults: list[Fault]) -> float:
+    return max((f.at for f in faults), default=0.0)
