@@ -1,0 +1,108 @@
+"""Experiment files: validated whole and against their cluster, errors naming file:line:field."""
+
+from pathlib import Path
+
+import pytest
+
+from vclab.errors import ConfigError
+from vclab.experiments.faults import expand_schedule, plan, single_failures
+from vclab.experiments.loader import load_experiment
+from vclab.experiments.spec import Fault
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(f"experiment: t\ntopology: {ROOT / 'topologies/default.yaml'}\n" + body)
+    return p
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_experiment(path)
+    return [str(p) for p in e.value.problems]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")))
+def test_shipped_experiments_load(path):
+    loaded = load_experiment(path)
+    assert loaded.experiment.mechanisms
+
+
+def test_unknown_mechanism_lists_allowed(tmp_path):
+    p = write(tmp_path, "mechanisms: [sdn, rsttp]\n")
+    (msg,) = problems(p)
+    assert msg.startswith(f"{p}:3:19: mechanisms.1:")
+    assert "'rstp'" in msg and "'sdn'" in msg
+
+
+def test_references_checked_against_cluster(tmp_path):
+    p = write(tmp_path, "mechanisms: [rstp]\nworkloads:\n"
+                        "  - probe: {from: esx1, to: web1, network: vmotion}\n"
+                        "  - vmotion: {vm: web9, to: esx2}\n"
+                        "faults:\n  - {at: 1s, link: esx1.vmnic7, action: down}\n")
+    msgs = problems(p)
+    assert msgs[0].startswith(f"{p}:5:25: workloads.0.probe.to: 'web1' is not on network 'vmotion'")
+    assert msgs[1].startswith(f"{p}:6:15: workloads.1.vmotion.vm: unknown VM 'web9'")
+    assert msgs[2].startswith(f"{p}:8:14: faults.0.link: unknown link 'esx1.vmnic7'")
+
+
+def test_fault_needs_one_target_and_a_fitting_action(tmp_path):
+    p = write(tmp_path, "mechanisms: [rstp]\nfaults:\n"
+                        "  - {at: 1s, link: tor-a/tor-b#1, action: fail}\n"
+                        "  - {at: 1s, switch: tor-a, link: tor-a/tor-b#1, action: fail}\n")
+    msgs = problems(p)
+    assert msgs[0].startswith(f"{p}:5:5: faults.0: a link fault's action is one of down")
+    assert msgs[1].startswith(f"{p}:6:5: faults.1: a fault names exactly one of")
+
+
+def test_missing_cluster_file_named(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text("experiment: t\ntopology: nowhere.yaml\nmechanisms: [rstp]\n")
+    (msg,) = problems(p)
+    assert msg.startswith(f"{p}:2:1: topology: no cluster file at")
+
+
+class FakeCabling:
+    def link_ends(self, link):
+        return (f"{link}-a", f"{link}-b")
+
+    def switch_links(self, switch):
+        return ["l1", "l2"]
+
+    def management_links(self, host):
+        return ["m1"]
+
+
+def test_link_down_takes_both_ends_down_and_undoes():
+    apply, undo = plan(Fault(at=0, link="l1", action="down"), FakeCabling())
+    assert apply == [["ip", "link", "set", "dev", "l1-a", "down"], ["ip", "link", "set", "dev", "l1-b", "down"]]
+    assert undo == [["ip", "link", "set", "dev", "l1-a", "up"], ["ip", "link", "set", "dev", "l1-b", "up"]]
+
+
+def test_silent_one_way_drops_at_one_end_only():
+    apply, undo = plan(Fault(at=0, link="l1", action="silent", direction="forward"), FakeCabling())
+    assert {c[4] for c in apply} == {"l1-a"}
+    assert any("mirred" in c for c in apply)
+    assert undo == [["tc", "qdisc", "del", "dev", "l1-a", "clsact"]]
+
+
+def test_switch_failure_cuts_every_cable():
+    apply, _ = plan(Fault(at=0, switch="s", action="fail"), FakeCabling())
+    assert [c[4] for c in apply] == ["l1-a", "l1-b", "l2-a", "l2-b"]
+
+
+def test_flap_and_sweep_expand(tmp_path):
+    p = write(tmp_path, "mechanisms: [rstp]\nduration: 60s\nfaults:\n"
+                        "  - {at: 1s, link: tor-a/tor-b#1, action: flap, period: 200ms, count: 3}\n"
+                        "  - {sweep: single-failures, at: 10s, hold: 1s}\n")
+    loaded = load_experiment(p)
+    flat = expand_schedule(loaded.experiment, loaded.cluster)
+    flaps = [f for f in flat if f.at < 10_000]
+    assert [(f.at, f.action) for f in flaps] == [(1000, "down"), (1100, "up"), (1200, "down"),
+                                                  (1300, "up"), (1400, "down"), (1500, "up")]
+    sweep = [f for f in flat if f.at >= 10_000]
+    assert len(sweep) == 2 * len(single_failures(loaded.cluster))
+    # 2 switches, 2 links, 8 server NICs, 2 portals in the default cluster
+    assert len(single_failures(loaded.cluster)) == 14
