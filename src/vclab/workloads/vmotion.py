@@ -1,0 +1,383 @@
+"""vMotion replay: the pre-copy rounds of vmotion_model sent as real TCP between two hypervisors.
+
+A receiver runs in the destination's namespace on its vMotion address, a sender in the source's.
+Each round is a header (round, bytes) and page-sized writes; the receiver acknowledges the whole
+round before the sender starts the next, as pre-copy must know which pages arrived before it
+re-sends the dirty ones. Both ends log per-round timestamps (wall clock, which every namespace on
+the host shares, so they line up with fault times), and the measured total time and downtime come
+from the fabric: a stall mid-migration stretches its round.
+
+In "live" mode (default) the sender feeds each round's measured duration back into the model, so
+a slow round lets the guest dirty more and the migration takes more rounds, as a real one would.
+"plan" mode sends the model's rounds byte for byte, whatever happens.
+
+    python -m vclab.workloads.vmotion receive --bind IP [--port 8000] --log FILE
+    python -m vclab.workloads.vmotion send --to IP --spec JSON [--mode live|plan] --log FILE
+    python -m vclab.workloads.vmotion measure --to IP [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from vclab.procs import ProcessTracker
+from vclab.workloads.base import Workload, WorkloadError
+from vclab.workloads.vmotion_model import (
+    MEMORY,
+    STOP_AND_COPY,
+    PlannedRound,
+    VmotionSpec,
+    precopy,
+    simulate,
+)
+
+VMOTION_PORT = 8000  # ESXi's vMotion TCP port
+MODES = ("live", "plan")
+
+_HEADER = struct.Struct("!IQ")  # round index, bytes that follow
+_ACK = struct.Struct("!I")  # round index, once all of it arrived
+_END = 0xFFFFFFFF
+_RECV_CHUNK = 1 << 20
+
+
+def _recv_exact(sock: socket.socket, n: int, buf: bytearray) -> bool:
+    """Read n bytes into buf[:n] (False if the peer closed)."""
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:n])
+        if k == 0:
+            return False
+        got += k
+    return True
+
+
+class _JsonLog:
+    def __init__(self, path: str | None) -> None:
+        self.file: BinaryIO | None = open(path, "ab", buffering=0) if path else None
+
+    def write(self, **record: Any) -> None:
+        if self.file:
+            self.file.write((json.dumps(record) + "\n").encode())
+
+
+def receive(bind: str, port: int, log_path: str | None) -> None:
+    """Serve migrations one connection after another until killed."""
+    log = _JsonLog(log_path)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((bind, port))
+    listener.listen(4)
+    print("ready", flush=True)  # the workload waits for this before starting the sender
+    conn_id = 0
+    header = bytearray(_HEADER.size)
+    buf = bytearray(_RECV_CHUNK)
+    while True:
+        sock, peer = listener.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn_id += 1
+        with sock:
+            while _recv_exact(sock, _HEADER.size, header):
+                index, nbytes = _HEADER.unpack(header)
+                if index == _END:
+                    break
+                t_first = None
+                left = nbytes
+                while left:
+                    k = sock.recv_into(buf, min(left, len(buf)))
+                    if k == 0:
+                        break
+                    t_first = t_first or time.time()
+                    left -= k
+                if left:
+                    break
+                t_last = time.time()
+                sock.sendall(_ACK.pack(index))
+                log.write(event="round", conn=conn_id, round=index, bytes=nbytes,
+                          t_first=t_first, t_last=t_last)
+
+
+class _Sender:
+    def __init__(self, to: str, port: int, page_bytes: int) -> None:
+        self.sock = socket.create_connection((to, port), timeout=10)
+        self.sock.settimeout(None)  # a stalled fabric must stretch the round, not abort it
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.page = bytes(page_bytes)
+        self.ack = bytearray(_ACK.size)
+
+    def round(self, index: int, nbytes: int) -> tuple[float, float]:
+        """Send one round in page-sized writes and wait for its ack: (wall start, seconds)."""
+        t_start, m_start = time.time(), time.monotonic()
+        self.sock.sendall(_HEADER.pack(index, nbytes))
+        page, size = self.page, len(self.page)
+        full, rest = divmod(nbytes, size)
+        send = self.sock.sendall
+        for _ in range(full):
+            send(page)
+        if rest:
+            send(page[:rest])
+        if not _recv_exact(self.sock, _ACK.size, self.ack) or _ACK.unpack(self.ack)[0] != index:
+            raise ConnectionError(f"receiver did not acknowledge round {index}")
+        return t_start, time.monotonic() - m_start
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(_HEADER.pack(_END, 0))
+        finally:
+            self.sock.close()
+
+
+def _planned(spec: VmotionSpec) -> Iterator[PlannedRound]:
+    for r in simulate(spec).rounds:
+        yield PlannedRound(r.index, r.phase, r.bytes, r.bytes)
+
+
+def send(to: str, port: int, spec: VmotionSpec, mode: str, log_path: str | None) -> None:
+    log = _JsonLog(log_path)
+    sender = _Sender(to, port, spec.page_bytes)
+    log.write(event="start", t=time.time(), mode=mode, spec=spec.model_dump())
+    if mode == "live":
+        plan = precopy(spec)
+        step = next(plan)
+        while True:
+            t_start, seconds = sender.round(step.index, step.bytes)
+            log.write(event="round", round=step.index, phase=step.phase, bytes=step.bytes,
+                      t_start=t_start, duration_s=seconds)
+            if step.phase == STOP_AND_COPY:
+                break
+            step = plan.send(seconds)
+    else:
+        for step in _planned(spec):
+            t_start, seconds = sender.round(step.index, step.bytes)
+            log.write(event="round", round=step.index, phase=step.phase, bytes=step.bytes,
+                      t_start=t_start, duration_s=seconds)
+    sender.close()
+    log.write(event="done", t=time.time())
+
+
+def measure(to: str, port: int, seconds: float, page_bytes: int) -> dict[str, float]:
+    """Achievable rate with the replay's own writes and acks: a warm-up round to open the
+    congestion window, then rounds sized from the last estimate until one lasts `seconds`/2."""
+    sender = _Sender(to, port, page_bytes)
+    try:
+        nbytes = 1 << 20
+        _, took = sender.round(0, nbytes)
+        rate = nbytes * 8 / took
+        for index in range(1, 5):
+            nbytes = int(min(max(rate / 8 * seconds, 1 << 20), 1 << 34))
+            _, took = sender.round(index, nbytes)
+            rate = nbytes * 8 / took
+            if took >= seconds / 2:
+                break
+    finally:
+        sender.close()
+    return {"rate_bps": rate, "bytes": nbytes, "seconds": took}
+
+
+class VmotionReplay(Workload):
+    """One migration replayed from `source` to `destination_ip` on `destination`."""
+
+    kind = "vmotion"
+
+    def __init__(self, source: Any, destination: Any, destination_ip: str, spec: VmotionSpec,
+                 tracker: ProcessTracker, outdir: Path, *, port: int = VMOTION_PORT,
+                 mode: str = "live", name: str = "vmotion") -> None:
+        self.source, self.destination = source, destination
+        self.destination_ip, self.spec, self.tracker = destination_ip, spec, tracker
+        self.outdir, self.port, self.mode, self.name = Path(outdir), port, mode, name
+        self.sender_log = self.outdir / f"{name}-sender.jsonl"
+        self.receiver_log = self.outdir / f"{name}-receiver.jsonl"
+        self.measured_rate_bps: float | None = None
+        self._receiver: subprocess.Popen | None = None
+        self._sender: subprocess.Popen | None = None
+        self.sender_error = ""
+
+    def _program(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "vclab.workloads.vmotion", *args]
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise WorkloadError(f"vmotion mode {self.mode!r} is not one of {', '.join(MODES)}")
+        for node in (self.source, self.destination):
+            if not callable(getattr(node, "popen", None)):
+                raise WorkloadError(f"{node!r} cannot run processes (no popen)")
+        try:
+            socket.inet_aton(self.destination_ip)
+        except OSError:
+            raise WorkloadError(f"vmotion destination {self.destination_ip!r} is not an IPv4 "
+                                "address") from None
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.outdir, os.W_OK):
+            raise WorkloadError(f"cannot write vmotion logs to {self.outdir}")
+
+    def _ensure_receiver(self, timeout: float = 10.0) -> None:
+        if self._receiver and self._receiver.poll() is None:
+            return
+        self.receiver_log.unlink(missing_ok=True)
+        proc = self.destination.popen(
+            self._program("receive", "--bind", self.destination_ip, "--port", str(self.port),
+                          "--log", str(self.receiver_log)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.tracker.track(proc.pid, f"{self.name}-receiver")
+        self._receiver = proc
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            err = b""
+            if proc.poll() is not None:
+                err = proc.stderr.read()
+            self.stop()
+            raise WorkloadError(f"vmotion receiver did not start on {self.destination_ip}:"
+                                f"{self.port}: {err.decode(errors='replace').strip()[-500:]}")
+
+    def measure_rate(self, seconds: float = 2.0, timeout: float = 60.0) -> float:
+        """The TCP rate the replay can reach between the two hosts now (bits/s)."""
+        self._ensure_receiver()
+        proc = self.source.popen(
+            self._program("measure", "--to", self.destination_ip, "--port", str(self.port),
+                          "--seconds", str(seconds), "--page-bytes", str(self.spec.page_bytes)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.tracker.track(proc.pid, f"{self.name}-measure")
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise WorkloadError(f"vmotion rate measurement took over {timeout:g} s") from None
+        finally:
+            self.tracker.end(proc.pid)
+        if proc.returncode != 0:
+            raise WorkloadError(f"vmotion rate measurement failed: {err.decode().strip()[-500:]}")
+        self.measured_rate_bps = float(json.loads(out)["rate_bps"])
+        return self.measured_rate_bps
+
+    @property
+    def run_spec(self) -> VmotionSpec:
+        """The spec the sender runs: at the measured rate once measure_rate() ran, because the
+        stop-and-copy threshold (downtime target x rate) must use the rate the fabric gives."""
+        if self.measured_rate_bps:
+            return self.spec.at_rate(self.measured_rate_bps)
+        return self.spec
+
+    def start(self) -> None:
+        self._ensure_receiver()
+        self.sender_log.unlink(missing_ok=True)
+        proc = self.source.popen(
+            self._program("send", "--to", self.destination_ip, "--port", str(self.port),
+                          "--spec", self.run_spec.model_dump_json(), "--mode", self.mode,
+                          "--log", str(self.sender_log)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.tracker.track(proc.pid, f"{self.name}-sender")
+        self._sender = proc
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the migration finished (the sender exited) within `timeout` seconds."""
+        if not self._sender:
+            return False
+        try:
+            self._sender.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def stop(self) -> None:
+        for proc in (self._sender, self._receiver):
+            if proc:
+                self.tracker.end(proc.pid)
+        if self._sender and self._sender.returncode not in (0, None) and self._sender.stderr:
+            self.sender_error = self._sender.stderr.read().decode(errors="replace")[-2000:]
+        self._sender = self._receiver = None
+
+    def collect(self) -> dict[str, Any]:
+        def lines(path: Path) -> list[dict]:
+            if not path.exists():
+                return []
+            return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "spec": self.run_spec.model_dump(),
+            "measured_rate_bps": self.measured_rate_bps,
+            "sender": lines(self.sender_log),
+            "receiver": lines(self.receiver_log),
+            "sender_error": self.sender_error,
+        }
+
+    @staticmethod
+    def parse(raw: dict[str, Any]) -> dict[str, Any]:
+        """Measured rounds, total time and downtime; and the model at the measured rate."""
+        spec = VmotionSpec(**raw["spec"])
+        rounds = [e for e in raw["sender"] if e.get("event") == "round"]
+        done = any(e.get("event") == "done" for e in raw["sender"])
+        if not rounds:
+            raise WorkloadError("the vmotion sender recorded no round")
+        finished = done and rounds[-1]["phase"] == STOP_AND_COPY
+        first = rounds[0]["t_start"]
+        end = rounds[-1]["t_start"] + rounds[-1]["duration_s"]
+        out: dict[str, Any] = {
+            "finished": finished,
+            "t_start": first,
+            "rounds": [
+                {"round": r["round"], "phase": r["phase"], "bytes": r["bytes"],
+                 "start_s": r["t_start"] - first, "duration_s": r["duration_s"],
+                 "rate_bps": r["bytes"] * 8 / r["duration_s"] if r["duration_s"] else None}
+                for r in rounds
+            ],
+            "precopy_rounds": sum(1 for r in rounds if r["phase"] == MEMORY),
+            "bytes_sent": sum(r["bytes"] for r in rounds),
+            # The replay moves no device state: the modelled resume time is added so measured
+            # and modelled figures count the same things.
+            "total_s": end - first + spec.resume_s if finished else None,
+            "downtime_s": rounds[-1]["duration_s"] + spec.resume_s if finished else None,
+        }
+        rate = raw.get("measured_rate_bps")
+        if rate:
+            model = simulate(spec.at_rate(rate))
+            out["measured_rate_bps"] = rate
+            out["model_total_s"] = model.total_s
+            out["model_downtime_s"] = model.downtime_s
+            out["model_precopy_rounds"] = model.precopy_rounds
+            if finished:
+                out["total_error"] = out["total_s"] / model.total_s - 1
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.vmotion")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("receive")
+    r.add_argument("--bind", required=True)
+    r.add_argument("--port", type=int, default=VMOTION_PORT)
+    r.add_argument("--log")
+    s = sub.add_parser("send")
+    s.add_argument("--to", required=True)
+    s.add_argument("--port", type=int, default=VMOTION_PORT)
+    s.add_argument("--spec", required=True, help="VmotionSpec as JSON")
+    s.add_argument("--mode", choices=MODES, default="live")
+    s.add_argument("--log")
+    m = sub.add_parser("measure")
+    m.add_argument("--to", required=True)
+    m.add_argument("--port", type=int, default=VMOTION_PORT)
+    m.add_argument("--seconds", type=float, default=2.0)
+    m.add_argument("--page-bytes", type=int, default=4096)
+    args = ap.parse_args(argv)
+    if args.cmd == "receive":
+        receive(args.bind, args.port, args.log)
+    elif args.cmd == "send":
+        send(args.to, args.port, VmotionSpec.model_validate_json(args.spec), args.mode, args.log)
+    else:
+        print(json.dumps(measure(args.to, args.port, args.seconds, args.page_bytes)))
+
+
+if __name__ == "__main__":
+    main()
