@@ -167,18 +167,14 @@ def _gaps(stream: Stream, times: dict[int, int], got: set[int]) -> list[Gap]:
             first = prev + interval if prev is not None else (nxt - (j - i + 1) * interval)
         if last < 0:
             last = nxt - interval if nxt is not None else first + (j - i) * interval
-        if prev is not None:
-            start, start_err = (prev + first) / 2, (first - prev) / 2
-        else:
-            start, start_err = first, 0.0
-        if nxt is not None:
-            end, end_err = (last + nxt) / 2, (nxt - last) / 2
-        else:
-            end, end_err = last, 0.0
+        # Twice the edge times, in integer ns: realtime ns exceed a float's exact range.
+        start2, start_err2 = (prev + first, first - prev) if prev is not None else (2 * first, 0)
+        end2, end_err2 = (last + nxt, nxt - last) if nxt is not None else (2 * last, 0)
         lost = j - i + 1
         gaps.append(Gap(
-            first_lost=seqs[i], last_lost=seqs[j], lost=lost, start_ns=int(start),
-            end_ns=int(end), outage_ms=_ms(end - start), error_ms=_ms(start_err + end_err),
+            first_lost=seqs[i], last_lost=seqs[j], lost=lost, start_ns=start2 // 2,
+            end_ns=end2 // 2, outage_ms=(end2 - start2) / 2 / NS_PER_MS,
+            error_ms=(start_err2 + end_err2) / 2 / NS_PER_MS,
             loss_outage_ms=_ms(lost * interval), open_start=prev is None, open_end=nxt is None,
         ))
         i = j + 1
@@ -231,7 +227,7 @@ def analyse(stream: Stream, fault_ns: int | None = None, threshold_ms: float = 0
     if fault_ns is not None:
         for g in gaps:
             g.start_rel_ms = _ms(g.start_ns - fault_ns)
-            g.end_rel_ms = _ms(g.end_ns - fault_ns)
+            g.end_rel_ms = g.start_rel_ms + g.outage_ms
     biggest = max(gaps, key=lambda g: g.outage_ms, default=None)
     lost = len(times) - len(got)
     known_sends = [t for t in times.values() if t >= 0]
