@@ -205,11 +205,11 @@ def _state(c: Cluster, lost: Failure | None) -> _State:
     return _State(server, portal)
 
 
-def _cuts(c: Cluster, st: _State) -> set[tuple[str, str]]:
+def _cuts(c: Cluster, st: _State, skip: set[str] = frozenset()) -> set[tuple[str, str]]:
     """(member, network) pairs cut off, for every network but storage (judged per path)."""
     out: set[tuple[str, str]] = set()
     for net in c.networks:
-        if c.kind_of(net) == "storage":
+        if c.kind_of(net) == "storage" or net in skip:
             continue
         members: list[tuple[str, int | None]] = [(s, st.server[s]) for s, spec in c.servers().items()
                                                  if net in spec.networks]
@@ -255,9 +255,14 @@ def _clauses(pairs: set[tuple[str, str]], order: list[str]) -> str:
 def unreachable(c: Cluster) -> list[Finding]:
     """Members cut off with nothing lost: the fabric is split or an array is out of reach."""
     st = _state(c, None)
-    out = [Finding("error", "unreachable", m, f"{m} cannot reach every member of {net} even with "
-                   "nothing failed: the switches it needs are not linked", _where(c, m))
-           for m, net in sorted(_cuts(c, st), key=lambda p: (_order(c).index(p[0]), p[1]))]
+    order = _order(c)
+    lost: dict[str, list[str]] = {}
+    for member, net in _cuts(c, st):
+        lost.setdefault(member, []).append(net)
+    out = [Finding("error", "unreachable", m, f"{m} cannot reach every member of "
+                   f"{', '.join(sorted(lost[m], key=order.index))} even with nothing failed: "
+                   "the switches it needs are not linked", _where(c, m))
+           for m in sorted(lost, key=order.index)]
     for (server, array), nets in _paths(c, st).items():
         if not nets:
             out.append(Finding("error", "unreachable", server, f"{server} has no storage path to "
@@ -269,12 +274,15 @@ def single_points_of_failure(c: Cluster) -> list[Finding]:
     """Fail each switch, link, NIC and portal in turn; report what newly loses its network."""
     order = _order(c)
     base = _state(c, None)
-    base_cuts, base_paths = _cuts(c, base), _paths(c, base)
+    # A network already split is reported as unreachable; which piece counts as "the network"
+    # would shift with every failure, so it gets no single-failure verdict until it is fixed.
+    split = {net for _, net in _cuts(c, base)}
+    base_paths = _paths(c, base)
     errors: list[Finding] = []
     notes: list[Finding] = []
     for lost in failures(c):
         st = _state(c, lost)
-        cut = _cuts(c, st) - base_cuts
+        cut = _cuts(c, st, split)
         fewer: dict[str, dict[str, set[str]]] = {}  # array -> left paths -> servers
         for key, nets in _paths(c, st).items():
             server, array = key
