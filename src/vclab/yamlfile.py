@@ -11,7 +11,9 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from vclab.errors import ConfigError, Problem
 
@@ -26,41 +28,86 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
             text = Path(path).read_text()
         except OSError as e:
             raise ConfigError([Problem(f"cannot read the file: {e.strerror}", path)]) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError([Problem(f"not a text file (UTF-8): byte {e.start} is {e.object[e.start:e.start + 1]!r}",
+                                       path)]) from None
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
         data = yaml.load(text)
+    except DuplicateKeyError as e:
+        raise ConfigError(_duplicate_keys(text, path) or [_marked(e, path)]) from None
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        msg = " ".join(str(x) for x in (e.context, e.problem) if x)
-        if "duplicate key" in msg or "found duplicate key" in str(e):
-            msg = "a key is given twice here: " + (str(e.problem) if e.problem else msg)
-        raise ConfigError([Problem(msg.strip(), path, mark.line + 1 if mark else None,
-                                   mark.column + 1 if mark else None)]) from None
+        raise ConfigError([_marked(e, path)]) from None
     except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate anchors)
         raise ConfigError([Problem(f"not valid YAML: {e}", path)]) from None
     return data
+
+
+def _marked(e: MarkedYAMLError, path: str) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+    return Problem(msg.strip(), path, mark.line + 1 if mark else None, mark.column + 1 if mark else None)
+
+
+def _duplicate_keys(text: str, path: str) -> list[Problem]:
+    """Every key given twice in one mapping, with its field path; ruamel stops at the first."""
+    try:
+        root = YAML(typ="rt").compose(text)
+    except Exception:
+        return []
+    out: list[Problem] = []
+    visited: set[int] = set()
+
+    def walk(node: Node | None, loc: tuple) -> None:
+        if node is None or id(node) in visited:  # an alias: its anchor was walked already
+            return
+        visited.add(id(node))
+        if isinstance(node, MappingNode):
+            first: dict[tuple, int] = {}
+            for knode, vnode in node.value:
+                key = (knode.tag, knode.value) if isinstance(knode, ScalarNode) else (None, id(knode))
+                shown = knode.value if isinstance(knode, ScalarNode) else "?"
+                if key in first and knode.tag != "tag:yaml.org,2002:merge":
+                    out.append(Problem(f"key {shown!r} is given twice; the first is on line {first[key]}",
+                                       path, knode.start_mark.line + 1, knode.start_mark.column + 1,
+                                       _field_path(loc + (shown,))))
+                first.setdefault(key, knode.start_mark.line + 1)
+                walk(vnode, loc + (shown,))
+        elif isinstance(node, SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, loc + (i,))
+
+    walk(root, ())
+    return out
+
+
+def _child(node: Any, part: Any) -> tuple[bool, Any]:
+    """The key of `node` that `part` names: pydantic writes non-string keys as text (None -> 'None')."""
+    if isinstance(node, dict):
+        if part in node:
+            return True, part
+        for key in node:
+            if str(key) == str(part):
+                return True, key
+    elif isinstance(node, list) and isinstance(part, int) and not isinstance(part, bool) and 0 <= part < len(node):
+        return True, part
+    return False, None
 
 
 def position(data: Any, loc: tuple) -> tuple[int | None, int | None]:
     """1-based line and column of the deepest node of `loc` that exists in the document."""
     line = col = None
     node = data
-    for key in loc:
-        if isinstance(node, CommentedMap) and key in node:
-            try:
-                line, col = node.lc.key(key)
-            except (KeyError, TypeError, AttributeError):
-                pass
-            node = node[key]
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
-            try:
-                line, col = node.lc.item(key)
-            except (KeyError, TypeError, AttributeError):
-                pass
-            node = node[key]
-        else:
+    for part in loc:
+        found, key = _child(node, part)
+        if not found or not isinstance(node, (CommentedMap, CommentedSeq)):
             break
+        try:
+            line, col = node.lc.key(key) if isinstance(node, CommentedMap) else node.lc.item(key)
+        except (KeyError, TypeError, AttributeError):
+            pass  # a key merged in with `<<:` has no position of its own here
+        node = node[key]
     if line is None and hasattr(data, "lc"):
         line, col = data.lc.line, data.lc.col
     return (line + 1 if line is not None else None, col + 1 if col is not None else None)
@@ -112,10 +159,9 @@ def _clean_loc(loc: tuple, data: Any, missing: bool = False) -> tuple:
         if part == "[key]":
             continue
         last = missing and i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
+        found, key = _child(node, part)
+        if found:
+            node = node[key]
         elif not last and isinstance(part, str):
             continue
         else:
@@ -136,10 +182,16 @@ def _message(err: dict, model: type[BaseModel], loc: tuple) -> str:
         return f"{err.get('input')!r} is not allowed; expected {expected}"
     if kind in ("model_type", "dict_type"):
         return f"expected a mapping of keys (or the short form), got {err.get('input')!r}"
+    if "[key]" in err["loc"]:
+        return f"{err.get('input')!r} cannot be a name here: write a name as text"
+    if kind == "ip_v4_network":
+        return (f"{err.get('input')!r} is not an IPv4 network; write ADDRESS/PREFIX with the host "
+                "bits zero, e.g. 10.10.0.0/24")
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if kind.endswith("_type") or kind in ("greater_than_equal", "less_than_equal", "multiple_of"):
+    if kind.endswith("_type") or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                                          "multiple_of", "finite_number"):
         msg = f"{msg} (got {err.get('input')!r})"
     return msg
 

@@ -31,6 +31,20 @@ def _check_name(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_check_name)]
 
+
+def _check_vlan(value: int) -> int:
+    if not 1 <= value <= 4094:
+        raise ValueError(f"VLAN {value} is outside 1..4094 (0 and 4095 are reserved by 802.1Q)")
+    return value
+
+
+# Strict: YAML reads `vlan: yes` as true, which pydantic would take for VLAN 1.
+Vlan = Annotated[int, Field(strict=True), AfterValidator(_check_vlan)]
+# units.py parses the forms; these say which values make sense for a cluster.
+LinkRate = Annotated[Rate, Field(gt=0, allow_inf_nan=False)]
+Duration = Annotated[Millis, Field(ge=0, allow_inf_nan=False)]
+Size = Annotated[Bytes, Field(gt=0)]
+
 NetworkKind = Literal["management", "vmotion", "storage", "vm"]
 Mechanism = Literal["none", "stp", "rstp", "linux-stp", "sdn"]
 TeamMode = Literal["active-backup", "balance-slb", "lacp"]
@@ -44,8 +58,8 @@ class Strict(BaseModel):
 class LinkSettings(Strict):
     """What a cable is like. Delay and loss need netem in the kernel (`vclab doctor` tells)."""
 
-    rate: Rate | None = None
-    delay: Millis = 0.0
+    rate: LinkRate | None = None
+    delay: Duration = 0.0
     loss: Percent = 0.0
 
 
@@ -54,16 +68,16 @@ class Defaults(Strict):
 
 
 class Network(Strict):
-    vlan: int = Field(ge=1, le=4094)
+    vlan: Vlan
     subnet: ipaddress.IPv4Network
     kind: NetworkKind | None = None  # defaults to the network's name when that is a kind
     share: Percent | None = None  # guaranteed share of every link, for QoS
-    cap: Rate | None = None  # policed maximum, for QoS
+    cap: LinkRate | None = None  # policed maximum, for QoS
 
 
 class Switch(Strict):
     # The user puts the root bridge: STP/RSTP priorities step by 4096.
-    priority: int = Field(default=32768, ge=0, le=61440, multiple_of=4096)
+    priority: int = Field(default=32768, ge=0, le=61440, multiple_of=4096, strict=True)
 
 
 class Link(Strict):
@@ -71,10 +85,10 @@ class Link(Strict):
 
     between: tuple[Name, Name]
     name: str | None = None
-    rate: Rate | None = None
-    delay: Millis | None = None
+    rate: LinkRate | None = None
+    delay: Duration | None = None
     loss: Percent | None = None
-    cost: int | None = Field(default=None, ge=1, le=200_000_000)  # STP/RSTP port cost
+    cost: int | None = Field(default=None, ge=1, le=200_000_000, strict=True)  # STP/RSTP port cost
 
     @model_validator(mode="before")
     @classmethod
@@ -86,8 +100,8 @@ class Nic(Strict):
     """Long form of a NIC's cabling; the short form is just the switch's name."""
 
     switch: Name
-    rate: Rate | None = None
-    delay: Millis | None = None
+    rate: LinkRate | None = None
+    delay: Duration | None = None
     loss: Percent | None = None
 
 
@@ -140,7 +154,7 @@ class Chap(Strict):
 
 class StorageArray(Strict):
     portals: Annotated[dict[Name, Portal], Field(min_length=1)]  # storage network -> switch
-    luns: dict[Name, Bytes] = Field(default_factory=dict)
+    luns: dict[Name, Size] = Field(default_factory=dict)
     chap: Chap | None = None
 
     @model_validator(mode="before")
@@ -155,10 +169,10 @@ class StorageArray(Strict):
 class VM(Strict):
     host: Name
     networks: list[Name] = Field(default_factory=list)
-    memory: Bytes = 4 * 2**30
-    dirty_rate: Rate = 0.0  # pages the guest writes, as a rate ("200MB/s")
-    working_set: Bytes | None = None  # memory the guest keeps rewriting; None = all of it
-    disk: Bytes = 20 * 2**30
+    memory: Size = 4 * 2**30
+    dirty_rate: Annotated[Rate, Field(ge=0, allow_inf_nan=False)] = 0.0  # pages the guest writes ("200MB/s")
+    working_set: Size | None = None  # memory the guest keeps rewriting; None = all of it
+    disk: Size = 20 * 2**30
 
 
 class Cluster(Strict):
@@ -299,6 +313,8 @@ def semantic_problems(c: Cluster) -> list[tuple[Path, str]]:
                         f"{', '.join(sorted(c.hypervisors)) or '(none)'}"))
         for j, net in enumerate(spec.networks):
             need_network(("vms", vm, "networks", j), net, ("vm",))
+        if len(set(spec.networks)) != len(spec.networks):
+            out.append((("vms", vm, "networks"), "a network is listed twice"))
         if spec.working_set is not None and spec.working_set > spec.memory:
             out.append((("vms", vm, "working_set"), "the working set cannot exceed the VM's memory"))
 
