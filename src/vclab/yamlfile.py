@@ -47,6 +47,10 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
 def _marked(e: MarkedYAMLError, path: str) -> Problem:
     mark = e.problem_mark or e.context_mark
     msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+    start = e.context_mark
+    if start is not None and mark is not None and start.line != mark.line:
+        # The parser notices late (an unclosed `{` shows on the next line): say where it began.
+        msg += f" (what is unfinished began on line {start.line + 1}, column {start.column + 1})"
     return Problem(msg.strip(), path, mark.line + 1 if mark else None, mark.column + 1 if mark else None)
 
 
@@ -101,6 +105,8 @@ def position(data: Any, loc: tuple) -> tuple[int | None, int | None]:
     node = data
     for part in loc:
         found, key = _child(node, part)
+        if not found and isinstance(node, CommentedSeq) and isinstance(part, str):
+            continue  # a short form (`[tor-a, tor-b]` for `between: [...]`): the list is the field
         if not found or not isinstance(node, (CommentedMap, CommentedSeq)):
             break
         try:
@@ -182,7 +188,7 @@ def _message(err: dict, model: type[BaseModel], loc: tuple) -> str:
         return f"{err.get('input')!r} is not allowed; expected {expected}"
     if kind in ("model_type", "dict_type"):
         return f"expected a mapping of keys (or the short form), got {err.get('input')!r}"
-    if "[key]" in err["loc"]:
+    if "[key]" in err["loc"] and kind == "string_type":
         return f"{err.get('input')!r} cannot be a name here: write a name as text"
     if kind == "ip_v4_network":
         return (f"{err.get('input')!r} is not an IPv4 network; write ADDRESS/PREFIX with the host "
@@ -214,7 +220,7 @@ def validate(model: type[M], data: Any, path: str,
             seen.add((loc, text))
             line, col = position(data, loc)
             problems.append(Problem(text, path, line, col, _field_path(loc)))
-        raise ConfigError(_drop_union_noise(problems)) from None
+        raise ConfigError(_in_file_order(_drop_union_noise(problems))) from None
     if semantic is not None:
         found = semantic(obj)
         if found:
@@ -222,8 +228,13 @@ def validate(model: type[M], data: Any, path: str,
             for loc, text in found:
                 line, col = position(data, loc)
                 problems.append(Problem(text, path, line, col, _field_path(tuple(k for k in loc if k is not None))))
-            raise ConfigError(problems)
+            raise ConfigError(_in_file_order(problems))
     return obj
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    # Read like a compiler's output: top to bottom, so fixing one does not move the next.
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
 def _drop_union_noise(problems: list[Problem]) -> list[Problem]:
