@@ -15,6 +15,7 @@ from vclab.workloads.probe_metrics import (
     NO_ECHO,
     SETTLE_NS,
     Stream,
+    accuracy,
     analyse,
     delay_stats,
     nearest_gap,
@@ -339,3 +340,19 @@ def test_check_rejects_bad_endpoints():
     msg = str(e.value)
     assert "interval_ms" in msg and "no popen" in msg and "'nope'" in msg
     Probe((FakeNode(), "10.0.0.1"), (FakeNode(), "10.0.0.2"), ProcessTracker()).check()
+
+
+def test_accuracy_adds_every_error_bar():
+    ok = accuracy(201.0, 1.0, 200.4, 0.2, slack_ms=3.0)
+    assert ok["error_ms"] == pytest.approx(0.6) and ok["tolerance_ms"] == pytest.approx(4.2)
+    assert ok["within_tolerance"]
+    assert not accuracy(205.0, 1.0, 200.4, 0.2, slack_ms=3.0)["within_tolerance"]
+    assert not accuracy(195.0, 1.0, 200.4, 0.2, slack_ms=3.0)["within_tolerance"]
+    assert accuracy(50.0, 1.0, 51.0, 0.0)["within_tolerance"]  # edge: exactly the bar
+
+
+def test_noise_floor_reports_delay_spikes_it_does_not_count():
+    # OVS starved of CPU held probe 400 for 30 ms: late, not lost.
+    r = noise_floor(make_stream(owd_of=lambda s: 30.1 if s == 400 else 0.1))
+    assert r.noise_floor_ms == 0.0
+    assert r.delay_spike_ms == pytest.approx(30.0)

@@ -190,3 +190,51 @@ class Probe(Workload):
         result["errors"] = dict(raw.get("errors", {}))
         result["sched"] = {side: raw[side].info.get("sched") for side in ("a", "b") if raw.get(side)}
         return result
+
+
+class Fault(Protocol):
+    """A fault that applies itself and records when it took effect (e.g. netns.BlackHole)."""
+
+    length_ms: float | None
+    length_error_ms: float | None
+    effect_slack_ms: float  # lag in taking effect that its own timestamps cannot see
+
+    def apply(self) -> int: ...
+    def undo(self) -> int: ...
+
+
+def fault_trial(a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
+                tracker: ProcessTracker, fault: Fault | None = None, hold_ms: float = 0.0, *,
+                before_s: float = 1.0, after_s: float = 0.5, interval_ms: float = 1.0,
+                port: int = 7370) -> dict[str, Any]:
+    """Probe a<->b, apply `fault` for `hold_ms` after `before_s` of fault-free probing, and
+    measure it; with no fault this is a baseline run. The probe's accuracy check (tests and
+    bench share it): the result is Probe.parse's plus `fault_ms` (how long the fault really
+    lasted, by its own record), `fault_error_ms`, `error_ms` (measured minus real),
+    `tolerance_ms` and `within_tolerance`."""
+    probe = Probe(a, b, tracker, interval_ms=interval_ms, port=port)
+    probe.check()
+    try:
+        probe.start()
+        time.sleep(before_s)
+        fault_ns = None
+        if fault is not None:
+            fault_ns = fault.apply()
+            # Sleep to an absolute deadline: the real length is measured, this only aims it.
+            deadline = time.monotonic() + hold_ms / 1e3
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(left)
+            fault.undo()
+        time.sleep(after_s)
+        probe.stop()
+        result = Probe.parse(probe.collect(), fault_ns=fault_ns)
+    finally:
+        probe.stop()
+        probe.cleanup()
+    if fault is not None:
+        result["fault_ms"] = fault.length_ms
+        result["fault_error_ms"] = fault.length_error_ms
+        result.update(probe_metrics.accuracy(result["outage_ms"], result["outage_error_ms"],
+                                             fault.length_ms, fault.length_error_ms,
+                                             fault.effect_slack_ms))
+    return result

@@ -105,6 +105,9 @@ class NoiseFloor:
     recv_gap_ms: float  # what a naive receive-time gap would have claimed
     send_gap_ms: float
     window_ms: float
+    # Longest a probe was held beyond the usual one-way delay without being lost: the
+    # emulated network itself stalling (OVS starved of CPU), which the outage does not count.
+    delay_spike_ms: float = 0.0
 
 
 def _ms(ns: float) -> float:
@@ -254,8 +257,18 @@ def noise_floor(stream: Stream, start_ns: int | None = None, end_ns: int | None 
     result = analyse(stream, start_ns=start_ns, end_ns=end_ns)
     sends = sorted(t for t in _expected(stream, start_ns, end_ns).values() if t >= 0)
     span = _ms(sends[-1] - sends[0]) if len(sends) > 1 else 0.0
+    spike = (result.owd.max_ms - result.owd.median_ms) if result.owd.count else 0.0
     return NoiseFloor(result.outage_ms, result.lost, result.expected, result.recv_gap_ms,
-                      result.send_gap_ms, span)
+                      result.send_gap_ms, span, spike)
+
+
+def accuracy(outage_ms: float, outage_error_ms: float, fault_ms: float, fault_error_ms: float,
+             slack_ms: float = 0.0) -> dict[str, Any]:
+    """Measured outage against a fault of known length. Both carry error bars; `slack_ms` is
+    the fault's own lag in taking effect that its timestamps cannot see."""
+    error = outage_ms - fault_ms
+    tolerance = outage_error_ms + fault_error_ms + slack_ms
+    return {"error_ms": error, "tolerance_ms": tolerance, "within_tolerance": abs(error) <= tolerance}
 
 
 def rtt_samples(
@@ -315,6 +328,7 @@ def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
         "noise_floor_window_ms": min((f.window_ms for f in floors), default=None),
         # what a naive receive-gap probe would have called the floor, for comparison
         "naive_noise_floor_ms": max((f.recv_gap_ms for f in floors), default=None),
+        "noise_delay_spike_ms": max((f.delay_spike_ms for f in floors), default=None),
         "interval_ms": worse.interval_ms,
         "fault_ns": fault_ns,
         "rtt": asdict(delay_stats(list(rtt_ns))),
