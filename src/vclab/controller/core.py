@@ -1,0 +1,470 @@
+"""The controller's decisions as pure functions: FabricSpec + port liveness -> OpenFlow 1.3 messages.
+
+Nothing here talks to a switch. Messages are built with os-ken's OFP 1.3 parser classes against
+any object that has `.ofproto` and `.ofproto_parser` (a real Datapath, or `OFP13` below), so the
+app sends exactly what the unit tests checked with the tracer in `trace.py`.
+
+Pipeline on every fabric switch:
+  table 0 ADMIT     which (port, vlan) may enter; LLDP to the controller; meters at the edge
+  table 1 CLASSIFY  DSCP per network class (and set_queue on the kernel datapath)
+  table 2 FORWARD   known MACs through fast-failover groups; the rest flooded along a tree
+
+Unicast (known MACs) is computed from the cabling alone, never from liveness: failover AND
+failback happen in the datapath through fast-failover groups. That matters for failback: a
+server's active-backup bond returns to its first NIC the instant that NIC's carrier is back, so
+the fabric must deliver there at once too; waiting for the controller would be a second outage.
+
+Loop freedom with only local decisions: a frame for a server carries a delivery phase in its
+VLAN PCP bits (0 from the server's edge). Phase n heads for the server's n-th uplink; the switch
+holding that uplink delivers, or, if the NIC is dead (the bond has moved on), moves the frame to
+phase n+1. Within a phase each switch ranks its cables by hop count to the target switch
+avoiding itself. A frame that comes back from the switch's own primary next hop means that
+neighbour could not go on: it takes a backup list that also avoids that neighbour. A frame from
+any other neighbour that this switch cannot forward goes back out of the port it came in on
+(OFPP_IN_PORT), so the sender moves on to its own backup. `trace.unprotected` checks every
+single cable and NIC failure; the unit tests run it on two ToRs, a triangle, a ring and a
+leaf-spine.
+
+Broadcast and unknown unicast follow one spanning tree of live links; parallel cables between
+two switches form one tree edge with a fast-failover "trunk" group, so losing one of them needs
+no recomputation. Frames from a non-tree fabric port are not flooded, which is what keeps
+broadcast storm-free without blocking any link for unicast (unlike STP).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from vclab.controller.model import Attachment, FabricSpec
+
+OFPVID_PRESENT = ofproto_v1_3.OFPVID_PRESENT
+ETH_LLDP = 0x88CC
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+
+TABLE_ADMIT, TABLE_CLASSIFY, TABLE_FORWARD = 0, 1, 2
+COOKIE = 0x7C1AB  # marks vclab's flows, for humans reading dump-flows
+
+PRIO_LLDP = 1000
+PRIO_ADMIT = 200
+PRIO_CLASS_IP = 200
+PRIO_CLASS = 100
+PRIO_UNICAST_IN = 310  # per in-port class: backup / bounce-back
+PRIO_UNICAST = 300
+PRIO_FLOOD = 100
+
+# Group id ranges (all static, so a restarted controller overwrites rather than leaks):
+TRUNK_BASE = 1_000  # + neighbour switch index
+UNICAST_BASE = 1_000_000  # + server index * 1000 + phase * 100 + in-class code
+FLOOD_BASE = 100_000_000  # + vlan * 1000 + in-class code
+_LOCAL, _BACKUP = 0, 1  # unicast in-class codes; 2 + i = bounce for the i-th fabric port
+
+
+class OFP13:
+    """Stands in for a Datapath when building messages: os-ken only needs these two."""
+
+    ofproto = ofproto_v1_3
+    ofproto_parser = ofproto_v1_3_parser
+
+
+Down = frozenset[tuple[str, int]]  # (switch name, port) pairs whose link is not live
+
+
+# ---------------------------------------------------------------- paths (no OpenFlow here)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How `switch` sends frames for `server` in delivery `phase`: port lists, best first."""
+
+    switch: str
+    server: str
+    phase: int
+    main: tuple[int, ...]  # fabric ports; or, on the phase's target switch, the server port
+    delivers: bool  # this switch holds the phase's uplink: deliver, else move to next phase
+    primary_peer: str | None  # neighbour of the first choice (None when delivering here)
+    trunk: tuple[int, ...]  # every port to primary_peer: frames from them take `backup`
+    backup: tuple[int, ...]
+
+
+def _neighbours(spec: FabricSpec, down: Down = frozenset()) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {s.name: set() for s in spec.switches}
+    for lk in spec.links:
+        if (lk.a, lk.a_port) not in down and (lk.b, lk.b_port) not in down:
+            graph[lk.a].add(lk.b)
+            graph[lk.b].add(lk.a)
+    return graph
+
+
+def hops_to(spec: FabricSpec, target: str, avoid: Iterable[str] = ()) -> dict[str, int]:
+    """Hop count from each switch (not in `avoid`) to `target`, over the whole cabling."""
+    avoid = set(avoid)
+    if target in avoid:
+        return {}
+    graph = _neighbours(spec)
+    best = {target: 0}
+    queue = [target]
+    while queue:
+        sw = queue.pop(0)
+        for peer in sorted(graph[sw]):
+            if peer not in best and peer not in avoid:
+                best[peer] = best[sw] + 1
+                queue.append(peer)
+    return best
+
+
+def _ranked(spec: FabricSpec, switch: str, target: str, avoid: set[str]) -> list[tuple]:
+    """(cost, cable order, port, peer) for each cable out of `switch` that reaches `target`
+    without passing through `switch` or `avoid` again."""
+    costs = hops_to(spec, target, avoid | {switch})
+    out = []
+    for i, lk in enumerate(spec.links):
+        if switch in (lk.a, lk.b):
+            port, peer, _ = lk.end(switch)
+            if peer in costs:
+                out.append((1 + costs[peer], i, port, peer))
+    return sorted(out)
+
+
+def route(spec: FabricSpec, att: Attachment, switch: str, phase: int) -> Route:
+    target = att.uplinks[phase]
+    if target.switch == switch:
+        return Route(switch, att.server, phase, (target.port,), True, None, (), ())
+    main = _ranked(spec, switch, target.switch, set())
+    peer = main[0][3] if main else None
+    trunk = tuple(port for _, _, port, q in main if q == peer)
+    backup = tuple(port for _, _, port, _ in _ranked(spec, switch, target.switch, {peer})
+                   ) if peer else ()
+    return Route(switch, att.server, phase, tuple(r[2] for r in main), False, peer, trunk, backup)
+
+
+def flood_tree(spec: FabricSpec, down: Down = frozenset()) -> frozenset[frozenset[str]]:
+    """Switch pairs that carry floods: BFS over live links from the lowest dpid (per island)."""
+    graph = _neighbours(spec, down)
+    dpid = {s.name: s.dpid for s in spec.switches}
+    edges: set[frozenset[str]] = set()
+    seen: set[str] = set()
+    for root in sorted(graph, key=dpid.__getitem__):
+        if root in seen:
+            continue
+        seen.add(root)
+        queue = [root]
+        while queue:
+            sw = queue.pop(0)
+            for peer in sorted(graph[sw], key=dpid.__getitem__):
+                if peer not in seen:
+                    seen.add(peer)
+                    edges.add(frozenset((sw, peer)))
+                    queue.append(peer)
+    return frozenset(edges)
+
+
+def neighbours_of(spec: FabricSpec, switch: str) -> list[str]:
+    """Neighbour switches in cabling order (each once, however many parallel links)."""
+    seen: list[str] = []
+    for lk in spec.links_of(switch):
+        peer = lk.end(switch)[1]
+        if peer not in seen:
+            seen.append(peer)
+    return seen
+
+
+def trunk_ports(spec: FabricSpec, switch: str, peer: str) -> list[int]:
+    return [lk.end(switch)[0] for lk in spec.links_of(switch) if lk.end(switch)[1] == peer]
+
+
+def _index(spec: FabricSpec, switch: str) -> int:
+    return [s.name for s in spec.switches].index(switch)
+
+
+# ---------------------------------------------------------------- OpenFlow message builders
+
+
+def _apply(dp: Any, actions: list) -> Any:
+    return dp.ofproto_parser.OFPInstructionActions(dp.ofproto.OFPIT_APPLY_ACTIONS, actions)
+
+
+def _flow(dp: Any, table: int, priority: int, match: Any, instructions: list) -> Any:
+    return dp.ofproto_parser.OFPFlowMod(
+        dp, cookie=COOKIE, table_id=table, command=dp.ofproto.OFPFC_ADD, priority=priority,
+        match=match, instructions=instructions)
+
+
+def _group(dp: Any, kind: int, group_id: int, buckets: list) -> Any:
+    return dp.ofproto_parser.OFPGroupMod(dp, dp.ofproto.OFPGC_ADD, kind, group_id, buckets)
+
+
+def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None) -> Any:
+    """Fast-failover group over `ports`; `in_port` is sent back where it came from."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    buckets = [p.OFPBucket(watch_port=port, actions=[
+        p.OFPActionOutput(of.OFPP_IN_PORT if port == in_port else port)]) for port in ports]
+    return _group(dp, of.OFPGT_FF, group_id, buckets)
+
+
+def _vid(vlan: int) -> int:
+    return vlan | OFPVID_PRESENT
+
+
+def unicast_group_id(spec: FabricSpec, server: str, phase: int, code: int) -> int:
+    idx = [a.server for a in spec.attachments].index(server)
+    return UNICAST_BASE + idx * 1000 + phase * 100 + code
+
+
+def flood_group_id(vlan: int, code: int) -> int:
+    return FLOOD_BASE + vlan * 1000 + code
+
+
+def trunk_group_id(spec: FabricSpec, peer: str) -> int:
+    return TRUNK_BASE + _index(spec, peer)
+
+
+def meter_messages(spec: FabricSpec, dp: Any = OFP13) -> list:
+    """One drop meter per capped network (id = network index + 1), used at the edge."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    out = []
+    for i, net in enumerate(spec.networks):
+        if net.cap_mbps:
+            kbps = int(net.cap_mbps * 1000)
+            out.append(p.OFPMeterMod(dp, of.OFPMC_ADD, of.OFPMF_KBPS | of.OFPMF_BURST, i + 1,
+                                     [p.OFPMeterBandDrop(rate=kbps, burst_size=max(kbps // 10, 1))]))
+    return out
+
+
+def admission_flows(spec: FabricSpec, switch: str, dp: Any = OFP13) -> list:
+    """Table 0: LLDP to us, each server port only its own VLANs (metered), fabric ports tagged."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    goto = p.OFPInstructionGotoTable(TABLE_CLASSIFY)
+    out = [_flow(dp, TABLE_ADMIT, PRIO_LLDP, p.OFPMatch(eth_type=ETH_LLDP), [
+        _apply(dp, [p.OFPActionOutput(of.OFPP_CONTROLLER, of.OFPCML_NO_BUFFER)])])]
+    for att, port in spec.server_ports(switch):
+        for vlan in att.vlans:
+            meter = [p.OFPInstructionMeter(i + 1) for i, n in enumerate(spec.networks)
+                     if n.vlan == vlan and n.cap_mbps]
+            # Phase 0 for every frame a server sends (see unicast_messages).
+            reset = _apply(dp, [p.OFPActionSetField(vlan_pcp=0)])
+            out.append(_flow(dp, TABLE_ADMIT, PRIO_ADMIT,
+                             p.OFPMatch(in_port=port, vlan_vid=_vid(vlan)),
+                             meter + [reset, goto]))
+    for port in spec.fabric_ports(switch):
+        out.append(_flow(dp, TABLE_ADMIT, PRIO_ADMIT,
+                         p.OFPMatch(in_port=port, vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT)),
+                         [goto]))
+    out.append(_flow(dp, TABLE_ADMIT, 0, p.OFPMatch(), []))
+    return out
+
+
+def class_flows(spec: FabricSpec, dp: Any = OFP13) -> list:
+    """Table 1: each network's DSCP on IP frames, so every egress port can queue by class."""
+    p = dp.ofproto_parser
+    goto = p.OFPInstructionGotoTable(TABLE_FORWARD)
+    out = []
+    for i, net in enumerate(spec.networks):
+        queue = [p.OFPActionSetQueue(i + 1)] if spec.options.use_set_queue else []
+        for eth_type in (ETH_IPV4, ETH_IPV6):
+            out.append(_flow(dp, TABLE_CLASSIFY, PRIO_CLASS_IP,
+                             p.OFPMatch(vlan_vid=_vid(net.vlan), eth_type=eth_type),
+                             [_apply(dp, [p.OFPActionSetField(ip_dscp=net.dscp)] + queue), goto]))
+        out.append(_flow(dp, TABLE_CLASSIFY, PRIO_CLASS, p.OFPMatch(vlan_vid=_vid(net.vlan)),
+                         ([_apply(dp, queue)] if queue else []) + [goto]))
+    out.append(_flow(dp, TABLE_CLASSIFY, 0, p.OFPMatch(), []))
+    return out
+
+
+def _unicast_group(dp: Any, group_id: int, rt: Route, in_port: int | None,
+                   next_phase: int | None) -> Any:
+    """Fast-failover group for one route; on the phase's target switch, deliver or move on."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    if not rt.delivers:
+        return _ff(dp, group_id, rt.main, in_port)
+    reset = [p.OFPActionSetField(vlan_pcp=0)] if rt.phase else []
+    buckets = [p.OFPBucket(watch_port=rt.main[0],
+                           actions=reset + [p.OFPActionOutput(rt.main[0])])]
+    if next_phase is not None:
+        # The server's bond moves to its next NIC when this one dies: so does the frame.
+        buckets.append(p.OFPBucket(watch_group=next_phase, actions=[
+            p.OFPActionSetField(vlan_pcp=rt.phase + 1), p.OFPActionGroup(next_phase)]))
+    return _group(dp, of.OFPGT_FF, group_id, buckets)
+
+
+def unicast_messages(spec: FabricSpec, switch: str, dp: Any = OFP13) -> list:
+    """Groups, then flows, delivering every known MAC on `switch` with pre-installed backups.
+
+    A frame's delivery phase rides in its VLAN PCP bits: phase n heads for the server's n-th
+    uplink. Only the switch holding that uplink can see it die, and it moves the frame to
+    phase n+1; without the mark a switch further on could not tell "that NIC is gone" from
+    "that cable is gone" and would send the frame back towards the dead NIC."""
+    p = dp.ofproto_parser
+    groups, flows = [], []
+    fabric = spec.fabric_ports(switch)
+    for att in spec.attachments:
+        phases = len(att.uplinks)
+        routes = [route(spec, att, switch, j) for j in range(phases)]
+        for rt in routes:
+            def gid(code: int, phase: int = rt.phase) -> int:
+                return unicast_group_id(spec, att.server, phase, code)
+
+            def chain(code: int) -> int | None:
+                return gid(code, rt.phase + 1) if rt.phase + 1 < phases else None
+
+            groups.append(_unicast_group(dp, gid(_LOCAL), rt, None, chain(_LOCAL)))
+            groups.append(_ff(dp, gid(_BACKUP), rt.backup))
+            by_in_port: dict[int, int] = {port: gid(_BACKUP) for port in rt.trunk}
+            for i, port in enumerate(fabric):
+                groups.append(_unicast_group(dp, gid(2 + i), rt, port, chain(2 + i)))
+                if port not in by_in_port and (port in rt.main or chain(2 + i) is not None):
+                    by_in_port[port] = gid(2 + i)
+            for vlan in att.vlans:
+                for mac in att.macs.get(vlan, ()):
+                    frame = dict(vlan_vid=_vid(vlan), vlan_pcp=rt.phase, eth_dst=mac)
+                    flows.append(_flow(dp, TABLE_FORWARD, PRIO_UNICAST, p.OFPMatch(**frame),
+                                       [_apply(dp, [p.OFPActionGroup(gid(_LOCAL))])]))
+                    for port, group in sorted(by_in_port.items()):
+                        flows.append(_flow(dp, TABLE_FORWARD, PRIO_UNICAST_IN,
+                                           p.OFPMatch(in_port=port, **frame),
+                                           [_apply(dp, [p.OFPActionGroup(group)])]))
+    return groups + flows
+
+
+def flood_messages(spec: FabricSpec, switch: str, tree: frozenset[frozenset[str]],
+                   dp: Any = OFP13) -> list:
+    """Trunk groups, flood groups and flood flows of `switch` for the given tree.
+
+    The set of groups and flows does not depend on the tree (only their contents do), so a
+    new tree overwrites the old one entry by entry and nothing is left behind."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    peers = neighbours_of(spec, switch)
+    on_tree = [q for q in peers if frozenset((switch, q)) in tree]
+    trunks = [_ff(dp, trunk_group_id(spec, q), trunk_ports(spec, switch, q)) for q in peers]
+    groups, flows = [], []
+    for net in spec.networks:
+        local = [port for att, port in spec.server_ports(switch) if net.vlan in att.vlans]
+        for code, came_from in [(0, None)] + [(1 + _index(spec, q), q) for q in peers]:
+            buckets = [p.OFPBucket(actions=[p.OFPActionOutput(port)]) for port in local]
+            buckets += [p.OFPBucket(actions=[p.OFPActionGroup(trunk_group_id(spec, q))])
+                        for q in on_tree if q != came_from]
+            groups.append(_group(dp, of.OFPGT_ALL, flood_group_id(net.vlan, code), buckets))
+        for port in local:
+            flows.append(_flow(dp, TABLE_FORWARD, PRIO_FLOOD,
+                               p.OFPMatch(in_port=port, vlan_vid=_vid(net.vlan)),
+                               [_apply(dp, [p.OFPActionGroup(flood_group_id(net.vlan, 0))])]))
+        for q in peers:
+            action = ([_apply(dp, [p.OFPActionGroup(flood_group_id(net.vlan, 1 + _index(spec, q)))])]
+                      if q in on_tree else [])  # off the tree: not flooded, so no storm
+            for port in trunk_ports(spec, switch, q):
+                flows.append(_flow(dp, TABLE_FORWARD, PRIO_FLOOD,
+                                   p.OFPMatch(in_port=port, vlan_vid=_vid(net.vlan)), action))
+    return trunks + groups + flows
+
+
+def switch_messages(spec: FabricSpec, switch: str, tree: frozenset[frozenset[str]],
+                    dp: Any = OFP13) -> list:
+    """Everything `switch` should hold, in an order it accepts: meters, groups, then flows."""
+    p = dp.ofproto_parser
+    flood = flood_messages(spec, switch, tree, dp)
+    unicast = unicast_messages(spec, switch, dp)
+    msgs = (meter_messages(spec, dp) + flood + unicast + admission_flows(spec, switch, dp)
+            + class_flows(spec, dp)
+            + [_flow(dp, TABLE_FORWARD, 0, p.OFPMatch(), [])])
+    kinds = (p.OFPMeterMod, p.OFPGroupMod, p.OFPFlowMod)
+    return sorted(msgs, key=lambda m: kinds.index(type(m)))  # stable: keeps trunks before floods
+
+
+def fabric_messages(spec: FabricSpec, down: Down = frozenset(),
+                    dp: Any = OFP13) -> dict[str, list]:
+    tree = flood_tree(spec, down)
+    return {s.name: switch_messages(spec, s.name, tree, dp) for s in spec.switches}
+
+
+# ---------------------------------------------------------------- installing changes
+
+
+def key(msg: Any) -> tuple:
+    """What a message overwrites on the switch: a meter id, a group id, or a flow's match."""
+    kind = type(msg).__name__
+    if kind == "OFPMeterMod":
+        return ("meter", msg.meter_id)
+    if kind == "OFPGroupMod":
+        return ("group", msg.group_id)
+    return ("flow", msg.table_id, msg.priority, _canon(msg.match.to_jsondict()))
+
+
+def content(msg: Any) -> str:
+    body = dict(next(iter(msg.to_jsondict().values())))
+    body.pop("command", None)
+    return _canon(body)
+
+
+def _canon(doc: Any) -> str:
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in ("len", "length")}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+    return json.dumps(strip(doc), sort_keys=True)
+
+
+def changes(installed: dict[tuple, Any] | None, desired: list, dp: Any = OFP13) -> list:
+    """Messages that turn `installed` into `desired`, without ever removing a live path first.
+
+    Flows are always sent as ADD, which replaces a flow with the same match in place. Groups
+    and meters are MODIFY when we know the switch has them. `installed=None` means we do not
+    know (a switch that reconnected, or a restarted controller): then each group and meter is
+    sent as MODIFY followed by ADD, so whichever the switch lacks is refused harmlessly and
+    traffic never meets a missing group."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    out: list = []
+    want = {key(m): m for m in desired}
+    for msg in desired:
+        k = key(msg)
+        if installed is not None and k in installed and content(installed[k]) == content(msg):
+            continue
+        if k[0] == "flow":
+            out.append(msg)
+            continue
+        modify = _recommand(dp, msg, of.OFPGC_MODIFY if k[0] == "group" else of.OFPMC_MODIFY)
+        if installed is None:
+            out += [modify, msg]
+        else:
+            out.append(modify if k in installed else msg)
+    if installed:
+        stale = [installed[k] for k in installed if k not in want]
+        for msg in sorted(stale, key=lambda m: ("flow", "group", "meter").index(key(m)[0])):
+            out.append(_delete(dp, msg))
+    return out
+
+
+def _recommand(dp: Any, msg: Any, command: int) -> Any:
+    p = dp.ofproto_parser
+    if isinstance(msg, p.OFPGroupMod):
+        return p.OFPGroupMod(dp, command, msg.type, msg.group_id, msg.buckets)
+    return p.OFPMeterMod(dp, command, msg.flags, msg.meter_id, msg.bands)
+
+
+def _delete(dp: Any, msg: Any) -> Any:
+    p, of = dp.ofproto_parser, dp.ofproto
+    if isinstance(msg, p.OFPGroupMod):
+        return p.OFPGroupMod(dp, of.OFPGC_DELETE, msg.type, msg.group_id, [])
+    if isinstance(msg, p.OFPMeterMod):
+        return p.OFPMeterMod(dp, of.OFPMC_DELETE, 0, msg.meter_id, [])
+    return p.OFPFlowMod(dp, cookie=COOKIE, table_id=msg.table_id,
+                        command=of.OFPFC_DELETE_STRICT, priority=msg.priority, match=msg.match,
+                        out_port=of.OFPP_ANY, out_group=of.OFPG_ANY)
+
+
+def tree_steps(old: frozenset[frozenset[str]] | None,
+               new: frozenset[frozenset[str]]) -> list[frozenset[frozenset[str]]]:
+    """Trees to install in turn: first only the edges both trees share, then the new tree.
+
+    Switching every switch at once is not atomic across switches; going through old & new
+    (a forest, so loop-free) means no moment has old and new edges forming a cycle."""
+    if old is None or old == new:
+        return [new]
+    mid = old & new
+    return [mid, new] if mid != new else [new]
