@@ -1,0 +1,401 @@
+"""Build a cluster for real: Mininet hosts on Open vSwitch, from a BuildPlan. The only module
+that imports Mininet.
+
+Mininet creates the hosts (a shell in a namespace each) and the veths; everything else is the
+plan's command lists (ovs-vsctl, tc, host set-up) run as generated. Mininet's own switch start-up,
+TCLink and clean-up are not used: the plan creates each bridge with its loop protection in one
+transaction, TCLink silently ignores rates above 1 Gbit/s and missing netem, and Mininet's
+clean-up kills processes by name. Every process a node starts is tracked by PID; a failed or
+interrupted build (Ctrl-C, SIGTERM) removes what it created before the exception leaves `Lab`.
+
+    with Lab(cluster) as lab:
+        lab.reachability()   # {network: {(src, dst): reached}}
+        lab.isolation()      # [(vm, management network, reached)]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mininet.link import Intf, Link
+from mininet.net import Mininet
+from mininet.node import Host, OVSSwitch
+
+from vclab.doctor import PROBES
+from vclab.errors import VclabError
+from vclab.fabric.mechanisms import Mechanism, get_mechanism
+from vclab.procs import ProcessTracker
+from vclab.topology.plan import BuildPlan, build_plan, host_commands, ovs_commands, tc_commands
+from vclab.topology.spec import Cluster
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PING_BATCH = 100  # pings in flight at once
+
+
+def _probe(name: str) -> tuple[bool, str]:
+    probe = next(p for n, p, _ in PROBES if n == name)
+    return probe()
+
+
+def _exit_on_signal(signum, _frame):
+    # SystemExit unwinds through every `finally`, so the build removes what it created.
+    raise SystemExit(128 + signum)
+
+
+class _TrackedNode:
+    """Mininet starts every process of a node (its shell, popen) through `_popen`: record each
+    PID the moment it exists, so even an interrupted start-up leaves nothing behind."""
+
+    def _popen(self, cmd, **params):
+        popen = super()._popen(cmd, **params)
+        tracker = self.params.get("tracker")
+        if tracker is not None:
+            words = [c for c in cmd if c.isprintable()]
+            tracker.track(popen.pid, f"{self.name}: {' '.join(words)[:100]}")
+        return popen
+
+
+class VclabHost(_TrackedNode, Host):
+    pass
+
+
+class VclabSwitch(_TrackedNode, OVSSwitch):
+    """A bridge the plan's ovs-vsctl transaction creates; Mininet only knows its ports."""
+
+    def start(self, controllers):  # the plan configures the bridge
+        pass
+
+
+class PresetIntf(Intf):
+    """The veth is created with its MAC already: skip Mininet's ifconfig down/hw ether/up."""
+
+    def config(self, mac=None, **params):
+        self.mac = mac
+        return super().config(**params)
+
+
+class Lab:
+    """A built cluster. `Lab(cluster, mechanism=None, cli=False)` as a context manager builds
+    on enter and removes everything on exit (with `cli=True`, the Mininet CLI opens first)."""
+
+    def __init__(self, cluster: Cluster, mechanism: str | Mechanism | None = None,
+                 cli: bool = False, run_id: str | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.cluster = cluster
+        self.plan: BuildPlan = build_plan(cluster)
+        self.mechanism: Mechanism = get_mechanism(mechanism or cluster.mechanism)
+        self.mechanism.check(self.plan)
+        self.cli = cli
+        self.run_id = run_id or f"up-{os.getpid()}-{secrets.token_hex(3)}"
+        self.tracker = ProcessTracker(self.run_id, state_dir)
+        self.net: Mininet | None = None
+        self.datapath = ""
+        self.build_seconds = 0.0
+        self.converge_seconds = 0.0
+        self._shells: list[int] = []
+        self._owned = False  # True once the names were checked free: teardown may remove them
+        self._stopped = False
+        self._old_handlers: dict = {}
+
+    # ---- context manager ----
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.cli and exc_type is None:
+                self.interact()
+        finally:
+            self.stop()
+
+    # ---- running commands ----
+    def sh(self, args: list[str], check: bool = True, stdin: str | None = None) -> str:
+        """Run a command in the root namespace; a failure raises VclabError with its stderr."""
+        p = subprocess.run(args, input=stdin, capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise VclabError(f"{shlex.join(args)[:200]} failed: {(p.stderr or p.stdout).strip()}")
+        return p.stdout
+
+    def host_sh(self, host: str, args: list[str], check: bool = True) -> str:
+        """Run a command inside a host's namespace, without going through its shell."""
+        return self.sh(["mnexec", "-a", str(self.node(host).pid), *args], check=check)
+
+    def node(self, name: str):
+        """A Mininet node by host name, bridge name (vcs0) or the user's switch name (tor-a)."""
+        assert self.net is not None, "the lab is not built"
+        if name in self.net.nameToNode:
+            return self.net.nameToNode[name]
+        return self.net.nameToNode[self.plan.bridge(name).name]
+
+    # ---- build ----
+    def start(self) -> None:
+        started = time.monotonic()
+        self._preflight()
+        self._install_signals()
+        try:
+            self._build()
+            self._converge()
+        except BaseException:
+            self.stop()
+            raise
+        self.build_seconds = time.monotonic() - started
+
+    def _preflight(self) -> None:
+        """Everything that can refuse the build, before anything is created."""
+        if os.geteuid() != 0:
+            raise VclabError("building a cluster needs root (network namespaces, Open vSwitch)")
+        kernel, _ = _probe("ovs-kernel-datapath")
+        self.datapath = "system" if kernel else "netdev"
+        missing = self.plan.needs_netem()
+        if missing:
+            netem, why = _probe("netem")
+            if not netem:
+                raise VclabError(
+                    f"delay or loss on {', '.join(missing)} needs netem, which this kernel does "
+                    f"not offer ({why}); remove delay/loss from those links or run where "
+                    "`vclab doctor` lists netem")
+        self._tx_offload_off = False
+        if self.datapath == "netdev":
+            tso, _ = _probe("ovs-userspace-tso")
+            self._tx_offload_off = not tso
+        bridges = set(self.sh(["ovs-vsctl", "--timeout=5", "list-br"]).split())
+        links = set(os.listdir("/sys/class/net"))
+        taken = [b.name for b in self.plan.bridges if b.name in bridges]
+        taken += [n for n in self.plan.root_links() if n in links]
+        if taken:
+            raise VclabError(
+                f"{', '.join(taken[:6])}{' ...' if len(taken) > 6 else ''} already exist: another "
+                "vclab cluster is up, or a killed one left them; `vclab clean` removes them")
+        self._owned = True
+
+    def _build(self) -> None:
+        plan = self.plan
+        self.net = net = Mininet(topo=None, controller=None, build=False, waitConnected=False,
+                                 host=VclabHost, switch=VclabSwitch, link=Link, intf=PresetIntf)
+        for host in plan.hosts:
+            node = net.addHost(host.name, ip=None, tracker=self.tracker)
+            self._shells.append(node.pid)
+        for bridge in plan.bridges:
+            node = net.addSwitch(bridge.name, dpid=bridge.dpid, failMode="standalone",
+                                 datapath="user" if self.datapath == "netdev" else "kernel",
+                                 tracker=self.tracker)
+            self._shells.append(node.pid)
+        ofport = {(p.bridge, p.name): p.ofport for b in plan.bridges for p in b.ports}
+        for veth in plan.veths:
+            net.addLink(veth.a.node, veth.b.node, intfName1=veth.a.ifname,
+                        intfName2=veth.b.ifname, addr1=veth.a.mac, addr2=veth.b.mac,
+                        port1=ofport.get((veth.a.node, veth.a.ifname)),
+                        port2=ofport.get((veth.b.node, veth.b.ifname)))
+        for cmd in ovs_commands(plan, self.datapath, self.mechanism, self.run_id):
+            self.sh(cmd)
+        tc = tc_commands(plan)
+        if tc:
+            self.sh(["tc", "-batch", "-"], stdin="".join(shlex.join(c[1:]) + "\n" for c in tc))
+        for host in plan.hosts:
+            script = " && ".join(shlex.join(c) for c in host_commands(host, self._tx_offload_off))
+            self.host_sh(host.name, ["sh", "-c", script])
+
+    def _converge(self) -> None:
+        """Poll the mechanism until the fabric has settled (two readings in a row)."""
+        started = time.monotonic()
+        deadline = started + float(self.mechanism.timeout)
+        settled = 0
+        while True:
+            done, moving = self.mechanism.converged(self)
+            settled = settled + 1 if done else 0
+            if settled >= 2:
+                break
+            if time.monotonic() > deadline:
+                raise VclabError(f"the fabric did not converge within {self.mechanism.timeout:g} s "
+                                 f"with {self.mechanism.name}; still moving: {moving}")
+            time.sleep(0.1)
+        self.converge_seconds = time.monotonic() - started
+
+    # ---- checks ----
+    def ping(self, probes: list[tuple[str, str]], count: int = 1, interface: list | None = None) -> list[bool]:
+        """Ping (host, address) pairs, all at once: `ping -c COUNT -W 1`. True where answered."""
+        results: list[bool] = []
+        for start in range(0, len(probes), _PING_BATCH):
+            batch = probes[start:start + _PING_BATCH]
+            procs = []
+            for k, (host, address) in enumerate(batch):
+                args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1"]
+                dev = interface[start + k] if interface else None
+                if dev:
+                    args += ["-I", dev]
+                procs.append(self.node(host).popen([*args, address], stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+            for p in procs:
+                p.wait()
+                results.append(p.returncode == 0)
+                self.tracker.end(p.pid)
+        return results
+
+    def reachability(self, networks: list[str] | None = None) -> dict[str, dict[tuple[str, str], bool]]:
+        """Every member pings every other member, per network; a failed pair is retried once."""
+        probes, keys = [], []
+        for name, net in self.plan.networks.items():
+            if networks is not None and name not in networks:
+                continue
+            for src, _ in net.members:
+                for dst, ip in net.members:
+                    if src != dst:
+                        probes.append((src, ip))
+                        keys.append((name, src, dst))
+        ok = self.ping(probes)
+        again = [i for i, good in enumerate(ok) if not good]
+        for i, good in zip(again, self.ping([probes[i] for i in again])):
+            ok[i] = good
+        out: dict[str, dict[tuple[str, str], bool]] = {
+            n: {} for n in self.plan.networks if networks is None or n in networks}
+        for (name, src, dst), good in zip(keys, ok):
+            out[name][(src, dst)] = good
+        return out
+
+    def isolation(self) -> list[tuple[str, str, bool]]:
+        """VLAN isolation: each VM, given a spare address of a management network on each of its
+        interfaces, must reach none of that network's members. (vm, network, reached)."""
+        vms = [h for h in self.plan.hosts if h.role == "vm" and h.interfaces]
+        out = []
+        for net in self.plan.networks.values():
+            if net.kind != "management" or not net.members or not vms:
+                continue
+            taken = {ipaddress.IPv4Address(ip) for _, ip in net.members}
+            spare = (a for a in reversed(list(net.subnet.hosts())) if a not in taken)
+            added: list[tuple[str, str, str]] = []  # (vm, interface, address/len)
+            try:
+                for vm in vms:
+                    for iface in vm.interfaces:
+                        address = f"{next(spare)}/{net.subnet.prefixlen}"
+                        self.host_sh(vm.name, ["ip", "addr", "add", address, "dev", iface.name])
+                        added.append((vm.name, iface.name, address))
+                probes, devs, owners = [], [], []
+                for vm, dev, _ in added:
+                    for _, ip in net.members:
+                        probes.append((vm, ip))
+                        devs.append(dev)
+                        owners.append(vm)
+                reached = self.ping(probes, count=2, interface=devs)
+                for vm in vms:
+                    out.append((vm.name, net.name,
+                                any(r for r, o in zip(reached, owners) if o == vm.name)))
+            finally:
+                for vm, dev, address in added:
+                    self.host_sh(vm, ["ip", "addr", "del", address, "dev", dev], check=False)
+        return out
+
+    def interact(self) -> None:
+        from mininet.cli import CLI
+
+        CLI(self.net)
+
+    # ---- teardown ----
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _SIGNALS:
+            self._old_handlers[sig] = signal.getsignal(sig)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        signal.signal(signal.SIGHUP, _exit_on_signal)
+
+    def stop(self) -> None:
+        """Remove everything this lab created; safe to call twice and after a partial build."""
+        if self._stopped:
+            return
+        self._stopped = True
+        main = threading.current_thread() is threading.main_thread()
+        if main:  # a second Ctrl-C must not leave half a teardown
+            for sig in _SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+        try:
+            # Processes started inside hosts first (their namespaces go with the shells).
+            for entry in reversed(list(self.tracker.tracked)):
+                if entry.pid not in self._shells:
+                    self.tracker.end(entry.pid)
+            if self._owned:
+                names = [b.name for b in self.plan.bridges]
+                args = ["ovs-vsctl", "--timeout=30"]
+                for name in names:
+                    args += ["--", "--if-exists", "del-br", name]
+                self.sh(args, check=False)
+                # Deleting the root end of a veth deletes both ends, at once (a namespace's
+                # own clean-up would happen later, asynchronously).
+                present = set(os.listdir("/sys/class/net"))
+                gone = [n for n in self.plan.root_links() if n in present]
+                if gone:
+                    self.sh(["ip", "-force", "-batch", "-"], check=False,
+                            stdin="".join(f"link del {n}\n" for n in gone))
+            if self.net is not None:
+                for node in [*self.net.hosts, *self.net.switches]:
+                    self._end_shell(node)
+            self.tracker.end_all()
+        finally:
+            if main:
+                for sig, handler in self._old_handlers.items():
+                    signal.signal(sig, handler)
+                for sig in _SIGNALS:
+                    if sig not in self._old_handlers:
+                        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT
+                                      else signal.default_int_handler)
+
+    def _end_shell(self, node) -> None:
+        # Interactive bash ignores SIGTERM; SIGHUP to its process group is what Mininet uses.
+        shell = getattr(node, "shell", None)
+        if shell is None:
+            return
+        try:
+            if shell.poll() is None:
+                os.killpg(shell.pid, signal.SIGHUP)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            shell.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            node.stdin.close()
+            os.close(node.slave)
+        except OSError:
+            pass
+        node.shell = None
+        self.tracker.end(shell.pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vclab.topology.build FILE [--mechanism M] [--hold S]`: build, check, tear down."""
+    import argparse
+
+    from vclab.topology.loader import load_cluster
+
+    parser = argparse.ArgumentParser(prog="python -m vclab.topology.build")
+    parser.add_argument("file")
+    parser.add_argument("--mechanism")
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds to keep it up")
+    args = parser.parse_args(argv)
+    cluster = load_cluster(args.file)
+    with Lab(cluster, mechanism=args.mechanism) as lab:
+        print(f"built {cluster.cluster} in {lab.build_seconds:.2f} s on {lab.datapath}, "
+              f"{lab.mechanism.name} settled in {lab.converge_seconds:.2f} s", flush=True)
+        matrices = lab.reachability()
+        failed = [(n, pair) for n, m in matrices.items() for pair, ok in m.items() if not ok]
+        leaks = [entry for entry in lab.isolation() if entry[2]]
+        print(f"reachability: {sum(len(m) for m in matrices.values()) - len(failed)} pairs ok, "
+              f"{len(failed)} failed {failed}; isolation leaks: {leaks}", flush=True)
+        if args.hold:
+            time.sleep(args.hold)
+    return 1 if failed or leaks else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
