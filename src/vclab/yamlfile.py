@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -32,6 +32,7 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
             raise ConfigError([Problem(f"not a text file (UTF-8): byte {e.start} is {e.object[e.start:e.start + 1]!r}",
                                        path)]) from None
     yaml = YAML(typ="rt")
+    yaml.Constructor = _PlacedConstructor
     yaml.allow_duplicate_keys = False
     try:
         data = yaml.load(text)
@@ -42,6 +43,19 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
     except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate anchors)
         raise ConfigError([Problem(f"not valid YAML: {e}", path)]) from None
     return data
+
+
+class _PlacedConstructor(RoundTripConstructor):
+    """Gives a position to the errors ruamel raises bare while building a value (`!!int abc`)."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except MarkedYAMLError:
+            raise
+        except Exception as e:
+            raise ConstructorError(None, None, f"cannot read this value ({type(e).__name__}: {e})",
+                                   node.start_mark) from None
 
 
 def _marked(e: MarkedYAMLError, path: str) -> Problem:
@@ -188,7 +202,7 @@ def _message(err: dict, model: type[BaseModel], loc: tuple) -> str:
         return f"{err.get('input')!r} is not allowed; expected {expected}"
     if kind in ("model_type", "dict_type"):
         return f"expected a mapping of keys (or the short form), got {err.get('input')!r}"
-    if "[key]" in err["loc"] and kind == "string_type":
+    if ("[key]" in err["loc"] and kind == "string_type") or kind == "invalid_key":
         return f"{err.get('input')!r} cannot be a name here: write a name as text"
     if kind == "ip_v4_network":
         return (f"{err.get('input')!r} is not an IPv4 network; write ADDRESS/PREFIX with the host "

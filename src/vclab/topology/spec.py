@@ -240,7 +240,8 @@ def semantic_problems(c: Cluster) -> list[tuple[Path, str]]:
     def need_network(path: Path, name: str, kinds: tuple[str, ...] | None = None) -> None:
         if name not in c.networks:
             out.append((path, f"unknown network {name!r}; networks are: {', '.join(sorted(c.networks))}"))
-        elif kinds and c.kind_of(name) not in kinds:
+        # A network with no kind is reported once, where it is defined, not at every use.
+        elif kinds and c.kind_of(name) in NETWORK_KINDS and c.kind_of(name) not in kinds:
             out.append((path, f"network {name!r} is of kind {c.kind_of(name)!r}; "
                               f"expected {' or '.join(kinds)}"))
 
