@@ -1,0 +1,89 @@
+"""Remove what vclab created and a killed run left behind: processes, bridges, veths, namespaces.
+
+Only vclab's own: processes recorded by PID (vclab.procs), OVS bridges named with the prefix
+AND carrying external_ids:vclab-name (a bridge somebody else named vc... stays), links and named
+namespaces with the prefix. With `run_id`, only what that run created (its bridges, their ports'
+veths and its recorded processes), so a test can clean up after itself while other runs go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from vclab import PREFIX
+from vclab.procs import STATE_DIR, end_recorded
+
+
+def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, input=stdin, capture_output=True, text=True)
+
+
+def vclab_bridges(run_id: str | None = None) -> dict[str, str]:
+    """{bridge: its user name} for the bridges vclab created (of one run, if given)."""
+    p = _run(["ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,external_ids",
+              "list", "bridge"])
+    if p.returncode != 0:
+        return {}
+    out = {}
+    for name, ids in json.loads(p.stdout)["data"]:
+        ids = dict(ids[1]) if isinstance(ids, list) and ids[0] == "map" else {}
+        if not name.startswith(PREFIX) or "vclab-name" not in ids:
+            continue
+        if run_id is not None and ids.get("vclab-run") != run_id:
+            continue
+        out[name] = ids["vclab-name"]
+    return out
+
+
+def _end_processes(run_id: str | None, state_dir: Path) -> list[str]:
+    if run_id is None:
+        return end_recorded(state_dir)
+    file = state_dir / f"{run_id}.procs"
+    if not file.exists():
+        return []
+    # end_recorded reads a whole directory: give it one holding just this run's file.
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.move(str(file), tmp)
+        return end_recorded(Path(tmp))
+
+
+def clean(run_id: str | None = None, state_dir: Path | None = None) -> list[str]:
+    """Remove vclab's leftovers; returns what was removed, one line per object."""
+    removed = [f"process {p}" for p in _end_processes(run_id, state_dir or STATE_DIR)]
+
+    bridges = vclab_bridges(run_id)
+    ports: list[str] = []
+    if bridges:
+        for bridge in bridges:
+            ports += _run(["ovs-vsctl", "--timeout=10", "list-ifaces", bridge]).stdout.split()
+        args = ["ovs-vsctl", "--timeout=30"]
+        for bridge in bridges:
+            args += ["--", "--if-exists", "del-br", bridge]
+        _run(args)
+        removed += [f"bridge {b} ({friendly})" for b, friendly in bridges.items()]
+
+    present = set(os.listdir("/sys/class/net"))
+    if run_id is None:
+        # A bridge that stays (not vclab's) keeps its own device of the same name.
+        others = set(_run(["ovs-vsctl", "--timeout=10", "list-br"]).stdout.split())
+        links = sorted(n for n in present if n.startswith(PREFIX) and n not in others)
+    else:
+        links = sorted(n for n in ports if n in present)
+    if links:
+        _run(["ip", "-force", "-batch", "-"], stdin="".join(f"link del {n}\n" for n in links))
+        left = set(os.listdir("/sys/class/net"))
+        # Deleting one end of a veth takes its peer too: report only what we asked for.
+        removed += [f"link {n}" for n in links if n not in left]
+
+    if run_id is None:
+        names = [line.split()[0] for line in _run(["ip", "netns", "list"]).stdout.splitlines()
+                 if line.strip()]
+        for ns in names:
+            if ns.startswith(PREFIX) and _run(["ip", "netns", "del", ns]).returncode == 0:
+                removed.append(f"netns {ns}")
+    return removed
