@@ -1,0 +1,1 @@
+"""vclab.results"""

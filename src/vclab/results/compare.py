@@ -1,0 +1,256 @@
+"""`vclab compare`: one row per (metric, traffic class[, fault]), one column per mechanism.
+
+A cell summarizes the repetitions that finished ok. When several workloads measure the same
+metric on the same network in one repetition (two probes on storage-a), that repetition counts
+with its worst value: the cluster had that outage. The winner is the best median; it is "clear"
+only when its confidence interval does not overlap any other mechanism's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rich.table import Table
+
+from vclab.results.model import MetricRow, RepetitionInfo, RunInfo
+from vclab.results.stats import Summary, summarize
+from vclab.results.store import ResultStore
+
+Direction = Literal["lower", "higher"] | None
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    label: str
+    direction: Direction  # which way is better; None: context, no winner
+
+
+# In the order the tables show them.
+METRICS: dict[str, MetricInfo] = {
+    "outage_ms": MetricInfo("outage", "lower"),
+    "loss_outage_ms": MetricInfo("outage from lost probes", "lower"),
+    "lost": MetricInfo("packets lost", "lower"),
+    "longest_stall_ms": MetricInfo("iSCSI longest stall", "lower"),
+    "false_failures": MetricInfo("heartbeat false failures", "lower"),
+    "total_ms": MetricInfo("vMotion total time", "lower"),
+    "downtime_ms": MetricInfo("vMotion downtime", "lower"),
+    "throughput_during_fault_bps": MetricInfo("throughput during the fault", "higher"),
+    "noise_floor_ms": MetricInfo("probe noise floor (no fault)", None),
+}
+
+
+def metric_info(name: str) -> MetricInfo:
+    """Known metrics by name; an unknown one is shown but never given a winner."""
+    return METRICS.get(name, MetricInfo(name.replace("_", " "), None))
+
+
+@dataclass
+class Row:
+    metric: str
+    label: str
+    traffic_class: str
+    fault: str
+    unit: str
+    direction: Direction
+    cells: dict[str, Summary]  # mechanism -> summary over its ok repetitions
+    winners: list[str] = field(default_factory=list)  # several on a tie; empty: no contest
+    clear: bool = False  # the winner's CI lies clear of every other mechanism's
+
+
+@dataclass
+class Comparison:
+    run: RunInfo
+    mechanisms: list[str]
+    rows: list[Row]
+    excluded: list[RepetitionInfo]  # failed or interrupted: not in any cell
+    confidence: float = 0.95
+
+    @property
+    def ci_text(self) -> str:
+        return f"CI: {self.confidence:.0%} t interval of the mean"
+
+
+def _worst(values: list[float], direction: Direction) -> float:
+    return min(values) if direction == "higher" else max(values)
+
+
+def _pick_winner(row: Row) -> None:
+    scored = {m: s for m, s in row.cells.items() if s.n > 0}
+    if row.direction is None or len(scored) < 2:
+        return
+    sign = 1 if row.direction == "lower" else -1
+    best = min(sign * s.median for s in scored.values())
+    row.winners = [m for m, s in scored.items() if abs(sign * s.median - best) <= 1e-9 * max(1.0, abs(best))]
+    if len(row.winners) != 1:
+        return
+    w = scored[row.winners[0]]
+    others = [s for m, s in scored.items() if m != row.winners[0]]
+    if w.ci_low is None or any(s.ci_low is None for s in others):
+        return
+    if row.direction == "lower":
+        row.clear = all(w.ci_high < s.ci_low for s in others)
+    else:
+        row.clear = all(w.ci_low > s.ci_high for s in others)
+
+
+def per_repetition(rows: Iterable[MetricRow]) -> dict[tuple[str, str, str], dict[str, list[float]]]:
+    """Pure: (metric, class, fault) -> mechanism -> one value per ok repetition (its worst)."""
+    grouped: dict[tuple[str, str, str], dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if r.status == "ok":
+            grouped[(r.name, r.traffic_class, r.fault)][r.mechanism][r.repetition_id].append(r.value)
+    return {key: {mech: [_worst(v, metric_info(key[0]).direction) for v in reps.values()]
+                  for mech, reps in by_mech.items()}
+            for key, by_mech in grouped.items()}
+
+
+def build_rows(rows: Iterable[MetricRow], mechanisms: list[str], confidence: float = 0.95) -> list[Row]:
+    """Pure: metric rows -> comparison rows with winners (only ok repetitions count)."""
+    rows = [r for r in rows if r.status == "ok"]
+    units: dict[tuple[str, str, str], str] = {}
+    fault_order: dict[str, int] = {}
+    for r in rows:
+        units.setdefault((r.name, r.traffic_class, r.fault), r.unit)
+        fault_order.setdefault(r.fault, len(fault_order))
+    values = per_repetition(rows)
+    order = {name: i for i, name in enumerate(METRICS)}
+    keys = sorted(values, key=lambda k: (order.get(k[0], len(order)), k[0], k[1], fault_order[k[2]]))
+    out = []
+    for key in keys:
+        info = metric_info(key[0])
+        cells = {m: summarize(values[key].get(m, []), confidence) for m in mechanisms}
+        row = Row(key[0], info.label, key[1], key[2], units[key], info.direction, cells)
+        _pick_winner(row)
+        out.append(row)
+    return out
+
+
+def compare(store: ResultStore, run_id: int | None = None, confidence: float = 0.95) -> Comparison:
+    run = store.run(run_id)
+    reps = store.repetitions(run.id)
+    mechanisms = store.mechanisms(run.id)
+    return Comparison(run, mechanisms, build_rows(store.metric_rows(run.id), mechanisms, confidence),
+                      [r for r in reps if r.status != "ok"], confidence)
+
+
+# ---- formatting ----
+
+def scale_for(value: float, unit: str) -> tuple[float, str]:
+    """(divisor, unit label) a person reads best for this value: ms or s, Mbit/s or Gbit/s."""
+    if unit == "ms":
+        return (1e3, "s") if abs(value) >= 1000 else (1.0, "ms")
+    if unit == "bit/s":
+        for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= scale:
+                return scale, f"{prefix}bit/s"
+    return 1.0, unit
+
+
+def format_number(x: float) -> str:
+    if float(x).is_integer() or abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """3 significant digits in the unit a person reads: 15.2 ms, 1.93 s, 9.41 Gbit/s, 3."""
+    if value is None:
+        return "-"
+    div, label = scale_for(value, unit)
+    text = format_number(value / div)
+    return f"{text} {label}" if label else text
+
+
+def format_cell(s: Summary, unit: str) -> tuple[str, str, str]:
+    """(median with unit, "p95 .., max ..", "CI ..-.. (n=..)"), the last two in the median's unit
+    so a cell reads at a glance: 10.5 s / p95 10.8, max 10.8 / CI 7.11-13.9 (n=2)."""
+    if s.n == 0:
+        return "-", "", ""
+    div, _ = scale_for(s.median, unit)
+    num = lambda v: format_number(v / div)  # noqa: E731
+    spread = f"p95 {num(s.p95)}, max {num(s.max)}"
+    if s.ci_low is None:
+        ci = f"n={s.n}: no CI"
+    else:
+        # Every metric here is a duration, count or rate: the interval cannot go below zero.
+        ci = f"CI {num(max(0.0, s.ci_low))}-{num(s.ci_high)} (n={s.n})"
+    return format_value(s.median, unit), spread, ci
+
+
+def winner_text(row: Row) -> str:
+    if row.direction is None:
+        return ""
+    if not row.winners:
+        return "no contest"
+    if len(row.winners) > 1:
+        return "tie: " + ", ".join(row.winners)
+    return row.winners[0] if row.clear else f"{row.winners[0]} (CIs overlap)"
+
+
+def row_title(row: Row) -> str:
+    where = row.traffic_class or "-"
+    return f"{where} @ {row.fault}" if row.fault else where
+
+
+def render_table(c: Comparison) -> Table:
+    """The comparison as a rich table: median, then p95/max, then the CI in each cell."""
+    table = Table(title=f"{c.run.experiment} (run {c.run.id}): median, p95 and max over repetitions, "
+                        f"{c.ci_text}", title_justify="left", show_lines=True)
+    table.add_column("metric")
+    table.add_column("network")
+    for m in c.mechanisms:
+        table.add_column(m, justify="right")
+    table.add_column("winner")
+    for row in c.rows:
+        cells = []
+        for m in c.mechanisms:
+            med, spread, ci = format_cell(row.cells[m], row.unit)
+            style = "bold green" if m in row.winners and len(row.winners) == 1 else ""
+            first = f"[{style}]{med}[/]" if style else med
+            cells.append("\n".join(x for x in (first, f"[dim]{spread}[/]" if spread else "",
+                                               f"[dim]{ci}[/]" if ci else "") if x))
+        table.add_row(row.label, row_title(row), *cells, winner_text(row))
+    return table
+
+
+def to_records(c: Comparison) -> list[dict]:
+    """Long form: one record per (row, mechanism), what a script or pandas wants."""
+    out = []
+    for row in c.rows:
+        for mech, s in row.cells.items():
+            out.append({"metric": row.metric, "label": row.label, "traffic_class": row.traffic_class,
+                        "fault": row.fault, "unit": row.unit, "direction": row.direction or "",
+                        "mechanism": mech, **s.as_dict(), "winner": mech in row.winners,
+                        "clear_winner": row.clear and mech in row.winners})
+    return out
+
+
+def to_csv(c: Comparison) -> str:
+    records = to_records(c)
+    buf = io.StringIO()
+    fields = list(records[0]) if records else ["metric", "traffic_class", "fault", "mechanism"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: "" if v is None else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def to_json(c: Comparison) -> str:
+    return json.dumps({
+        "run": {"id": c.run.id, "experiment": c.run.experiment, "status": c.run.status},
+        "mechanisms": c.mechanisms,
+        "rows": [{"metric": r.metric, "label": r.label, "traffic_class": r.traffic_class,
+                  "fault": r.fault, "unit": r.unit, "direction": r.direction,
+                  "winners": r.winners, "clear": r.clear,
+                  "cells": {m: s.as_dict() for m, s in r.cells.items()}} for r in c.rows],
+        "excluded": [{"mechanism": r.mechanism, "index": r.index, "status": r.status,
+                      "reason": r.reason} for r in c.excluded],
+    }, indent=2)
