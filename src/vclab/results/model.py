@@ -35,7 +35,10 @@ class FaultRecord:
 
 @dataclass
 class Series:
-    """Samples of one quantity over time from one workload, e.g. a probe's gap_ms."""
+    """Samples of one quantity over time from one workload, e.g. a probe's gap_ms.
+
+    For durations (gap_ms, latency_ms) t_ms is when the gap or I/O ended: the timeline draws
+    each as the span [t - value, t]."""
 
     workload: str  # the workload's name in this experiment, e.g. "probe esx1>esx2 vmotion"
     kind: str  # probe | heartbeats | vmotion | iscsi | iperf3
