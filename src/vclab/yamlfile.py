@@ -57,6 +57,22 @@ class _PlacedConstructor(RoundTripConstructor):
             raise ConstructorError(None, None, f"cannot read this value ({type(e).__name__}: {e})",
                                    node.start_mark) from None
 
+    def construct_mapping(self, node: Any, maptyp: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_mapping(node, maptyp, deep)
+        except MarkedYAMLError:
+            raise
+        except Exception as e:
+            raise ConstructorError(None, None, f"cannot read this mapping ({type(e).__name__}: {e})",
+                                   node.start_mark) from None
+
+    def check_mapping_key(self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any) -> bool:
+        try:
+            return super().check_mapping_key(node, key_node, mapping, key, value)
+        except TypeError:  # a key that is itself a mapping of mappings cannot be hashed
+            raise ConstructorError(None, None, "a key must be a name, not a mapping or a list",
+                                   key_node.start_mark) from None
+
 
 def _marked(e: MarkedYAMLError, path: str) -> Problem:
     mark = e.problem_mark or e.context_mark

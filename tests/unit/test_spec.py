@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,7 @@ def default_with(old: str, new: str) -> str:
     ("vlan: 31,", "vlan: 30,", "17:16: networks.storage-b.vlan: VLAN 30 is already used by network 'storage-a'"),
     ("10.10.0.0/24", "10.10.0.1/24", "14:26: networks.management.subnet: '10.10.0.1/24' is not an IPv4 network; "
                                      "write ADDRESS/PREFIX with the host bits zero, e.g. 10.10.0.0/24"),
+    ("10.10.0.0/24", "5", "14:26: networks.management.subnet: 5 is not a subnet; write ADDRESS/PREFIX, e.g. 10.10.0.0/24"),
     ("share: 30%", "share: 120%", "15:48: networks.vmotion.share: '120%' is outside 0%..100%"),
     ("share: 30%", "share: 50%", "13:1: networks: the shares add up to 120%; at most 100% can be guaranteed"),
     ("mechanism: rstp", "mechanism: ospf",
@@ -173,6 +175,16 @@ def test_unreadable_files(tmp_path):
     assert str(info.value) == f"{binary}: not a text file (UTF-8): byte 13 is b'\\xff'"
 
 
+def test_a_key_that_is_a_mapping():
+    assert problems_of_text("cluster: lab\nswitches:\n  ? {a: {b: 1}}\n  : {}\n") == [
+        "c.yaml:3:5: a key must be a name, not a mapping or a list"]
+
+
+def test_a_value_yaml_cannot_build():
+    assert problems_of_text("cluster: !!int lab\n") == [
+        "c.yaml:1:10: cannot read this value (ValueError: invalid literal for int() with base 10: 'lab')"]
+
+
 def test_tab_indentation():
     assert problems_of_text("cluster: lab\nswitches:\n\ttor-a: {}\n") == [
         "c.yaml:3:1: while scanning for the next token found character '\\t' that cannot start any token"]
@@ -180,6 +192,8 @@ def test_tab_indentation():
 
 # ---- property: whatever the edit, a clean answer --------------------------------------------
 
+# A few hundred cases by default; set VCLAB_HYPOTHESIS_EXAMPLES=5000 to hunt further.
+EXAMPLES = int(os.environ.get("VCLAB_HYPOTHESIS_EXAMPLES", "300"))
 _SAFE = YAML(typ="safe")
 _BASE = _SAFE.load(DEFAULT.read_text())
 _WORDS = ["tor-a", "tor-b", "esx1", "esx2", "web1", "vcenter", "array1", "management", "vmotion", "storage-a",
@@ -222,7 +236,7 @@ def _check_outcome(text: str) -> None:
     assert all(isinstance(f, Finding) for f in analyse(cluster))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_default_loads_or_fails_cleanly(data):
     doc = copy.deepcopy(_BASE)
@@ -245,7 +259,7 @@ def test_mutated_default_loads_or_fails_cleanly(data):
     _check_outcome(_dump(doc))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mangled_default_text_loads_or_fails_cleanly(data):
     text = DEFAULT.read_text()

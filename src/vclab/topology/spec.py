@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from vclab.units import Bytes, Millis, Percent, Rate
 
@@ -38,8 +38,19 @@ def _check_vlan(value: int) -> int:
     return value
 
 
-# Strict: YAML reads `vlan: yes` as true, which pydantic would take for VLAN 1.
+# Strict: pydantic would take `vlan: true` for VLAN 1 and `vlan: 10.0` for VLAN 10.
 Vlan = Annotated[int, Field(strict=True), AfterValidator(_check_vlan)]
+
+
+def _subnet_text(value: object) -> object:
+    # pydantic would read `subnet: 5` as 0.0.0.5/32: a subnet is only ever written as text.
+    if isinstance(value, (str, ipaddress.IPv4Network)):
+        return value
+    raise ValueError(f"{value!r} is not a subnet; write ADDRESS/PREFIX, e.g. 10.10.0.0/24")
+
+
+Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet_text)]
+
 # units.py parses the forms; these say which values make sense for a cluster.
 LinkRate = Annotated[Rate, Field(gt=0, allow_inf_nan=False)]
 Duration = Annotated[Millis, Field(ge=0, allow_inf_nan=False)]
@@ -69,7 +80,7 @@ class Defaults(Strict):
 
 class Network(Strict):
     vlan: Vlan
-    subnet: ipaddress.IPv4Network
+    subnet: Subnet
     kind: NetworkKind | None = None  # defaults to the network's name when that is a kind
     share: Percent | None = None  # guaranteed share of every link, for QoS
     cap: LinkRate | None = None  # policed maximum, for QoS
