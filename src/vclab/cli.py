@@ -1,4 +1,4 @@
-"""vclab's command line: check | schema | doctor | up | clean (run, compare, report to come).
+"""vclab's command line: check | schema | doctor | up | run | compare | report | plots | clean.
 
 Bad input prints file:line:column: field: problem and exits 2; a failure the user can act on
 (missing tool, unconverged fabric) exits 1; nothing prints a traceback unless --debug."""
@@ -162,6 +162,41 @@ def up(file: Path = typer.Argument(..., help="cluster YAML"),
         err.print(f"vclab: {failures} unreachable pairs, {leaks} isolation leaks")
         raise typer.Exit(1)
     out.print("every network reaches every member; management is isolated")
+
+
+@app.command()
+@friendly
+def compare(results: Path = typer.Argument(..., help="a results directory (or its results.db)"),
+            fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+            run: Optional[int] = typer.Option(None, help="run id (default: the latest)")):
+    """Compare mechanisms: a row per metric and traffic class, the winner per row."""
+    from vclab.results.cli import compare_cmd
+
+    compare_cmd(results, fmt, run, out)
+
+
+@app.command()
+@friendly
+def report(results: Path = typer.Argument(..., help="a results directory (or its results.db)"),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file to write"),
+           run: Optional[int] = typer.Option(None, help="run id (default: the latest)")):
+    """Write one self-contained HTML report: experiment, environment, tables, plots, findings."""
+    from vclab.results.cli import report_cmd
+
+    path = report_cmd(results, output, run)
+    out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
+@friendly
+def plots(results: Path = typer.Argument(..., help="a results directory (or its results.db)"),
+          outdir: Optional[Path] = typer.Option(None, "-o", "--outdir", help="where the PNGs go"),
+          run: Optional[int] = typer.Option(None, help="run id (default: the latest)")):
+    """Re-draw every plot of a run from the results store."""
+    from vclab.results.cli import plots_cmd
+
+    for path in plots_cmd(results, outdir, run):
+        out.print(str(path), highlight=False)
 
 
 @app.command()
