@@ -111,3 +111,15 @@ def test_settings_from_the_stored_files():
     resolved = RunInfo(1, "x", EXPERIMENT_YAML, "", 0, None, "finished", "0", {}, [], {},
                        {"ha_isolation_ms": 12000})
     assert ha_times(resolved) == (3000.0, 12000.0)  # what the runner resolved wins
+
+
+def test_a_run_with_nothing_but_a_failure_still_reports(tmp_path):
+    from vclab.results.model import RepetitionResult
+    from vclab.results.report import build_report
+
+    with ResultStore(tmp_path) as store:
+        run = store.start_run("early", "experiment: early\n")
+        store.record_repetition(run, RepetitionResult("sdn", 1, 1, "failed", "tgtd did not start"))
+        text = build_report(store)
+    assert "sdn repetition 1 failed: tgtd did not start" in text.replace("&#x27;", "'")
+    assert "No metrics recorded." in text and "<img" not in text

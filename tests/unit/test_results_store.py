@@ -214,3 +214,13 @@ def test_sigkill_mid_run_leaves_committed_repetitions_whole(tmp_path):
             break
     # at least one kill landed inside a transaction, or the test proved nothing
     assert mid_write >= 1
+
+
+def test_results_directory_or_database_file(tmp_path):
+    from vclab.results.store import db_path
+
+    assert db_path(tmp_path / "uplink.v2") == tmp_path / "uplink.v2" / DB_NAME  # dots in names
+    assert db_path(tmp_path / "mine.sqlite") == tmp_path / "mine.sqlite"
+    with ResultStore(tmp_path / "mine.sqlite") as store:
+        store.start_run("x", "x: 1\n")
+    assert ResultStore(tmp_path / "mine.sqlite", create=False).run().experiment == "x"

@@ -184,8 +184,8 @@ def outage_distribution(store: ResultStore, run_id: int, metric: str = "outage_m
         flat = sum(data, [])
         if key[1] in floors:
             ax.axhline(floors[key[1]], color="grey", ls=":", lw=1)
-            ax.annotate("probe noise floor", (0.01, floors[key[1]]), xycoords=("axes fraction", "data"),
-                        xytext=(0, 2), textcoords="offset points", fontsize=7, color="grey")
+            ax.annotate("probe noise floor", (0.99, floors[key[1]]), xycoords=("axes fraction", "data"),
+                        xytext=(0, 2), textcoords="offset points", fontsize=7, color="grey", ha="right")
             flat.append(floors[key[1]])
         _log_axis(ax, flat)
         title = key[1] or "-"

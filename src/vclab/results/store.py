@@ -105,11 +105,12 @@ CREATE INDEX IF NOT EXISTS raw_rep ON raw(repetition_id);
 
 
 def db_path(path: Path | str) -> Path:
-    """A results directory (made if missing) -> its database file; a file path is kept."""
+    """A results directory -> its database file; a path to a database file is kept. Only these
+    suffixes mean a file: experiment names may contain dots ("results/uplink.v2")."""
     p = Path(path)
-    if p.is_dir() or (not p.exists() and not p.suffix):
-        return p / DB_NAME
-    return p
+    if p.suffix in (".sqlite", ".sqlite3", ".db") and not p.is_dir():
+        return p
+    return p / DB_NAME
 
 
 def _dumps(value: Any) -> str:
