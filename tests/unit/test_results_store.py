@@ -224,3 +224,17 @@ def test_results_directory_or_database_file(tmp_path):
     with ResultStore(tmp_path / "mine.sqlite") as store:
         store.start_run("x", "x: 1\n")
     assert ResultStore(tmp_path / "mine.sqlite", create=False).run().experiment == "x"
+
+
+def test_vmotion_rounds_become_round_events():
+    from vclab.results.model import rounds_as_events
+    from vclab.workloads.vmotion_model import Round
+
+    dicts = [{"index": 0, "phase": "memory", "bytes": 2**30, "start_s": 0.0, "duration_s": 2.9},
+             {"index": 1, "phase": "stop-and-copy", "bytes": 4_000_000, "start_s": 2.9, "duration_s": 0.011}]
+    events = rounds_as_events("vmotion web1", dicts, 5000.0)
+    assert [(e.t_ms, e.kind, e.detail["bytes"], e.detail["duration_ms"]) for e in events] == [
+        (5000.0, "round", 2**30, 2900.0), (7900.0, "round", 4_000_000, 11.0)]
+    objs = [Round(0, "memory", 2**30, 0.0, 2.9)]
+    assert rounds_as_events("v", objs, 0.0)[0].detail == {"index": 0, "phase": "memory", "bytes": 2**30,
+                                                         "duration_ms": 2900.0}

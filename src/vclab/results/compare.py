@@ -41,7 +41,15 @@ METRICS: dict[str, MetricInfo] = {
     "total_ms": MetricInfo("vMotion total time", "lower"),
     "downtime_ms": MetricInfo("vMotion downtime", "lower"),
     "throughput_during_fault_bps": MetricInfo("throughput during the fault", "higher"),
+    # what the workloads' parsers also report, should the runner store them
+    "fault_stall_ms": MetricInfo("iSCSI stall at the fault", "lower"),
+    "failover_ms": MetricInfo("iSCSI path failover", "lower"),
+    "detect_ms": MetricInfo("failure detection", "lower"),
+    "min_interval_bps": MetricInfo("lowest iperf3 interval", "higher"),
+    "throughput_bps": MetricInfo("throughput", "higher"),
+    "jitter_ms": MetricInfo("jitter", "lower"),
     "noise_floor_ms": MetricInfo("probe noise floor (no fault)", None),
+    "stall_noise_floor_ms": MetricInfo("iSCSI stall noise floor (no fault)", None),
 }
 
 

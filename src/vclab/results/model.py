@@ -158,9 +158,13 @@ def default_unit(name: str) -> str:
 
 
 def rounds_as_events(workload: str, rounds: Iterable[Any], t0_ms: float) -> list[Event]:
-    """vMotion rounds (anything with index, phase, bytes, start_s, duration_s, like
-    vmotion_model.Round) as `round` events, which is how the plots find them."""
-    return [Event(workload, t0_ms + r.start_s * 1e3, "round",
-                  {"index": r.index, "phase": r.phase, "bytes": r.bytes,
-                   "duration_ms": r.duration_s * 1e3})
+    """vMotion rounds as `round` events, which is how the plots find them. A round is anything
+    with index, phase, bytes, start_s, duration_s: vmotion_model.Round or a dict from the vMotion
+    workload's parse(); start_s counts from the migration's start, t0_ms from the repetition's."""
+    def get(r: Any, name: str) -> Any:
+        return r[name] if isinstance(r, dict) else getattr(r, name)
+
+    return [Event(workload, t0_ms + get(r, "start_s") * 1e3, "round",
+                  {"index": get(r, "index"), "phase": get(r, "phase"), "bytes": get(r, "bytes"),
+                   "duration_ms": get(r, "duration_s") * 1e3})
             for r in rounds]
