@@ -249,3 +249,22 @@ def test_analysis_needs_no_hypervisors():
     data = {"cluster": "tiny", "networks": {"management": {"vlan": 10, "subnet": "10.10.0.0/24"}},
             "switches": {"sw1": {}}}
     assert analyse(cluster(data)) == []
+
+
+def test_errors_come_first_then_warnings_then_notes():
+    found = analyse(load_cluster(TOPOLOGIES / "single-switch.yaml"))
+    assert [f.severity for f in found] == ["error", "warning", "note", "note"]
+
+
+def test_every_finding_points_at_a_line_of_its_file():
+    # The CLI prints file:line from a finding's path, the way validation problems are printed.
+    from vclab.yamlfile import load_yaml, position
+
+    path = TOPOLOGIES / "no-team.yaml"
+    lines = path.read_text().splitlines()
+    doc = load_yaml(path)
+    where = {f.subject: position(doc, f.path) for f in analyse(load_cluster(path))}
+    assert lines[where["tor-b"][0] - 1].strip().startswith("tor-b:")
+    assert lines[where["esx2.vmnic0"][0] - 1].strip() == "nics: {vmnic0: tor-b}"
+    assert where["esx2.vmnic0"][1] == lines[where["esx2.vmnic0"][0] - 1].index("vmnic0") + 1
+    assert lines[where["array1.storage-b"][0] - 1].strip() == "portals: {storage-a: tor-a, storage-b: tor-b}"

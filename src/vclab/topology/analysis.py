@@ -24,6 +24,7 @@ network has none, so VM bursts can starve heartbeats and vCenter traffic on the 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,13 +61,13 @@ class Failure:
 
 
 def analyse(cluster: Cluster) -> list[Finding]:
-    """Every finding for the cluster, most severe checks first, each group in file order."""
+    """Every finding for the cluster: errors, then warnings, then notes, each in file order."""
     findings = missing_networks(cluster)
     findings += management_not_redundant(cluster)
     findings += management_not_isolated(cluster)
     findings += unreachable(cluster)
     findings += single_points_of_failure(cluster)
-    return findings
+    return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 
 # ---- the rule: every hypervisor on every network a VM may need -------------------------------
@@ -205,7 +206,7 @@ def _state(c: Cluster, lost: Failure | None) -> _State:
     return _State(server, portal)
 
 
-def _cuts(c: Cluster, st: _State, skip: set[str] = frozenset()) -> set[tuple[str, str]]:
+def _cuts(c: Cluster, st: _State, skip: Collection[str] = ()) -> set[tuple[str, str]]:
     """(member, network) pairs cut off, for every network but storage (judged per path)."""
     out: set[tuple[str, str]] = set()
     for net in c.networks:
@@ -216,8 +217,10 @@ def _cuts(c: Cluster, st: _State, skip: set[str] = frozenset()) -> set[tuple[str
         members += [(vm, st.server[spec.host]) for vm, spec in c.vms.items()
                     if net in spec.networks and spec.host in c.hypervisors
                     and net in c.hypervisors[spec.host].networks]
-        sizes = Counter(p for _, p in members if p is not None)
-        main = max(sizes, key=lambda p: (sizes[p], -[q for _, q in members].index(p)), default=None)
+        pieces = [p for _, p in members]
+        sizes = Counter(p for p in pieces if p is not None)
+        # The biggest piece is the network; a tie goes to the piece of the member listed first.
+        main = max(sizes, key=lambda p: (sizes[p], -pieces.index(p)), default=None)
         out |= {(m, net) for m, p in members if p is None or p != main}
     return out
 
@@ -283,7 +286,7 @@ def single_points_of_failure(c: Cluster) -> list[Finding]:
     for lost in failures(c):
         st = _state(c, lost)
         cut = _cuts(c, st, split)
-        fewer: dict[str, dict[str, set[str]]] = {}  # array -> left paths -> servers
+        fewer: dict[str, dict[str, list[str]]] = {}  # array -> paths left -> servers
         for key, nets in _paths(c, st).items():
             server, array = key
             if not base_paths[key]:
