@@ -30,6 +30,7 @@ from mininet.link import Intf, Link
 from mininet.net import Mininet
 from mininet.node import Host, OVSSwitch
 
+from vclab import PREFIX
 from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, get_mechanism
@@ -89,9 +90,13 @@ class Lab:
 
     def __init__(self, cluster: Cluster, mechanism: str | Mechanism | None = None,
                  cli: bool = False, run_id: str | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, prefix: str = PREFIX) -> None:
+        # `prefix` lets two labs (e.g. tests of different helpers) run side by side; it must
+        # start with vclab's own prefix so `vclab clean` still recognises everything.
+        if not prefix.startswith(PREFIX):
+            raise VclabError(f"a lab's name prefix must start with {PREFIX!r}, not {prefix!r}")
         self.cluster = cluster
-        self.plan: BuildPlan = build_plan(cluster)
+        self.plan: BuildPlan = build_plan(cluster, prefix)
         self.mechanism: Mechanism = get_mechanism(mechanism or cluster.mechanism)
         self.mechanism.check(self.plan)
         self.cli = cli
@@ -373,7 +378,8 @@ class Lab:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vclab.topology.build FILE [--mechanism M] [--hold S]`: build, check, tear down."""
+    """`python -m vclab.topology.build FILE [--mechanism M] [--hold S] [--prefix P] [--run-id R]`:
+    build, check reachability and isolation, tear down (exit 1 if a check failed)."""
     import argparse
 
     from vclab.topology.loader import load_cluster
@@ -382,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file")
     parser.add_argument("--mechanism")
     parser.add_argument("--hold", type=float, default=0.0, help="seconds to keep it up")
+    parser.add_argument("--prefix", default=PREFIX)
+    parser.add_argument("--run-id")
     args = parser.parse_args(argv)
     cluster = load_cluster(args.file)
-    with Lab(cluster, mechanism=args.mechanism) as lab:
+    with Lab(cluster, mechanism=args.mechanism, prefix=args.prefix, run_id=args.run_id) as lab:
         print(f"built {cluster.cluster} in {lab.build_seconds:.2f} s on {lab.datapath}, "
               f"{lab.mechanism.name} settled in {lab.converge_seconds:.2f} s", flush=True)
         matrices = lab.reachability()

@@ -361,7 +361,12 @@ def build_plan(cluster: Cluster, prefix: str = PREFIX) -> BuildPlan:
     bridges = tuple(b.freeze() for b in (*physical.values(), *vswitch.values()))
     networks = {n: NetworkPlan(n, net.vlan, net.subnet, cluster.kind_of(n), tuple(members[n]))
                 for n, net in cluster.networks.items()}
-    return BuildPlan(cluster.cluster, bridges, tuple(hosts), tuple(veths), networks)
+    plan = BuildPlan(cluster.cluster, bridges, tuple(hosts), tuple(veths), networks)
+    too_long = [n for n in [b.name for b in bridges] + plan.root_links() if len(n) > 15]
+    if too_long:
+        raise VclabError(f"names longer than Linux's 15 characters: {', '.join(too_long[:5])}; "
+                         f"use a shorter prefix than {prefix!r}")
+    return plan
 
 
 def _check_names(cluster: Cluster, prefix: str) -> None:
