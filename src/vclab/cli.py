@@ -47,7 +47,7 @@ def friendly(fn):
 @app.command()
 @friendly
 def check(file: Path = typer.Argument(..., help="cluster YAML"),
-          strict: bool = typer.Option(False, help="exit 1 when the analysis finds anything")):
+          strict: bool = typer.Option(False, help="exit 1 on any error or warning (notes only inform)")):
     """Validate a cluster file and analyse it (single points of failure, missing networks)."""
     from vclab.topology.analysis import analyse
     from vclab.topology.loader import load_cluster
@@ -63,14 +63,15 @@ def check(file: Path = typer.Argument(..., help="cluster YAML"),
     if not findings:
         out.print("analysis: no findings")
         return
-    table = Table(title="analysis", show_lines=False)
-    for col in ("where", "severity", "finding", "subject", "what it means"):
-        table.add_column(col)
+    colour = {"error": "red", "warning": "yellow", "note": "cyan"}
     for f in findings:
-        line, _ = position(data, tuple(f.path)) if getattr(f, "path", None) else (None, None)
-        table.add_row(f"{file}:{line}" if line else str(file), f.severity, f.code, f.subject, f.message)
-    out.print(table)
-    if strict:
+        line, col = position(data, tuple(f.path)) if getattr(f, "path", None) else (None, None)
+        where = f"{file}:{line}:{col}" if line else str(file)
+        out.print(f"{where}: [{colour.get(f.severity, 'white')}]{f.severity}[/] {f.code} "
+                  f"[bold]{f.subject}[/]: {f.message}", highlight=False, soft_wrap=True)
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "note")}
+    out.print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
+    if strict and any(f.severity in ("error", "warning") for f in findings):
         raise typer.Exit(1)
 
 
