@@ -1,0 +1,818 @@
+"""An iSCSI initiator run inside a hypervisor's network namespace, on libiscsi.
+
+    python -m vclab.workloads.iscsi_agent run --portal 10.0.0.1 --portal 10.0.1.1 \\
+        --target IQN --lun 1 --pattern random-4k --mix 70/30 --out io.csv
+    python -m vclab.workloads.iscsi_agent login --portal IP --target IQN --lun 1
+    python -m vclab.workloads.iscsi_agent features --portal IP --target IQN --lun 1
+
+`run` logs in to every portal (one session per path, as MPIO does), sends I/O down the active
+path at a fixed queue depth, and on an I/O error or an I/O older than --io-timeout-ms declares
+that path dead and re-issues everything in flight on the next logged-in path (active/standby,
+most-recently-used: no failback). With no other path logged in, a slow I/O keeps waiting on its
+session: TCP may still deliver it once the fabric heals, and tearing the session down would only
+add a login to the stall. A session that stays silent for --session-timeout-s fails at the TCP
+level (TCP_USER_TIMEOUT) and is logged in again. Dead paths are logged in again in the
+background. It records one line per I/O and per path event and ends on SIGTERM/SIGINT, flushing
+its records.
+
+`login` tries one login (for CHAP checks); `features` checks COMPARE AND WRITE and persistent
+reservations on a LUN. Both print JSON.
+
+libiscsi is called through ctypes rather than the cython-iscsi binding: that binding cannot set
+CHAP credentials, switch off libiscsi's automatic same-portal reconnect, or run commands
+asynchronously, and its synchronous calls hold the GIL. Without those a dead path blocks an I/O
+for ever instead of failing over. Stdlib only: it shares two cores with Open vSwitch.
+
+Log format (text, so saved runs can be read and kept as test data): a header line
+`#vclab-iscsi 1 {json}`, then `kind,t0_ns,t1_ns,ok,path,aux` per line:
+    r|w     t0 first submission, t1 completion, ok 1/0/2 (done/failed/unfinished at stop),
+            path the one it completed on, aux attempts (1 + re-issues after a path failure)
+    down    t0=t1 when the path was declared dead, aux the reason (REASONS)
+    up      t0 login started, t1 logged in (initial logins and re-logins)
+    switch  t0 the old path was declared dead, t1 I/O re-issued on the new one, path the new
+            one, aux the old one
+Times are CLOCK_REALTIME ns, the clock fault records use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import select
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+MAGIC = "#vclab-iscsi 1 "
+READ, WRITE = "r", "w"
+DOWN, UP, SWITCH = "down", "up", "switch"
+FAILED, OK, UNFINISHED = 0, 1, 2
+REASONS = {1: "timeout", 2: "transport error", 3: "login failed"}
+ISCSI_PORT = 3260
+# pattern -> (bytes per I/O, random offsets?)
+PATTERNS = {"random-4k": (4096, True), "sequential-64k": (65536, False)}
+FLUSH_S = 0.5
+
+
+class Row(NamedTuple):
+    kind: str
+    t0: int
+    t1: int
+    ok: int
+    path: int
+    aux: int
+
+
+def parse_mix(mix: str) -> int:
+    """'70/30' -> 70 (percent reads)."""
+    try:
+        reads, writes = (int(x) for x in mix.split("/"))
+    except ValueError:
+        raise ValueError(f"mix {mix!r} is not READ/WRITE percent, e.g. 70/30") from None
+    if reads < 0 or writes < 0 or reads + writes != 100:
+        raise ValueError(f"mix {mix!r}: read and write percent must add up to 100")
+    return reads
+
+
+def portal_address(portal: str) -> str:
+    """'10.0.0.1' -> '10.0.0.1:3260' (libiscsi wants the port)."""
+    return portal if ":" in portal else f"{portal}:{ISCSI_PORT}"
+
+
+@dataclass
+class IoPattern:
+    """Which I/O comes next: op and first block. Pure and seeded, so a run can be replayed."""
+
+    name: str
+    read_pct: int
+    lun_blocks: int
+    block_size: int
+    seed: int = 0
+    blocks: int = field(init=False)
+    _random: bool = field(init=False)
+    _next_lba: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.name not in PATTERNS:
+            raise ValueError(f"pattern {self.name!r} is not one of {', '.join(PATTERNS)}")
+        io_bytes, self._random = PATTERNS[self.name]
+        self.blocks = max(1, io_bytes // self.block_size)
+        if self.blocks > self.lun_blocks:
+            raise ValueError(f"LUN of {self.lun_blocks} blocks is smaller than one I/O")
+        self.rng = random.Random(self.seed)
+
+    @property
+    def io_bytes(self) -> int:
+        return self.blocks * self.block_size
+
+    def next(self) -> tuple[str, int]:
+        op = READ if self.rng.randrange(100) < self.read_pct else WRITE
+        if self._random:
+            return op, self.rng.randrange(self.lun_blocks // self.blocks) * self.blocks
+        lba = self._next_lba
+        if lba + self.blocks > self.lun_blocks:
+            lba = 0
+        self._next_lba = lba + self.blocks
+        return op, lba
+
+
+# ---- the log ----
+
+class RecordLog:
+    """Rows buffered in memory and appended to the file every FLUSH_S, so a killed agent
+    loses at most that much."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        self.path = Path(path)
+        self.file = self.path.open("w")
+        self.file.write(MAGIC + json.dumps(header) + "\n")
+        self.rows: list[str] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, kind: str, t0: int, t1: int, ok: int, path: int, aux: int) -> None:
+        self.rows.append(f"{kind},{t0},{t1},{ok},{path},{aux}\n")
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self.last_flush >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        self.file.writelines(self.rows)
+        self.file.flush()
+        self.rows.clear()
+        self.last_flush = time.monotonic()
+
+    def close(self, trailer: dict | None = None) -> None:
+        self.flush()
+        if trailer is not None:
+            self.file.write("#end " + json.dumps(trailer) + "\n")
+        self.file.close()
+
+
+def read_log(path: Path) -> tuple[dict, list[Row], dict]:
+    """(header, rows, trailer) of an agent's log; trailer is {} if the agent was killed.
+    The `#capacity` line (block size, LUN size, I/O size) is merged into the header."""
+    trailer: dict = {}
+    rows: list[Row] = []
+    with Path(path).open() as f:
+        first = f.readline()
+        if not first.startswith(MAGIC):
+            raise ValueError(f"{path}: not an iSCSI agent log")
+        header = json.loads(first[len(MAGIC):])
+        for line in f:
+            if line.startswith("#"):
+                word, _, blob = line[1:].partition(" ")
+                if word == "end":
+                    trailer = json.loads(blob)
+                elif word == "capacity":
+                    header.update(json.loads(blob))
+                continue
+            parts = line.rstrip("\n").split(",")
+            if len(parts) != 6:
+                continue  # a line cut short by SIGKILL
+            rows.append(Row(parts[0], *(int(x) for x in parts[1:])))
+    return header, rows, trailer
+
+
+# ---- libiscsi through ctypes ----
+
+SCSI_STATUS = {0: "GOOD", 2: "CHECK_CONDITION", 4: "CONDITION_MET", 8: "BUSY",
+               0x18: "RESERVATION_CONFLICT", 0x28: "TASK_SET_FULL", 0x30: "ACA_ACTIVE",
+               0x40: "TASK_ABORTED", 0x0F000000: "CANCELLED", 0x0F000001: "ERROR",
+               0x0F000002: "TIMEOUT"}
+GOOD, CHECK_CONDITION, BUSY, TASK_SET_FULL = 0, 2, 8, 0x28
+TRANSPORT_FAILURES = {0x0F000000, 0x0F000001, 0x0F000002}
+SENSE_UNIT_ATTENTION = 0x06
+ISCSI_SESSION_NORMAL = 2
+ISCSI_HEADER_DIGEST_NONE = 0
+# PERSISTENT RESERVE service actions and types (SPC-4)
+PR_IN_READ_KEYS, PR_IN_READ_RESERVATION = 0, 1
+PR_REGISTER, PR_RESERVE, PR_RELEASE, PR_PREEMPT = 0, 1, 2, 4
+PR_WRITE_EXCLUSIVE = 1
+
+
+class _Sense(ctypes.Structure):
+    # struct scsi_sense; the three 1-bit fields share the byte at offset 12 (checked with gcc)
+    _fields_ = [("error_type", ctypes.c_ubyte), ("key", ctypes.c_int), ("ascq", ctypes.c_int),
+                ("bits", ctypes.c_ubyte), ("bit_pointer", ctypes.c_ubyte),
+                ("field_pointer", ctypes.c_uint16)]
+
+
+class _Task(ctypes.Structure):
+    # The leading fields of struct scsi_task (libiscsi 1.19 scsi-lowlevel.h)
+    _fields_ = [("status", ctypes.c_int), ("cdb_size", ctypes.c_int), ("xfer_dir", ctypes.c_int),
+                ("expxferlen", ctypes.c_int), ("cdb", ctypes.c_ubyte * 16),
+                ("residual_status", ctypes.c_int), ("residual", ctypes.c_size_t),
+                ("sense", _Sense), ("datain_size", ctypes.c_int),
+                ("datain_data", ctypes.POINTER(ctypes.c_ubyte))]
+
+
+class _ProutBasic(ctypes.Structure):
+    _fields_ = [("reservation_key", ctypes.c_uint64),
+                ("service_action_reservation_key", ctypes.c_uint64),
+                ("spec_i_pt", ctypes.c_uint8), ("all_tg_pt", ctypes.c_uint8),
+                ("aptpl", ctypes.c_uint8)]
+
+
+CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_lib: ctypes.CDLL | None = None
+
+
+def libiscsi() -> ctypes.CDLL:
+    """libiscsi.so.7 with the signatures vclab uses (loaded once, on first use)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    lib = ctypes.CDLL("libiscsi.so.7")
+    P, I, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+    U16, U32, U64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+    sigs = {
+        "iscsi_create_context": (P, [S]),
+        "iscsi_destroy_context": (I, [P]),
+        "iscsi_set_targetname": (I, [P, S]),
+        "iscsi_set_session_type": (I, [P, I]),
+        "iscsi_set_header_digest": (I, [P, I]),
+        "iscsi_set_initiator_username_pwd": (I, [P, S, S]),
+        "iscsi_set_noautoreconnect": (None, [P, I]),
+        "iscsi_set_tcp_user_timeout": (None, [P, I]),
+        "iscsi_full_connect_async": (I, [P, S, I, CALLBACK, P]),
+        "iscsi_get_fd": (I, [P]),
+        "iscsi_which_events": (I, [P]),
+        "iscsi_service": (I, [P, I]),
+        "iscsi_get_error": (S, [P]),
+        "iscsi_scsi_cancel_all_tasks": (I, [P]),
+        "iscsi_read16_task": (P, [P, I, U64, U32, I, I, I, I, I, I, CALLBACK, P]),
+        "iscsi_write16_task": (P, [P, I, U64, S, U32, I, I, I, I, I, I, CALLBACK, P]),
+        "iscsi_read16_sync": (P, [P, I, U64, U32, I, I, I, I, I, I]),
+        "iscsi_write16_sync": (P, [P, I, U64, S, U32, I, I, I, I, I, I]),
+        "iscsi_compareandwrite_sync": (P, [P, I, U64, S, U32, I, I, I, I, I, I]),
+        "iscsi_readcapacity16_sync": (P, [P, I]),
+        "iscsi_persistent_reserve_in_sync": (P, [P, I, I, U16]),
+        "iscsi_persistent_reserve_out_sync": (P, [P, I, I, I, I, P]),
+        "scsi_free_scsi_task": (None, [P]),
+        "scsi_sense_key_str": (S, [I]),
+        "scsi_sense_ascq_str": (S, [I]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    _lib = lib
+    return lib
+
+
+def task_of(ptr: int) -> _Task:
+    return ctypes.cast(ptr, ctypes.POINTER(_Task)).contents
+
+
+def task_result(ptr: int | None, ctx: int | None = None) -> dict:
+    """Status, sense and data-in of a finished task, as plain data."""
+    lib = libiscsi()
+    if not ptr:
+        err = lib.iscsi_get_error(ctx).decode(errors="replace") if ctx else ""
+        return {"status": "ERROR", "error": err}
+    task = task_of(ptr)
+    out = {"status": SCSI_STATUS.get(task.status, hex(task.status))}
+    if task.status == CHECK_CONDITION:
+        out["sense_key"] = task.sense.key
+        out["ascq"] = task.sense.ascq
+        key = lib.scsi_sense_key_str(task.sense.key) or b"?"
+        ascq = lib.scsi_sense_ascq_str(task.sense.ascq) or f"ASC/ASCQ 0x{task.sense.ascq:04x}".encode()
+        out["sense"] = f"{key.decode()}/{ascq.decode()}"
+    if task.datain_size > 0 and task.datain_data:
+        out["data"] = ctypes.string_at(task.datain_data, task.datain_size)
+    return out
+
+
+def free_task(ptr: int | None) -> None:
+    if ptr:
+        libiscsi().scsi_free_scsi_task(ptr)
+
+
+class Session:
+    """One iSCSI session on one path (portal). Logs in asynchronously with a deadline."""
+
+    def __init__(self, index: int, portal: str, target: str, lun: int, initiator: str,
+                 chap: tuple[str, str] | None = None, session_timeout_s: float = 0.0) -> None:
+        self.index, self.portal, self.target, self.lun = index, portal_address(portal), target, lun
+        self.initiator, self.chap = initiator, chap
+        self.session_timeout_s = session_timeout_s
+        self.ctx: int | None = None
+        self.state = DOWN  # DOWN | "login" | UP
+        self.failed = ""  # set when the path must be declared dead
+        self.login_status: int | None = None
+        self.login_started = 0
+        self.login_deadline = 0
+        self.next_login = 0
+        self.error = ""
+        self._login_cb = CALLBACK(self._on_login)
+
+    def _on_login(self, _ctx: int, status: int, _data: int, _private: int) -> None:
+        self.login_status = status
+
+    def begin_login(self, timeout_s: float) -> None:
+        lib = libiscsi()
+        self.close()
+        ctx = lib.iscsi_create_context(self.initiator.encode())
+        if not ctx:
+            raise RuntimeError(f"libiscsi: cannot create a context for {self.initiator!r}")
+        self.ctx = ctx
+        lib.iscsi_set_targetname(ctx, self.target.encode())
+        lib.iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL)
+        lib.iscsi_set_header_digest(ctx, ISCSI_HEADER_DIGEST_NONE)
+        if self.chap:
+            lib.iscsi_set_initiator_username_pwd(ctx, self.chap[0].encode(), self.chap[1].encode())
+        # A broken session must fail its I/O so we switch paths; libiscsi's default is to
+        # reconnect to the same portal for ever while the I/O waits.
+        lib.iscsi_set_noautoreconnect(ctx, 1)
+        if self.session_timeout_s > 0:
+            lib.iscsi_set_tcp_user_timeout(ctx, int(self.session_timeout_s * 1000))
+        self.login_status = None
+        self.failed = ""
+        self.error = ""
+        self.login_started = time.time_ns()
+        self.login_deadline = time.monotonic_ns() + int(timeout_s * 1e9)
+        self.state = "login"
+        if lib.iscsi_full_connect_async(ctx, self.portal.encode(), self.lun, self._login_cb, None):
+            self.error = lib.iscsi_get_error(ctx).decode(errors="replace")
+            self.login_status = 0x0F000001
+
+    @property
+    def fd(self) -> int:
+        return libiscsi().iscsi_get_fd(self.ctx) if self.ctx else -1
+
+    def events(self) -> int:
+        return libiscsi().iscsi_which_events(self.ctx) if self.ctx else 0
+
+    def service(self, revents: int) -> None:
+        lib = libiscsi()
+        if self.ctx and lib.iscsi_service(self.ctx, revents) < 0:
+            self.error = lib.iscsi_get_error(self.ctx).decode(errors="replace")
+            if self.state == UP:
+                self.failed = self.failed or "transport error"
+            else:
+                self.login_status = 0x0F000001
+
+    def login_result(self) -> bool | None:
+        """True logged in, False failed or past its deadline, None still trying."""
+        if self.state != "login":
+            return self.state == UP
+        if self.login_status is None and time.monotonic_ns() < self.login_deadline:
+            return None
+        if self.login_status == GOOD:
+            self.state = UP
+            return True
+        if self.login_status is None:
+            self.error = f"no login answer from {self.portal}"
+        elif not self.error and self.ctx:
+            self.error = libiscsi().iscsi_get_error(self.ctx).decode(errors="replace")
+        self.close()
+        return False
+
+    def close(self) -> None:
+        """Drop the session: tasks still in flight are cancelled (their callbacks run now)."""
+        if self.ctx:
+            lib = libiscsi()
+            lib.iscsi_scsi_cancel_all_tasks(self.ctx)
+            lib.iscsi_destroy_context(self.ctx)
+        self.ctx = None
+        self.state = DOWN
+
+
+def wait_logins(sessions: list[Session]) -> None:
+    """Drive logins in progress until each one succeeded, failed or timed out."""
+    while any(s.state == "login" and s.login_result() is None for s in sessions):
+        poller = select.poll()
+        owner = {}
+        for s in sessions:
+            if s.state == "login" and s.fd >= 0 and s.events():
+                poller.register(s.fd, s.events())
+                owner[s.fd] = s
+        for fd, ev in poller.poll(20):
+            owner[fd].service(ev)
+
+
+# ---- run: I/O with multipath failover ----
+
+@dataclass
+class Io:
+    op: str
+    lba: int
+    t_submit: int
+    attempts: int = 0
+    path: int = -1
+    t_issue_mono: int = 0
+
+
+class Agent:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        chap = (args.chap_user, os.environ.get("VCLAB_CHAP_SECRET", "")) if args.chap_user else None
+        self.sessions = [Session(i, p, args.target, args.lun, args.initiator, chap,
+                                 args.session_timeout_s) for i, p in enumerate(args.portal)]
+        self.io_timeout_ns = int(args.io_timeout_ms * 1e6)
+        self.stopping = False
+        self.active: Session | None = None
+        self.dead_since: tuple[int, int] | None = None  # (t, path) when no path was left
+        self.inflight: dict[int, Io] = {}
+        self.retry: deque[Io] = deque()
+        self.next_id = 1
+        self._io_cb = CALLBACK(self._on_io)
+        self.counts = {"issued": 0, "transport_retries": 0, "scsi_retries": 0}
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    # -- setup --
+    def login_all(self) -> None:
+        for s in self.sessions:
+            s.begin_login(self.args.login_timeout_s)
+        wait_logins(self.sessions)
+        for s in self.sessions:
+            if s.state == UP:
+                self.log.add(UP, s.login_started, time.time_ns(), OK, s.index, 0)
+            else:
+                now = time.time_ns()
+                self.log.add(DOWN, now, now, FAILED, s.index, 3)
+                s.next_login = time.monotonic_ns() + int(self.args.relogin_s * 1e9)
+
+    def capacity(self, s: Session) -> tuple[int, int]:
+        """(block size, number of blocks) from READ CAPACITY(16)."""
+        lib = libiscsi()
+        ptr = lib.iscsi_readcapacity16_sync(s.ctx, s.lun)
+        try:
+            res = task_result(ptr, s.ctx)
+            if res["status"] != "GOOD" or len(res.get("data", b"")) < 12:
+                raise RuntimeError(f"READ CAPACITY(16) failed: {res}")
+            last_lba = int.from_bytes(res["data"][0:8], "big")
+            block = int.from_bytes(res["data"][8:12], "big")
+        finally:
+            free_task(ptr)
+        return block, last_lba + 1
+
+    # -- I/O --
+    def issue(self, io: Io, s: Session) -> bool:
+        lib = libiscsi()
+        ident = self.next_id
+        self.next_id += 1
+        io.attempts += 1
+        io.path = s.index
+        io.t_issue_mono = time.monotonic_ns()
+        nbytes = self.pattern.io_bytes
+        if io.op == READ:
+            ptr = lib.iscsi_read16_task(s.ctx, s.lun, io.lba, nbytes, self.block, 0, 0, 0, 0, 0,
+                                        self._io_cb, ident)
+        else:
+            ptr = lib.iscsi_write16_task(s.ctx, s.lun, io.lba, self.wbuf, nbytes, self.block,
+                                         0, 0, 0, 0, 0, self._io_cb, ident)
+        if not ptr:
+            io.attempts -= 1
+            s.failed = s.failed or "transport error"
+            s.error = lib.iscsi_get_error(s.ctx).decode(errors="replace")
+            self.retry.appendleft(io)
+            return False
+        self.inflight[ident] = io
+        self.counts["issued"] += 1
+        return True
+
+    def _on_io(self, _ctx: int, status: int, task: int, ident: int | None) -> None:
+        io = self.inflight.pop(ident or 0, None)
+        try:
+            if io is None:
+                return  # cancelled by us after its path was declared dead: re-issued already
+            if status in TRANSPORT_FAILURES:
+                self.sessions[io.path].failed = self.sessions[io.path].failed or "transport error"
+                self.counts["transport_retries"] += 1
+                self.retry.appendleft(io)
+                return
+            if status in (BUSY, TASK_SET_FULL) or (
+                    status == CHECK_CONDITION and task_of(task).sense.key == SENSE_UNIT_ATTENTION):
+                # What every initiator retries: a busy target, a reset or a new nexus announced.
+                self.counts["scsi_retries"] += 1
+                self.retry.append(io)
+                return
+            self.log.add(io.op, io.t_submit, time.time_ns(), OK if status == GOOD else FAILED,
+                         io.path, io.attempts)
+        finally:
+            free_task(task)
+
+    def declare_down(self, s: Session, reason: int) -> None:
+        now = time.time_ns()
+        moved = [i for i, io in self.inflight.items() if io.path == s.index]
+        ios = sorted((self.inflight.pop(i) for i in moved), key=lambda io: io.t_submit)
+        self.retry.extendleft(reversed(ios))  # oldest first
+        s.close()
+        s.failed = ""
+        s.next_login = time.monotonic_ns() + int(self.args.relogin_s * 1e9)
+        self.log.add(DOWN, now, now, FAILED, s.index, reason)
+        if s is self.active:
+            self.active = None
+            self.dead_since = (now, s.index)
+
+    def choose_active(self) -> None:
+        """Next logged-in path after the one that died, in portal order (MRU: no failback)."""
+        if self.active is not None or self.dead_since is None:
+            return
+        t_dead, old = self.dead_since
+        n = len(self.sessions)
+        for k in range(1, n + 1):
+            s = self.sessions[(old + k) % n]
+            if s.state == UP and not s.failed:
+                self.active = s
+                break
+        if self.active is None:
+            return
+        self.dead_since = None
+        self.fill()
+        self.log.add(SWITCH, t_dead, time.time_ns(), OK, self.active.index, old)
+
+    def fill(self) -> None:
+        s = self.active
+        while s is not None and not s.failed and len(self.inflight) < self.args.depth:
+            if self.retry:
+                io = self.retry.popleft()
+            elif self.stopping:
+                return
+            else:
+                op, lba = self.pattern.next()
+                io = Io(op, lba, time.time_ns())
+            if not self.issue(io, s):
+                return
+
+    def relogins(self) -> None:
+        mono = time.monotonic_ns()
+        for s in self.sessions:
+            if s.state == DOWN and mono >= s.next_login and not self.stopping:
+                s.begin_login(self.args.login_timeout_s)
+            elif s.state == "login":
+                done = s.login_result()
+                if done:
+                    self.log.add(UP, s.login_started, time.time_ns(), OK, s.index, 0)
+                elif done is False:
+                    s.next_login = time.monotonic_ns() + int(self.args.relogin_s * 1e9)
+
+    def poll_once(self) -> None:
+        poller = select.poll()
+        owner: dict[int, Session] = {}
+        for s in self.sessions:
+            fd = s.fd
+            if s.ctx and fd >= 0:
+                ev = s.events()
+                if ev:
+                    poller.register(fd, ev)
+                    owner[fd] = s
+        wait_ms = 20
+        if self.inflight:
+            oldest = min(io.t_issue_mono for io in self.inflight.values())
+            left = (oldest + self.io_timeout_ns - time.monotonic_ns()) / 1e6
+            wait_ms = max(0, min(wait_ms, int(left) + 1))
+        for fd, ev in poller.poll(wait_ms):
+            owner[fd].service(ev)
+
+    def check_timeouts(self) -> None:
+        now = time.monotonic_ns()
+        for io in self.inflight.values():
+            if now - io.t_issue_mono > self.io_timeout_ns:
+                s = self.sessions[io.path]
+                if any(o is not s and o.state == UP and not o.failed for o in self.sessions):
+                    s.failed = s.failed or "timeout"
+
+    def run(self) -> int:
+        args = self.args
+        header = {"portals": [s.portal for s in self.sessions], "target": args.target,
+                  "lun": args.lun, "initiator": args.initiator, "pattern": args.pattern,
+                  "mix": args.mix, "depth": args.depth, "io_timeout_ms": args.io_timeout_ms,
+                  "session_timeout_s": args.session_timeout_s, "relogin_s": args.relogin_s,
+                  "seed": args.seed, "pid": os.getpid()}
+        self.log = RecordLog(args.out, header)
+        self.login_all()
+        up = [s for s in self.sessions if s.state == UP]
+        if not up:
+            errors = {s.portal: s.error for s in self.sessions}
+            self.log.close({"error": "no path logged in", "paths": errors})
+            print(json.dumps({"error": "no path logged in", "paths": errors}), file=sys.stderr)
+            return 2
+        self.active = up[0]
+        self.block, blocks = self.capacity(self.active)
+        self.pattern = IoPattern(args.pattern, parse_mix(args.mix), blocks, self.block, args.seed)
+        self.wbuf = ctypes.create_string_buffer(
+            (b"vclab-iscsi-" * (self.pattern.io_bytes // 12 + 1))[: self.pattern.io_bytes])
+        self.log.file.write("#capacity " + json.dumps(
+            {"block_size": self.block, "blocks": blocks, "io_bytes": self.pattern.io_bytes,
+             "active": self.active.index}) + "\n")
+        t_start = time.time_ns()
+        print("ready", t_start, flush=True)
+        end = time.monotonic_ns() + int(args.duration * 1e9) if args.duration > 0 else None
+        drain_deadline: int | None = None
+        while True:
+            if end is not None and time.monotonic_ns() >= end:
+                self.stopping = True
+            if self.stopping:
+                drain_deadline = drain_deadline or time.monotonic_ns() + int(args.drain_s * 1e9)
+                if not self.inflight and not self.retry or time.monotonic_ns() >= drain_deadline:
+                    break
+            self.fill()
+            self.poll_once()
+            self.check_timeouts()
+            for s in self.sessions:
+                if s.failed:
+                    self.declare_down(s, 1 if s.failed == "timeout" else 2)
+            self.relogins()
+            self.choose_active()
+            self.log.maybe_flush()
+        now = time.time_ns()
+        for io in list(self.inflight.values()) + list(self.retry):
+            self.log.add(io.op, io.t_submit, now, UNFINISHED, io.path, io.attempts)
+        self.inflight.clear()
+        for s in self.sessions:
+            s.close()
+        self.log.close({"t_start_ns": t_start, "t_end_ns": now, **self.counts,
+                        "errors": {s.portal: s.error for s in self.sessions if s.error}})
+        return 0
+
+
+# ---- one login (CHAP checks) and the COMPARE AND WRITE / reservation check ----
+
+def login_once(portal: str, target: str, lun: int, initiator: str,
+               chap: tuple[str, str] | None, timeout_s: float) -> tuple[Session, dict]:
+    s = Session(0, portal, target, lun, initiator, chap)
+    t0 = time.monotonic_ns()
+    s.begin_login(timeout_s)
+    wait_logins([s])
+    ok = s.state == UP
+    return s, {"ok": ok, "portal": s.portal, "ms": (time.monotonic_ns() - t0) / 1e6,
+               "error": "" if ok else s.error}
+
+
+def _step(name: str, ptr: int | None, s: Session, steps: list[dict]) -> dict:
+    res = task_result(ptr, s.ctx)
+    free_task(ptr)
+    data = res.pop("data", b"")
+    res["step"] = name
+    steps.append(res)
+    res["_data"] = data
+    return res
+
+
+def features(portal: str, target: str, lun: int, initiator: str,
+             chap: tuple[str, str] | None, timeout_s: float) -> dict:
+    """Is COMPARE AND WRITE (0x89) offered? Do PERSISTENT RESERVE IN/OUT work between two
+    I_T nexuses (a reservation holder, another initiator that is refused, a preempt)?
+    Uses the LUN's last 4 KiB: it writes there."""
+    lib = libiscsi()
+    a, res = login_once(portal, target, lun, initiator, chap, timeout_s)
+    if not res["ok"]:
+        return {"error": f"login failed: {res['error']}"}
+    b, res = login_once(portal, target, lun, initiator + ":second", chap, timeout_s)
+    if not res["ok"]:
+        a.close()
+        return {"error": f"second login failed: {res['error']}"}
+    steps: list[dict] = []
+    out: dict = {"steps": steps}
+    try:
+        cap = _step("read capacity(16)", lib.iscsi_readcapacity16_sync(a.ctx, lun), a, steps)
+        bs = int.from_bytes(cap["_data"][8:12], "big")
+        lba = int.from_bytes(cap["_data"][0:8], "big")  # the last block
+        old, new = bytes([0xA5]) * bs, bytes([0x5A]) * bs
+
+        def write(s: Session, name: str, data: bytes) -> dict:
+            res = _step(name, lib.iscsi_write16_sync(s.ctx, lun, lba, data, bs, bs, 0, 0, 0, 0, 0),
+                        s, steps)
+            if res.get("sense_key") == SENSE_UNIT_ATTENTION:
+                # Told once that its registration was preempted (what an initiator must hear
+                # before it learns it lost the lock), then the real answer.
+                res = _step(name + " (after unit attention)", lib.iscsi_write16_sync(
+                    s.ctx, lun, lba, data, bs, bs, 0, 0, 0, 0, 0), s, steps)
+            return res
+
+        def read(s: Session, name: str) -> dict:
+            return _step(name, lib.iscsi_read16_sync(s.ctx, lun, lba, bs, bs, 0, 0, 0, 0, 0),
+                         s, steps)
+
+        def caw(name: str, compare: bytes, data: bytes) -> dict:
+            return _step(name, lib.iscsi_compareandwrite_sync(
+                a.ctx, lun, lba, compare + data, 2 * bs, bs, 0, 0, 0, 0, 0), a, steps)
+
+        write(a, "write old data", old)
+        first = caw("compare and write (matching)", old, new)
+        caw_out = {"opcode": "0x89", "status": first["status"], "sense": first.get("sense", "")}
+        if first["status"] == "GOOD":
+            caw_out["supported"] = read(a, "read back")["_data"] == new
+            bad = caw("compare and write (stale compare)", old, old)
+            caw_out["miscompare"] = bad.get("sense", bad["status"])
+        else:
+            caw_out["supported"] = False
+        out["compare_and_write"] = caw_out
+
+        def prout(s: Session, name: str, sa: int, key: int, sa_key: int, kind: int = 0) -> dict:
+            params = _ProutBasic(key, sa_key, 0, 0, 0)
+            return _step(name, lib.iscsi_persistent_reserve_out_sync(
+                s.ctx, lun, sa, 0, kind, ctypes.byref(params)), s, steps)
+
+        def prin(name: str, sa: int) -> dict:
+            return _step(name, lib.iscsi_persistent_reserve_in_sync(a.ctx, lun, sa, 1024), a,
+                         steps)
+
+        ka, kb = 0x7663_0000_0000_000A, 0x7663_0000_0000_000B
+        pr: dict = {}
+        prout(a, "A registers", PR_REGISTER, 0, ka)
+        prout(b, "B registers", PR_REGISTER, 0, kb)
+        keys = prin("read keys", PR_IN_READ_KEYS)["_data"]
+        pr["keys"] = [hex(int.from_bytes(keys[i:i + 8], "big")) for i in range(8, len(keys), 8)]
+        pr["reserve"] = prout(a, "A reserves (write exclusive)", PR_RESERVE, ka, 0,
+                              PR_WRITE_EXCLUSIVE)["status"]
+        rsv = prin("read reservation", PR_IN_READ_RESERVATION)["_data"]
+        if len(rsv) >= 22:
+            pr["holder"] = hex(int.from_bytes(rsv[8:16], "big"))
+            pr["type"] = rsv[21] & 0x0F
+        pr["b_write_while_reserved"] = write(b, "B writes (must conflict)", old)["status"]
+        pr["b_read_while_reserved"] = read(b, "B reads (allowed)")["status"]
+        pr["a_write_while_reserved"] = write(a, "A writes (holder)", old)["status"]
+        pr["b_preempts"] = prout(b, "B preempts A (takes a stale lock)", PR_PREEMPT, kb, ka,
+                                 PR_WRITE_EXCLUSIVE)["status"]
+        pr["a_write_after_preempt"] = write(a, "A writes after preempt", old)["status"]
+        pr["release"] = prout(b, "B releases", PR_RELEASE, kb, 0, PR_WRITE_EXCLUSIVE)["status"]
+        pr["a_write_after_release"] = write(a, "A writes after release", old)["status"]
+        prout(b, "B unregisters", PR_REGISTER, kb, 0)
+        prout(a, "A registers again", PR_REGISTER, 0, ka)  # A was removed by the preempt
+        prout(a, "A unregisters", PR_REGISTER, ka, 0)
+        pr["supported"] = (pr["reserve"] == "GOOD" and pr["b_write_while_reserved"]
+                           == "RESERVATION_CONFLICT" and pr["a_write_while_reserved"] == "GOOD"
+                           and pr["b_preempts"] == "GOOD"
+                           and pr["a_write_after_preempt"] == "RESERVATION_CONFLICT")
+        out["persistent_reservations"] = pr
+    finally:
+        for step in steps:
+            step.pop("_data", None)
+        a.close()
+        b.close()
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("run", "login", "features"):
+        c = sub.add_parser(name)
+        c.add_argument("--portal", action="append", required=True,
+                       help="portal address (repeat for more paths, in preference order)")
+        c.add_argument("--target", required=True, help="target IQN")
+        c.add_argument("--lun", type=int, default=1)
+        c.add_argument("--initiator", default=f"iqn.2025-01.lab.vclab:initiator-{os.getpid()}")
+        c.add_argument("--chap-user", default="",
+                       help="CHAP user; the secret comes from $VCLAB_CHAP_SECRET (not argv)")
+        c.add_argument("--login-timeout-s", type=float, default=3.0)
+        if name == "run":
+            c.add_argument("--pattern", choices=sorted(PATTERNS), default="random-4k")
+            c.add_argument("--mix", default="70/30", help="read/write percent")
+            c.add_argument("--depth", type=int, default=1, help="I/Os in flight")
+            c.add_argument("--io-timeout-ms", type=float, default=1000.0,
+                           help="an I/O older than this declares its path dead")
+            c.add_argument("--session-timeout-s", type=float, default=15.0,
+                           help="TCP_USER_TIMEOUT: a session silent this long fails")
+            c.add_argument("--relogin-s", type=float, default=1.0,
+                           help="wait between login attempts on a dead path")
+            c.add_argument("--drain-s", type=float, default=2.0,
+                           help="after a stop request, wait this long for I/O in flight")
+            c.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until SIGTERM")
+            c.add_argument("--seed", type=int, default=0)
+            c.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    chap = (args.chap_user, os.environ.get("VCLAB_CHAP_SECRET", "")) if args.chap_user else None
+    if args.command == "login":
+        s, res = login_once(args.portal[0], args.target, args.lun, args.initiator, chap,
+                            args.login_timeout_s)
+        s.close()
+        print(json.dumps(res))
+        return 0 if res["ok"] else 1
+    if args.command == "features":
+        res = features(args.portal[0], args.target, args.lun, args.initiator, chap,
+                       args.login_timeout_s)
+        print(json.dumps(res))
+        return 0 if "error" not in res else 1
+    try:
+        parse_mix(args.mix)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.depth < 1 or args.io_timeout_ms <= 0:
+        print("--depth must be >= 1 and --io-timeout-ms > 0", file=sys.stderr)
+        return 2
+    agent = Agent(args)
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
