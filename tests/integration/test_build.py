@@ -40,7 +40,7 @@ mininet = pytest.importorskip("mininet")
 
 from vclab.clean import clean, vclab_bridges  # noqa: E402
 from vclab.errors import VclabError  # noqa: E402
-from vclab.fabric.mechanisms import Stp  # noqa: E402
+from vclab.fabric.mechanisms import Rstp, Stp  # noqa: E402
 from vclab.procs import alive  # noqa: E402
 from vclab.topology.build import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text, load_cluster  # noqa: E402
@@ -129,6 +129,19 @@ class TestDefaultCluster:
         vmotion = default_lab.reachability(["vmotion"])["vmotion"]
         assert len(vmotion) == 6 and all(vmotion.values())
 
+    def test_isolation_check_sees_a_mistagged_port(self, default_lab):
+        """The isolation check is not vacuous: put web1's port on the management VLAN by
+        mistake and it reports the leak; put it back and web1 is isolated again."""
+        lab = default_lab
+        port = lab.plan.host("web1").interface("vm-web").port
+        lab.sh(["ovs-vsctl", "set", "port", port, "tag=10"])
+        try:
+            leaked = {vm: reached for vm, _, reached in lab.isolation()}
+        finally:
+            lab.sh(["ovs-vsctl", "set", "port", port, "tag=100"])
+        assert leaked == {"web1": True, "web2": False}
+        assert not any(reached for _, _, reached in lab.isolation())
+
 
 def iperf(lab, src: str, dst: str, network: str, seconds: int = 2) -> float:
     """TCP bits/s from src to dst over `network`, measured with iperf3."""
@@ -164,6 +177,21 @@ def test_cable_rate_is_shaped(tmp_path):
         bps = iperf(lab, "esx1", "esx2", "vmotion")
         print(f"\nTCP over a 50Mbit cable: {bps / 1e6:.1f} Mbit/s")
         assert 35e6 < bps < 52e6
+
+
+class NeverSettles(Rstp):
+    def converged(self, lab):
+        return False, "tor-a:test-port Designated Discarding"
+
+
+def test_failed_build_removes_what_it_created(tmp_path):
+    lab = Lab(load_cluster(DEFAULT), mechanism=NeverSettles(timeout=1.0), prefix=PREFIX, state_dir=tmp_path)
+    with pytest.raises(VclabError, match="did not converge within 1 s.*test-port"):
+        with lab:
+            pass
+    assert lab.net is not None  # it got as far as building
+    assert leftovers(lab.plan) == []
+    assert not list(tmp_path.glob("*.procs"))
 
 
 @pytest.mark.parametrize("topology", [t for t in TOPOLOGIES if t.name != "default.yaml"],
