@@ -2,17 +2,20 @@
 
 Mininet hosts and these nodes share the one method workloads need: `popen(args, **kw)`, which
 runs a command inside the node's namespace. Tests and benches that need no whole cluster use
-`rig()`; everything it creates carries the caller's prefix and is removed on exit. `BlackHole`
-is the fault they use to check the probe: a drop rule installed and removed on schedule.
+`rig()`; everything it creates carries the caller's prefix and is removed on exit. The faults
+they check the probe with: `BlackHole` (an OpenFlow drop rule, as a switch failure looks) and
+`MtuBlackHole` (in the kernel, so its edges are known to the microsecond).
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -234,6 +237,122 @@ class BlackHole:
                 self._of = None
 
     def __enter__(self) -> "BlackHole":
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SwitchWatch:
+    """A witness that tells the switch's stalls from the probe's: OpenFlow echo requests every
+    few ms on a connection of its own, answered by the same ovs-vswitchd main loop that
+    forwards the netdev ports. Other users of a shared OVS adding or deleting bridges stall
+    that loop for 10-600 ms, and forwarding with it; a trial run through such a stall measures
+    the switch's behaviour, not the probe's accuracy."""
+
+    def __init__(self, bridge: str, every_s: float = 0.005) -> None:
+        self.bridge = bridge
+        self.every_s = every_s
+        self.samples: list[tuple[int, int]] = []  # (sent, answered) CLOCK_REALTIME ns
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: Exception | None = None
+
+    def _run(self, of: OpenFlowSocket) -> None:
+        try:
+            while not self._stop.is_set():
+                data = of._bytes(of.parser.OFPEchoRequest(of.dp))
+                xid = of.xid
+                sent = time.time_ns()
+                of.sock.sendall(data)
+                while of._read()[2] != xid:
+                    pass
+                self.samples.append((sent, time.time_ns()))
+                self._stop.wait(self.every_s)
+        except (OSError, VclabError) as e:
+            self.error = e
+        finally:
+            of.close()
+
+    def start(self) -> "SwitchWatch":
+        self._thread = threading.Thread(target=self._run, args=(OpenFlowSocket(self.bridge),),
+                                        name=f"watch-{self.bridge}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def stalls(self, min_ms: float = 10.0) -> list[tuple[int, int]]:
+        """(start, end) ns of every echo that took at least `min_ms` to be answered."""
+        return [(s, e) for s, e in self.samples if e - s >= min_ms * 1e6]
+
+    def __enter__(self) -> "SwitchWatch":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+SIOCGIFMTU, SIOCSIFMTU = 0x8921, 0x8922
+MIN_MTU = 68  # IPv4's minimum: ARP (28 + 14 bytes) still fits, probes of 64-byte payload do not
+
+
+def link_mtu(ifname: str, mtu: int | None = None) -> int:
+    """Read (or set) a root-namespace interface's MTU with one ioctl: no process, no delay."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16si", ifname.encode(), mtu or 0).ljust(40, b"\0")
+        out = fcntl.ioctl(s, SIOCSIFMTU if mtu else SIOCGIFMTU, ifreq)
+        return struct.unpack_from("16si", out)[1]
+
+
+@dataclass
+class MtuBlackHole:
+    """A black hole with exactly known edges: shrink one veth's MTU to the minimum.
+
+    The kernel then drops every larger frame the namespace sends into the veth (at the
+    sender's own sendto, so that direction's edges are the ioctl's, to ~0.1 ms) and OVS cannot
+    send larger frames out of it (that direction also carries OVS's queueing delay at each
+    edge). ARP still fits. Not how a switch fails, but the reference for the probe's accuracy:
+    nothing in Open vSwitch decides when it takes effect. Same record as BlackHole."""
+
+    port: str  # root-namespace end of a rig veth, e.g. Rig.ports["vcp-a"]
+    mtu: int = MIN_MTU
+    effect_slack_ms: float = 0.0
+    original_mtu: int | None = None
+    applied_sent_ns: int | None = None
+    applied_ns: int | None = None
+    undone_sent_ns: int | None = None
+    undone_ns: int | None = None
+
+    def connect(self) -> "MtuBlackHole":
+        self.original_mtu = link_mtu(self.port)
+        return self
+
+    def apply(self) -> int:
+        if self.original_mtu is None:
+            self.connect()
+        self.applied_sent_ns = time.time_ns()
+        link_mtu(self.port, self.mtu)
+        self.applied_ns = time.time_ns()
+        return self.applied_ns
+
+    def undo(self) -> int:
+        self.undone_sent_ns = time.time_ns()
+        link_mtu(self.port, self.original_mtu)
+        self.undone_ns = time.time_ns()
+        return self.undone_ns
+
+    length_ms = BlackHole.length_ms
+    length_error_ms = BlackHole.length_error_ms
+
+    def close(self) -> None:
+        if self.applied_ns is not None and self.undone_ns is None:
+            self.undo()
+
+    def __enter__(self) -> "MtuBlackHole":
         return self.connect()
 
     def __exit__(self, *exc: object) -> None:

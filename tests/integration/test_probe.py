@@ -1,7 +1,10 @@
 """The probe against real Open vSwitch: its noise floor, and black holes of known length.
 
-Two namespaces vcp-a and vcp-b on the netdev bridge vcp-br; the black hole is an OpenFlow drop
-rule above NORMAL, installed and removed over a direct OpenFlow connection.
+Two namespaces vcp-a and vcp-b on the netdev bridge vcp-br. Two black holes: the kernel one
+(vcp-ap's MTU shrunk by ioctl: edges exact) checks the probe itself; the OpenFlow one (a drop
+rule above NORMAL over a direct OpenFlow connection) checks it on a switch-side failure. Open vSwitch is
+shared with other users: a trial during which OVS's own main loop stalled (seen by OpenFlow
+echoes, see SwitchWatch) measures their reconfiguration, not the probe, and is repeated.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vclab.netns import BlackHole, rig
+from vclab.netns import BlackHole, MtuBlackHole, SwitchWatch, rig
 from vclab.procs import ProcessTracker
-from vclab.workloads.probe import Probe, fault_trial
+from vclab.workloads.probe import Probe, fault_trial, quiet_trial
 
 pytestmark = pytest.mark.root
 
@@ -41,50 +44,97 @@ def endpoints(r):
     return (a, a.ip), (b, b.ip)
 
 
+def skip_if_disturbed(res: dict) -> None:
+    if res["disturbed"]:
+        pytest.skip(f"shared OVS stalled in all {res['attempts']} attempts (other users "
+                    f"reconfiguring it): {res['voided']}")
+
+
 def test_noise_floor_without_fault(probe_rig):
     r, tracker = probe_rig
-    res = fault_trial(*endpoints(r), tracker, before_s=4.0, after_s=0.0)
-    print({k: res[k] for k in ("noise_floor_ms", "naive_noise_floor_ms", "noise_delay_spike_ms",
-                               "lost", "rtt", "sched")})
+    res = quiet_trial(*endpoints(r), tracker, before_s=4.0, after_s=0.0,
+                      make_witness=lambda: SwitchWatch(r.bridge))
+    print({k: res[k] for k in ("noise_floor_ms", "own_noise_floor_ms", "naive_noise_floor_ms",
+                               "noise_delay_spike_ms", "lost", "rtt", "sched", "attempts",
+                               "voided", "switch_stalls")})
     ab, ba = res["a_to_b"], res["b_to_a"]
     # ~4 s at 1 ms each way, every probe accounted for
     assert ab["expected"] > 3500 and ba["expected"] > 3500
     assert ab["received"] + ab["lost"] == ab["expected"]
-    # Measured here (idle and with both cores kept busy): 0 probes lost in every fault-free run,
-    # so the floor was 0.0 while naive receive gaps showed 1.5-8 ms (once 51 ms). 2 ms allows a
-    # stray single lost probe (reported as 1 interval) but not a real stall.
-    assert res["noise_floor_ms"] <= 2.0
-    assert res["outage_ms"] <= 2.0
-    # one-way delay through OVS userspace: ~0.1 ms median; RTT from the echoes agrees
-    assert 0 < ab["owd"]["median_ms"] < 2.0 and 0 < ba["owd"]["median_ms"] < 2.0
+    # Measured here (idle and with both cores kept busy): 0 probes lost in every fault-free run
+    # on a quiet switch, so the floor was 0.0 while naive receive gaps showed 1.5-9 ms. 2 ms
+    # allows a stray single lost probe (1 interval) but not a stall. Gaps that coincide with
+    # the shared switch's own stalls (other users rebuilding bridges: 150-700 ms) are the
+    # switch's, not the probe's noise: they are reported in noise_floor_ms, not counted here.
+    assert res["own_noise_floor_ms"] <= 2.0
+    # one-way delay through OVS userspace: ~0.1 ms median idle, ~2 ms with the host
+    # overloaded; RTT from the echoes agrees with the two one-way delays
+    assert 0 < ab["owd"]["median_ms"] < 10.0 and 0 < ba["owd"]["median_ms"] < 10.0
     assert res["rtt"]["count"] > 3000
     assert res["rtt"]["median_ms"] == pytest.approx(
-        ab["owd"]["median_ms"] + ba["owd"]["median_ms"], abs=0.5)
+        ab["owd"]["median_ms"] + ba["owd"]["median_ms"], rel=0.5, abs=0.5)
     assert ab["duplicates"] == 0
 
 
+def faults(r) -> dict:
+    a = r.nodes[0]
+    return {
+        "openflow": lambda: BlackHole(r.bridge).connect(),
+        "kernel": lambda: MtuBlackHole(r.ports[a.name]).connect(),
+    }
+
+
+def show(res: dict) -> None:
+    keys = ("fault_ms", "fault_error_ms", "outage_ms", "outage_error_ms", "loss_outage_ms",
+            "error_ms", "tolerance_ms", "outage_start_ms", "outage_end_ms", "noise_floor_ms",
+            "own_noise_floor_ms", "disturbed", "attempts", "voided")
+    print({k: res.get(k) for k in keys})
+    print({d: (res[d]["outage_ms"], res[d]["error_ms"], res[d]["owd"]["max_ms"])
+           for d in ("a_to_b", "b_to_a")})
+
+
 @pytest.mark.parametrize("hold_ms", [20, 200, 1000])
-def test_black_hole_of_known_length(probe_rig, hold_ms):
+def test_kernel_black_hole_of_known_length(probe_rig, hold_ms):
+    """The reference check: a fault whose edges the kernel applies at the syscall. No retry
+    when the shared switch stalls: a->b does not depend on OVS's timing, only on delivery."""
     r, tracker = probe_rig
-    with BlackHole(r.bridge) as hole:
-        res = fault_trial(*endpoints(r), tracker, hole, hold_ms, before_s=1.0, after_s=0.5)
-    print({k: res[k] for k in ("fault_ms", "fault_error_ms", "outage_ms", "outage_error_ms",
-                               "loss_outage_ms", "error_ms", "tolerance_ms", "outage_start_ms",
-                               "outage_end_ms", "noise_floor_ms")})
-    assert res["fault_ms"] == pytest.approx(hold_ms, abs=5)
+    with faults(r)["kernel"]() as hole:
+        res = fault_trial(*endpoints(r), tracker, hole, hold_ms, before_s=1.0, after_s=0.5,
+                          witness=SwitchWatch(r.bridge))
+    show(res)
+    assert res["fault_ms"] >= hold_ms - 1
+    ab, ba = res["a_to_b"], res["b_to_a"]
+    # a->b is dropped in a's own sendto: measured = real within +-1 interval and the ioctls'
+    # own duration (measured: |error| <= 1.5 ms with the host at load 4 on 2 cores)
+    assert ab["within_tolerance"], ab["error_ms"]
+    assert abs(ab["error_ms"]) <= 3.0
+    assert ab["loss_outage_ms"] == pytest.approx(res["fault_ms"], abs=ab["tolerance_ms"])
+    # b->a is dropped when OVS sends it out: each edge moves by that packet's queueing delay
+    spread = ba["owd"]["max_ms"] - ba["owd"]["min_ms"]
+    assert abs(ba["error_ms"]) <= ba["tolerance_ms"] + spread
+    assert abs(ab["outage"]["start_rel_ms"]) <= ab["tolerance_ms"]
+    assert res["own_noise_floor_ms"] <= 2.0
+    assert not res["outage_open"]
+
+
+@pytest.mark.parametrize("hold_ms", [20, 200, 1000])
+def test_openflow_black_hole_of_known_length(probe_rig, hold_ms):
+    """A switch-side silent drop: OVS applies it a little after confirming it."""
+    r, tracker = probe_rig
+    res = quiet_trial(*endpoints(r), tracker, faults(r)["openflow"], hold_ms, before_s=1.0,
+                      after_s=0.5, make_witness=lambda: SwitchWatch(r.bridge))
+    show(res)
+    skip_if_disturbed(res)
+    assert res["fault_ms"] >= hold_ms - 1
     # measured outage = real black-hole length within the error bars (+-1 interval probe,
     # the rule's request round trip, 3 ms for OVS's datapath to follow its flow table)
     assert res["within_tolerance"], res["error_ms"]
-    assert abs(res["error_ms"]) <= 5.0
+    assert abs(res["error_ms"]) <= 6.0
     assert res["loss_outage_ms"] == pytest.approx(res["fault_ms"], abs=res["tolerance_ms"])
     # both directions were cut, and the outage sits where the rule was
     assert res["a_to_b"]["outage_ms"] > hold_ms - 5 and res["b_to_a"]["outage_ms"] > hold_ms - 5
-    # it began between the rule's request and the switch's confirmation (the fault time),
-    # give or take the probe's resolution and OVS's lag
-    request_ms = (hole.applied_ns - hole.applied_sent_ns) / 1e6
-    slack = res["outage_error_ms"] + hole.effect_slack_ms
-    assert -request_ms - slack <= res["outage_start_ms"] <= slack
-    assert res["noise_floor_ms"] <= 2.0
+    assert abs(res["outage_start_ms"]) <= res["tolerance_ms"]
+    assert res["own_noise_floor_ms"] <= 2.0
     assert not res["outage_open"]
 
 

@@ -20,6 +20,8 @@ from vclab.workloads.probe_metrics import (
     delay_stats,
     nearest_gap,
     noise_floor,
+    overlaps,
+    own_noise_floor,
     percentile,
     rtt_samples,
     summarize,
@@ -356,3 +358,22 @@ def test_noise_floor_reports_delay_spikes_it_does_not_count():
     r = noise_floor(make_stream(owd_of=lambda s: 30.1 if s == 400 else 0.1))
     assert r.noise_floor_ms == 0.0
     assert r.delay_spike_ms == pytest.approx(30.0)
+
+
+def test_overlaps():
+    assert overlaps((0, 10), (10, 20))
+    assert not overlaps((0, 10), (11, 20))
+    assert overlaps((0, 10), (15, 20), margin_ns=5)
+    assert overlaps((5, 6), (0, 100)) and overlaps((0, 100), (5, 6))
+
+
+def test_own_noise_floor_excuses_gaps_the_switch_caused():
+    lost = set(range(300, 303)) | set(range(700, 800)) | set(range(1500, 1600))
+    out = summarize(make_stream(n=2000, lost=lost), make_stream(n=2000),
+                    fault_ns=T0 + 1500 * MS)
+    assert out["noise_floor_ms"] == pytest.approx(100.0)  # raw: the 700..799 gap
+    stall = (T0 + 690 * MS, T0 + 805 * MS)  # the witness saw the switch stop answering
+    assert own_noise_floor(out, [stall]) == pytest.approx(3.0)
+    assert own_noise_floor(out, []) == pytest.approx(100.0)
+    # the fault's own gap never counts, stall or not
+    assert own_noise_floor(out, [stall, (T0 + 290 * MS, T0 + 310 * MS)]) == 0.0

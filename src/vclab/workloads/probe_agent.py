@@ -29,6 +29,9 @@ from pathlib import Path
 
 # session, seq, t_send, echo_seq, echo_hold_ns
 PAYLOAD = struct.Struct("!IIqIq")
+# 64-byte payload (106-byte frames): above the minimum MTU, so netns.MtuBlackHole can drop
+# probes while ARP still passes.
+DEFAULT_SIZE = 64
 NO_ECHO = 0xFFFFFFFF
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 TIMESPEC = struct.Struct("@qq")
@@ -228,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-port", type=int, default=0, help="default: same as --port")
     p.add_argument("--interval-ms", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until SIGTERM")
-    p.add_argument("--size", type=int, default=PAYLOAD.size, help="UDP payload bytes")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="UDP payload bytes")
     p.add_argument("--session", type=int, default=0, help="tag that rejects stray old probes")
     p.add_argument("--rt-priority", type=int, default=10, help="SCHED_FIFO priority; 0 = off")
     p.add_argument("--out", required=True, type=Path)

@@ -335,3 +335,26 @@ def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
         "a_to_b": asdict(ab),
         "b_to_a": asdict(ba),
     }
+
+
+def overlaps(a: tuple[int, int], b: tuple[int, int], margin_ns: int = 0) -> bool:
+    """Do two [start, end] intervals (ns) overlap, with `margin_ns` of slack?"""
+    return a[0] - margin_ns <= b[1] and b[0] <= a[1] + margin_ns
+
+
+def own_noise_floor(summary: dict[str, Any], stalls: Sequence[tuple[int, int]],
+                    margin_ns: int = 5 * NS_PER_MS) -> float:
+    """The noise floor of the probe itself: the largest fault-free gap (before the fault, or
+    anywhere without one) that no stall of the switch explains. `summary` is summarize()'s
+    output; `stalls` are [start, end] ns when a witness saw the switch stop answering."""
+    fault_ns = summary["fault_ns"]
+    largest = 0.0
+    for direction in ("a_to_b", "b_to_a"):
+        d = summary[direction]
+        end = None if fault_ns is None else fault_ns - FAULT_MARGIN_INTERVALS * d["interval_ms"] * NS_PER_MS
+        for g in d["gaps"]:
+            if end is not None and g["end_ns"] > end:
+                continue
+            if not any(overlaps((g["start_ns"], g["end_ns"]), s, margin_ns) for s in stalls):
+                largest = max(largest, g["outage_ms"])
+    return largest
