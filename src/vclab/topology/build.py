@@ -34,7 +34,7 @@ from vclab import PREFIX
 from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, get_mechanism
-from vclab.procs import ProcessTracker
+from vclab.procs import ProcessTracker, alive
 from vclab.topology.plan import BuildPlan, build_plan, host_commands, ovs_commands, tc_commands
 from vclab.topology.spec import Cluster
 
@@ -57,11 +57,14 @@ class _TrackedNode:
     PID the moment it exists, so even an interrupted start-up leaves nothing behind."""
 
     def _popen(self, cmd, **params):
+        is_shell = getattr(self, "shell", None) is None  # startShell is the first caller
         popen = super()._popen(cmd, **params)
         tracker = self.params.get("tracker")
         if tracker is not None:
             words = [c for c in cmd if c.isprintable()]
             tracker.track(popen.pid, f"{self.name}: {' '.join(words)[:100]}")
+        if is_shell and "shells" in self.params:
+            self.params["shells"].append(popen.pid)
         return popen
 
 
@@ -188,13 +191,11 @@ class Lab:
         self.net = net = Mininet(topo=None, controller=None, build=False, waitConnected=False,
                                  host=VclabHost, switch=VclabSwitch, link=Link, intf=PresetIntf)
         for host in plan.hosts:
-            node = net.addHost(host.name, ip=None, tracker=self.tracker)
-            self._shells.append(node.pid)
+            net.addHost(host.name, ip=None, tracker=self.tracker, shells=self._shells)
         for bridge in plan.bridges:
-            node = net.addSwitch(bridge.name, dpid=bridge.dpid, failMode="standalone",
-                                 datapath="user" if self.datapath == "netdev" else "kernel",
-                                 tracker=self.tracker)
-            self._shells.append(node.pid)
+            net.addSwitch(bridge.name, dpid=bridge.dpid, failMode="standalone",
+                          datapath="user" if self.datapath == "netdev" else "kernel",
+                          tracker=self.tracker, shells=self._shells)
         ofport = {(p.bridge, p.name): p.ofport for b in plan.bridges for p in b.ports}
         for veth in plan.veths:
             net.addLink(veth.a.node, veth.b.node, intfName1=veth.a.ifname,
@@ -227,15 +228,17 @@ class Lab:
         self.converge_seconds = time.monotonic() - started
 
     # ---- checks ----
-    def ping(self, probes: list[tuple[str, str]], count: int = 1, interface: list | None = None) -> list[bool]:
-        """Ping (host, address) pairs, all at once: `ping -c COUNT -W 1`. True where answered."""
+    def ping(self, probes: list[tuple[str, str]], count: int = 1,
+             devices: list[str] | None = None) -> list[bool]:
+        """Ping (host, address) pairs, all at once: `ping -c COUNT -W 1` (from `devices[i]`
+        if given). True where answered."""
         results: list[bool] = []
         for start in range(0, len(probes), _PING_BATCH):
             batch = probes[start:start + _PING_BATCH]
             procs = []
             for k, (host, address) in enumerate(batch):
                 args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1"]
-                dev = interface[start + k] if interface else None
+                dev = devices[start + k] if devices else None
                 if dev:
                     args += ["-I", dev]
                 procs.append(self.node(host).popen([*args, address], stdout=subprocess.DEVNULL,
@@ -290,7 +293,7 @@ class Lab:
                         probes.append((vm, ip))
                         devs.append(dev)
                         owners.append(vm)
-                reached = self.ping(probes, count=2, interface=devs)
+                reached = self.ping(probes, count=2, devices=devs)
                 for vm in vms:
                     out.append((vm.name, net.name,
                                 any(r for r, o in zip(reached, owners) if o == vm.name)))
@@ -320,61 +323,61 @@ class Lab:
             return
         self._stopped = True
         main = threading.current_thread() is threading.main_thread()
+        restore = {}
         if main:  # a second Ctrl-C must not leave half a teardown
+            restore = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+            restore.update(self._old_handlers)
             for sig in _SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
         try:
-            # Processes started inside hosts first (their namespaces go with the shells).
+            shells = set(self._shells)
+            # Processes started inside hosts first (workloads, pings).
             for entry in reversed(list(self.tracker.tracked)):
-                if entry.pid not in self._shells:
+                if entry.pid not in shells:
                     self.tracker.end(entry.pid)
             if self._owned:
-                names = [b.name for b in self.plan.bridges]
                 args = ["ovs-vsctl", "--timeout=30"]
-                for name in names:
-                    args += ["--", "--if-exists", "del-br", name]
+                for bridge in self.plan.bridges:
+                    args += ["--", "--if-exists", "del-br", bridge.name]
                 self.sh(args, check=False)
-                # Deleting the root end of a veth deletes both ends, at once (a namespace's
-                # own clean-up would happen later, asynchronously).
+                # Deleting the root end of a veth deletes both ends at once; a namespace's own
+                # clean-up would remove them later, asynchronously.
                 present = set(os.listdir("/sys/class/net"))
                 gone = [n for n in self.plan.root_links() if n in present]
                 if gone:
                     self.sh(["ip", "-force", "-batch", "-"], check=False,
                             stdin="".join(f"link del {n}\n" for n in gone))
+            # Interactive bash ignores SIGTERM: hang up each shell's session, as Mininet does.
+            for entry in self.tracker.tracked:
+                if entry.pid in shells and alive(entry.pid, entry.started):
+                    try:
+                        os.killpg(entry.pid, signal.SIGHUP)
+                    except OSError:
+                        pass
             if self.net is not None:
                 for node in [*self.net.hosts, *self.net.switches]:
-                    self._end_shell(node)
+                    self._release(node)
             self.tracker.end_all()
         finally:
-            if main:
-                for sig, handler in self._old_handlers.items():
-                    signal.signal(sig, handler)
-                for sig in _SIGNALS:
-                    if sig not in self._old_handlers:
-                        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT
-                                      else signal.default_int_handler)
+            for sig, handler in restore.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
-    def _end_shell(self, node) -> None:
-        # Interactive bash ignores SIGTERM; SIGHUP to its process group is what Mininet uses.
+    @staticmethod
+    def _release(node) -> None:
+        """Reap a node's shell and close its pty."""
         shell = getattr(node, "shell", None)
         if shell is None:
             return
         try:
-            if shell.poll() is None:
-                os.killpg(shell.pid, signal.SIGHUP)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
             shell.wait(timeout=2)
         except subprocess.TimeoutExpired:
             pass
-        try:
-            node.stdin.close()
-            os.close(node.slave)
-        except OSError:
-            pass
+        for close in (node.stdin.close, lambda: os.close(node.slave)):
+            try:
+                close()
+            except OSError:
+                pass
         node.shell = None
-        self.tracker.end(shell.pid)
 
 
 def main(argv: list[str] | None = None) -> int:
