@@ -27,7 +27,8 @@ from vclab.workloads.ha_model import (
 HOSTS = ["esx1", "esx2", "esx3"]
 
 
-def when(decls: list[Declaration], kind: str, subject: str, agent: str | None = None) -> list[float]:
+def when(decls: list[Declaration], kind: str, subject: str,
+         agent: str | None = None) -> list[float]:
     return [round(d.t, 6) for d in decls
             if d.kind == kind and d.subject == subject and (agent is None or d.agent == agent)]
 
@@ -109,6 +110,8 @@ def test_scaled_config_scales_the_timeline() -> None:
                              faults=[Fault(2.0, "esx2", "crash")])
     # last heartbeat at 1.9 s, failed 1.5 s later
     assert when(decls, "failed", "esx2") == [pytest.approx(3.4)]
+    assert fast.heartbeat_interval_s == pytest.approx(0.1)
+    assert fast.ping_timeout_s == HaConfig().ping_timeout_s  # a reply takes what it takes
 
 
 def test_agent_steps_by_hand() -> None:

@@ -37,6 +37,7 @@ HEARTBEAT_LOST_S = 3.0
 UNREACHABLE_S = 10.0
 FAILED_S = 15.0
 PING_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 1.0
 ELECTION_AFTER_S = 10.0
 ELECTION_S = 15.0
 ISOLATION_PING_S = 5.0
@@ -65,6 +66,9 @@ class HaConfig(BaseModel):
     unreachable_s: float = Field(UNREACHABLE_S, gt=0)
     failed_s: float = Field(FAILED_S, gt=0)
     ping_interval_s: float = Field(PING_INTERVAL_S, gt=0)
+    # How long one echo may take. Not part of the published timeline; kept when the timers
+    # are scaled down, so a busy machine's slow reply is not taken for isolation.
+    ping_timeout_s: float = Field(PING_TIMEOUT_S, gt=0)
     election_after_s: float = Field(ELECTION_AFTER_S, gt=0)
     election_s: float = Field(ELECTION_S, gt=0)
     isolation_ping_s: float = Field(ISOLATION_PING_S, gt=0)
@@ -73,8 +77,10 @@ class HaConfig(BaseModel):
     not_responding_s: float = Field(NOT_RESPONDING_S, gt=0)
 
     def scaled(self, factor: float) -> HaConfig:
-        """Every timer times `factor`: the same timeline, faster (tests, quick benches)."""
-        return HaConfig(**{k: v * factor for k, v in self.model_dump().items()})
+        """Every timer times `factor`: the same timeline, faster (tests, quick benches).
+        The ping timeout stays: a reply takes as long as it takes."""
+        return HaConfig(**{k: v if k == "ping_timeout_s" else v * factor
+                           for k, v in self.model_dump().items()})
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -290,7 +296,8 @@ class HaAgent:
         if not self.peers:
             return
         if self.iso == "ok" and all(w.state != "alive" for w in self.peers.values()):
-            self.iso, self.iso_deadline, self.iso_next_ping = "checking", t + cfg.isolation_ping_s, t
+            self.iso, self.iso_next_ping = "checking", t
+            self.iso_deadline = t + cfg.isolation_ping_s
         if self.iso == "checking" and t + _EPS >= self.iso_deadline:
             self.iso, self.iso_response_at = "isolated", t + cfg.isolation_policy_delay_s
             self._declare(step, t, "isolated", self.name)
@@ -380,6 +387,6 @@ def simulate_cluster(hypervisors: list[str], primary: str, manager: str | None =
                 if to in agents and reachable(name, to) and to not in no_agent:
                     queue.append((to, Heartbeat(name, agent.sending_role, kind)))
             for target in step.ping:
-                ok = reachable(name, manager or "") if target == ISOLATION else reachable(name, target)
-                queue.append((name, PingResult(target, ok)))
+                peer = (manager or "") if target == ISOLATION else target
+                queue.append((name, PingResult(target, reachable(name, peer))))
     return out

@@ -50,6 +50,7 @@ from vclab.workloads.ha_model import (
 )
 
 FDM_PORT = 8182  # the port vSphere HA's FDM agents use
+MAX_PINGS_IN_FLIGHT = 10  # per target; bounds the threads when echoes time out
 
 
 def _ping(address: str, timeout_s: float) -> bool:
@@ -86,7 +87,7 @@ class _Agent:
         self.sock.bind((bind, port))
         self.sock.setblocking(False)
         self.seq = 0
-        self.pinging: set[str] = set()
+        self.pinging: dict[str, int] = defaultdict(int)  # echoes in flight per target
         self.ping_results: list[tuple[str, bool]] = []
         self.lock = threading.Lock()
         self.running = True
@@ -117,13 +118,15 @@ class _Agent:
                 self._write(t=now, event="hb_tx", to=to, kind=kind, seq=self.seq, error=str(e))
         for target in step.ping:
             addr = self.isolation_address if target == ISOLATION else self.addresses.get(target)
-            if not addr or target in self.pinging:
-                continue  # one echo in flight per target is the "continuous ping"
-            self.pinging.add(target)
+            if not addr or self.pinging[target] >= MAX_PINGS_IN_FLIGHT:
+                continue
+            # One echo per ping interval, each waiting up to the timeout: echoes overlap
+            # when the timeout is longer than the interval, as with `ping -i`.
+            self.pinging[target] += 1
             threading.Thread(target=self._ping, args=(target, addr), daemon=True).start()
 
     def _ping(self, target: str, addr: str) -> None:
-        ok = _ping(addr, self.cfg.ping_interval_s)
+        ok = _ping(addr, self.cfg.ping_timeout_s)
         with self.lock:
             self.ping_results.append((target, ok))
 
@@ -151,7 +154,7 @@ class _Agent:
             with self.lock:
                 results, self.ping_results = self.ping_results, []
             for target, ok in results:
-                self.pinging.discard(target)
+                self.pinging[target] -= 1
                 self._write(event="ping", target=target, ok=ok)
                 self._apply(self.model.handle(time.monotonic(), PingResult(target, ok)))
             self._apply(self.model.handle(time.monotonic(), Tick()))
@@ -236,7 +239,8 @@ class Heartbeats(Workload):
             self.procs[m.name] = proc
         deadline = time.monotonic() + self.start_timeout
         for name, proc in self.procs.items():
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([proc.stdout], [], [], left)
             if not ready or proc.stdout.readline().strip() != b"ready":
                 err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
                 self.stop()

@@ -58,7 +58,8 @@ class Iperf3(Workload):
         self.server, self.client, self.server_ip = server, client, server_ip
         self.tracker, self.outdir, self.name = tracker, Path(outdir), name
         self.protocol, self.duration_s, self.interval_s = protocol, duration_s, interval_s
-        self.rate_bps, self.length, self.parallel, self.reverse = rate_bps, length, parallel, reverse
+        self.rate_bps, self.length = rate_bps, length
+        self.parallel, self.reverse = parallel, reverse
         self.port = port
         self.server_out = self.outdir / f"{name}-server.json"
         self.client_out = self.outdir / f"{name}-client.json"

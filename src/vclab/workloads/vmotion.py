@@ -23,6 +23,7 @@ import json
 import os
 import select
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -166,23 +167,28 @@ def send(to: str, port: int, spec: VmotionSpec, mode: str, log_path: str | None)
     log.write(event="done", t=time.time())
 
 
-def measure(to: str, port: int, seconds: float, page_bytes: int) -> dict[str, float]:
-    """Achievable rate with the replay's own writes and acks: a warm-up round to open the
-    congestion window, then rounds sized from the last estimate until one lasts `seconds`/2."""
+def measure(to: str, port: int, seconds: float, page_bytes: int, samples: int = 3) -> dict:
+    """Achievable rate with the replay's own writes and acks: a warm-up round opens the
+    congestion window, then `samples` rounds sized to share `seconds`; the median of their
+    rates, so one scheduling hiccup on a busy machine does not set the model's rate."""
     sender = _Sender(to, port, page_bytes)
     try:
         nbytes = 1 << 20
         _, took = sender.round(0, nbytes)
-        rate = nbytes * 8 / took
-        for index in range(1, 5):
-            nbytes = int(min(max(rate / 8 * seconds, 1 << 20), 1 << 34))
-            _, took = sender.round(index, nbytes)
-            rate = nbytes * 8 / took
-            if took >= seconds / 2:
+        estimate = nbytes * 8 / took
+        for _ in range(3):  # grow the warm-up until it is not dominated by slow start
+            nbytes = int(min(max(estimate / 8 * seconds / samples, 1 << 20), 1 << 34))
+            _, took = sender.round(0, nbytes)
+            estimate = nbytes * 8 / took
+            if took >= seconds / samples / 2:
                 break
+        rates = []
+        for index in range(1, samples + 1):
+            _, took = sender.round(index, nbytes)
+            rates.append(nbytes * 8 / took)
     finally:
         sender.close()
-    return {"rate_bps": rate, "bytes": nbytes, "seconds": took}
+    return {"rate_bps": statistics.median(rates), "samples_bps": rates, "bytes": nbytes}
 
 
 class VmotionReplay(Workload):
@@ -199,6 +205,7 @@ class VmotionReplay(Workload):
         self.sender_log = self.outdir / f"{name}-sender.jsonl"
         self.receiver_log = self.outdir / f"{name}-receiver.jsonl"
         self.measured_rate_bps: float | None = None
+        self.measured_samples_bps: list[float] = []
         self._receiver: subprocess.Popen | None = None
         self._sender: subprocess.Popen | None = None
         self.sender_error = ""
@@ -257,7 +264,9 @@ class VmotionReplay(Workload):
             self.tracker.end(proc.pid)
         if proc.returncode != 0:
             raise WorkloadError(f"vmotion rate measurement failed: {err.decode().strip()[-500:]}")
-        self.measured_rate_bps = float(json.loads(out)["rate_bps"])
+        result = json.loads(out)
+        self.measured_rate_bps = float(result["rate_bps"])
+        self.measured_samples_bps = [float(x) for x in result["samples_bps"]]
         return self.measured_rate_bps
 
     @property
@@ -308,6 +317,7 @@ class VmotionReplay(Workload):
             "mode": self.mode,
             "spec": self.run_spec.model_dump(),
             "measured_rate_bps": self.measured_rate_bps,
+            "measured_samples_bps": self.measured_samples_bps,
             "sender": lines(self.sender_log),
             "receiver": lines(self.receiver_log),
             "sender_error": self.sender_error,
@@ -340,6 +350,14 @@ class VmotionReplay(Workload):
             "total_s": end - first + spec.resume_s if finished else None,
             "downtime_s": rounds[-1]["duration_s"] + spec.resume_s if finished else None,
         }
+        if finished:
+            # The rate the fabric actually gave this migration: with it, the model separates
+            # "the fabric was slower" from "a stall made the guest dirty more" (the latter
+            # still leaves the measured total above the model).
+            achieved = out["bytes_sent"] * 8 / (end - first)
+            at_achieved = simulate(spec.at_rate(achieved))
+            out["achieved_rate_bps"] = achieved
+            out["model_at_achieved_total_s"] = at_achieved.total_s
         rate = raw.get("measured_rate_bps")
         if rate:
             model = simulate(spec.at_rate(rate))
