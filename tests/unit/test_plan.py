@@ -3,6 +3,7 @@ addresses, loops, and the mechanisms' options and convergence parsing."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -347,3 +348,77 @@ def test_bond_is_a_port_for_mechanisms(plan):
     tor_a_ports = plan.bridge("tor-a").ovs_ports()
     assert not any(isinstance(p, Bond) for p in tor_a_ports)
     assert Rstp().port_options(plan.bridge("esx1"), plan.bridge("esx1").bonds[0]) == []
+
+
+# ---- clean: what it picks, with ovs-vsctl / ip faked ----
+
+class FakeSystem:
+    """Answers clean()'s ovs-vsctl and ip calls and records what it was asked to delete."""
+
+    def __init__(self):
+        self.bridges = {"vcs0": {"vclab-name": "tor-a", "vclab-run": "r1"},
+                        "vcs1": {"vclab-name": "tor-b", "vclab-run": "r2"},
+                        "vcq-br": {},  # another helper's rig: no vclab-name
+                        "br0": {"vclab-name": "x"}}  # not our prefix
+        self.ifaces = {"vcs0": ["vcs0p1", "vcs0p2"], "vcs1": ["vcs1p1"]}
+        self.links = {"eth0", "vcs0", "vcs1", "vcs0p1", "vcs0p2", "vcs1p1", "vcq-br", "vcq-ap", "vcd-a"}
+        self.deleted_bridges: list[str] = []
+        self.deleted_links: list[str] = []
+        self.deleted_netns: list[str] = []
+
+    def run(self, args, stdin=None):
+        import subprocess
+        out = ""
+        if "list" in args and "bridge" in args:
+            rows = [[name, ["map", sorted(ids.items())]] for name, ids in self.bridges.items()]
+            out = json.dumps({"data": rows, "headings": ["name", "external_ids"]})
+        elif "list-ifaces" in args:
+            out = "\n".join(self.ifaces.get(args[-1], []))
+        elif "list-br" in args:
+            out = "\n".join(self.bridges)
+        elif "del-br" in args:
+            for i, a in enumerate(args):
+                if a == "del-br":
+                    self.deleted_bridges.append(args[i + 1])
+                    self.bridges.pop(args[i + 1], None)
+                    self.links.discard(args[i + 1])
+        elif args[:2] == ["ip", "-force"]:
+            for line in stdin.splitlines():
+                name = line.split()[-1]
+                self.deleted_links.append(name)
+                self.links.discard(name)
+        elif args[:3] == ["ip", "netns", "list"]:
+            out = "vcx1 (id: 3)\nsomeone-else\n"
+        elif args[:3] == ["ip", "netns", "del"]:
+            self.deleted_netns.append(args[3])
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    import vclab.clean as clean_mod
+    system = FakeSystem()
+    monkeypatch.setattr(clean_mod, "_run", system.run)
+    monkeypatch.setattr(clean_mod.os, "listdir", lambda path: sorted(system.links))
+    monkeypatch.setattr(clean_mod, "end_recorded", lambda d: [])
+    return system
+
+
+def test_clean_one_run_touches_only_that_run(fake, tmp_path):
+    from vclab.clean import clean
+    removed = clean(run_id="r1", state_dir=tmp_path)
+    assert fake.deleted_bridges == ["vcs0"]
+    assert sorted(fake.deleted_links) == ["vcs0p1", "vcs0p2"]
+    assert fake.deleted_netns == []
+    assert "bridge vcs0 (tor-a)" in removed and "link vcs0p1" in removed
+
+
+def test_clean_all_spares_bridges_that_are_not_vclabs(fake, tmp_path):
+    from vclab.clean import clean
+    removed = clean(state_dir=tmp_path)
+    assert sorted(fake.deleted_bridges) == ["vcs0", "vcs1"]
+    # every vc link except the device of a bridge that stays (vcq-br); never eth0
+    assert sorted(fake.deleted_links) == ["vcd-a", "vcq-ap", "vcs0p1", "vcs0p2", "vcs1p1"]
+    assert "vcq-br" in fake.links and "eth0" in fake.links
+    assert fake.deleted_netns == ["vcx1"]
+    assert "netns vcx1" in removed
