@@ -20,6 +20,7 @@ import pytest
 from vclab.netns import BlackHole, NetnsNode, Rig, rig, run
 from vclab.procs import ProcessTracker, alive
 from vclab.workloads import iscsi
+from vclab.workloads.base import WorkloadError
 from vclab.workloads.iscsi import Iscsi
 from vclab.workloads.iscsi_target import Chap, IscsiTarget
 
@@ -151,6 +152,11 @@ def test_chap(fabric, tracker, tmp_path) -> None:
         wrong = iscsi.login(fabric.host, fabric.portal_a, t.iqn, lun, tracker,
                             chap=Chap("esx1", "not-the-secret"))
         none = iscsi.login(fabric.host, fabric.portal_a, t.iqn, lun, tracker)
+        refused = Iscsi.to(t, fabric.host, "datastore1", tracker, chap=Chap("esx1", "wrong-one"),
+                           workdir=tmp_path / "io")
+        with pytest.raises(WorkloadError, match="Authentication failure"):
+            refused.start()
+        assert refused.proc is None  # its agent was ended
     print(f"\nCHAP: right secret {good}; wrong secret {wrong}; no CHAP {none}")
     assert good["ok"], good
     assert not wrong["ok"] and "auth" in wrong["error"].lower(), wrong
@@ -232,6 +238,40 @@ def test_multipath_failover(fabric, tracker, tmp_path, cut) -> None:
     assert relogins, res["paths_up"]
     last_on_a = max(row.t1 for row in raw["rows"] if row.kind in ("r", "w") and row.path == 0)
     assert last_on_a < fault_ns + IO_TIMEOUT_MS * 1e6
+
+
+def test_single_path_waits_out_the_cut(fabric, tracker, tmp_path) -> None:
+    """No second path: the I/O in flight waits on its session through a 2.5 s silent cut and
+    completes when TCP retransmits after the path is back; nothing fails, nothing logs out."""
+    cut_s = 2.5
+    r = fabric.rig
+    with target(fabric, tracker, tmp_path, [fabric.portal_a]) as t:
+        wl = Iscsi.to(t, fabric.host, "datastore1", tracker, io_timeout_ms=IO_TIMEOUT_MS,
+                      workdir=tmp_path / "io")
+        hole = BlackHole(r.bridge)
+        wl.check()
+        try:
+            wl.start()
+            time.sleep(1.5)
+            hole.connect()
+            fault_ns = hole.apply()
+            time.sleep(cut_s)
+            hole.undo()
+            time.sleep(4.0)
+        finally:
+            hole.close()
+            wl.stop()
+        raw = wl.collect()
+    res = Iscsi.parse(raw, fault_ns=fault_ns)
+    print(f"\nsingle path, {hole.length_ms:.0f} ms silent cut: stall {res['fault_stall_ms']:.0f} ms "
+          f"(noise floor {res['stall_noise_floor_ms']:.1f} ms); longest I/O "
+          f"{res['longest_io']['ms']:.0f} ms; {res['iops']:.0f} IOPS")
+    assert res["failed"] == 0 and res["unfinished"] == 0, raw["trailer"]
+    assert res["paths_down"] == [] and res["path_switches"] == []
+    # It cannot end before the path is back, and ends at TCP's next retransmission after that
+    # (RTO doubling from 200 ms: the next one is due at most ~cut later).
+    assert cut_s * 1000 * 0.95 < res["fault_stall_ms"] < cut_s * 1000 * 2 + 500
+    assert res["longest_io"]["attempts"] == 1
 
 
 def test_compare_and_write_and_reservations(fabric, tracker, tmp_path) -> None:
