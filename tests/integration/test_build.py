@@ -179,6 +179,23 @@ def test_cable_rate_is_shaped(tmp_path):
         assert 35e6 < bps < 52e6
 
 
+def test_link_delay_needs_netem(tmp_path):
+    """Without netem a delay is refused, naming the link; with it, the delay is measured."""
+    from vclab.doctor import PROBES
+    netem, _ = next(p for n, p, _ in PROBES if n == "netem")()
+    text = SHAPED.replace("rate: 50Mbit", "delay: 20ms")
+    if not netem:
+        with pytest.raises(VclabError, match=r"esx2\.vmnic0 needs netem"):
+            Lab(cluster_from_text(text), prefix=PREFIX, state_dir=tmp_path).start()
+        assert leftovers(build_plan(cluster_from_text(text), PREFIX)) == []
+        return
+    with Lab(cluster_from_text(text), prefix=PREFIX, state_dir=tmp_path) as lab:
+        out = lab.node("esx1").cmd(f"ping -c 3 -q {lab.plan.host('esx2').interface('vmotion').ip}")
+        rtt = float(out.split("=")[-1].split("/")[1])
+        print(f"\nRTT over a 20 ms cable: {rtt:.1f} ms")
+        assert 40 <= rtt < 60  # the delay applies on each end, so twice per round trip
+
+
 class NeverSettles(Rstp):
     def converged(self, lab):
         return False, "tor-a:test-port Designated Discarding"
