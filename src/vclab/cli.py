@@ -167,6 +167,50 @@ def up(file: Path = typer.Argument(..., help="cluster YAML"),
 
 @app.command()
 @friendly
+def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
+        results: Optional[Path] = typer.Option(None, help="results directory (default: results/NAME)"),
+        resume: bool = typer.Option(False, "--resume", help="continue the last interrupted run"),
+        repetitions: Optional[int] = typer.Option(None, help="override the file's repetitions"),
+        report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end")):
+    """Run an experiment: each mechanism x repetition, faults on schedule, results stored."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vclab.experiments.loader import load_experiment
+    from vclab.experiments.runner import Runner
+
+    loaded = load_experiment(experiment)
+    e = loaded.experiment
+    reps = repetitions or e.repetitions
+    results = results or Path("results") / e.experiment
+    total = len(e.mechanisms) * reps
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task(e.experiment, total=total)
+
+        def progress(mechanism: str, index: int, phase: str) -> None:
+            bar.update(task, description=f"{mechanism} {index}/{reps}: {phase}")
+            if phase in ("ok", "failed"):
+                bar.advance(task)
+                if phase == "failed":
+                    bar.console.print(f"[red]{mechanism} repetition {index} failed[/] (see compare)")
+
+        summary = Runner(loaded, results, resume=resume, repetitions=reps, progress=progress).run()
+    out.print(f"{summary.ok} repetitions ok, {summary.failed} failed in {summary.seconds:.0f} s; "
+              f"results in {summary.results}", highlight=False)
+    if summary.interrupted:
+        err.print("vclab: interrupted; finished repetitions are kept: `vclab run --resume` continues")
+        raise typer.Exit(130)
+    from vclab.results.cli import compare_cmd, report_cmd
+
+    compare_cmd(summary.results, "table", summary.run_id, out)
+    if report_too:
+        out.print(f"report: {report_cmd(summary.results, None, summary.run_id)}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def compare(results: Path = typer.Argument(..., help="a results directory (or its results.db)"),
             fmt: str = typer.Option("table", "--format", help="table, csv or json"),
             run: Optional[int] = typer.Option(None, help="run id (default: the latest)")):

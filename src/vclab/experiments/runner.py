@@ -1,0 +1,219 @@
+"""`vclab run`: for each mechanism x repetition, build, converge, start the workloads, apply the
+faults on schedule, collect, tear down, and store the repetition in one transaction.
+
+A repetition that fails is stored as failed with its reason and the run goes on. Ctrl-C or
+SIGTERM ends the repetition in flight (its lab removes everything it built) and keeps every
+finished one; `--resume` continues the run where it stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from vclab.errors import VclabError
+from vclab.experiments.cabling import PlanCabling
+from vclab.experiments.faults import SINK, apply as apply_fault, expand_schedule, run_commands, sink_commands
+from vclab.experiments.loader import LoadedExperiment
+from vclab.experiments.spec import MechanismChoice
+from vclab.experiments.workloads import Adapter, adapter_for
+from vclab.results.model import FaultRecord, RepetitionResult
+from vclab.results.store import ResultStore
+from vclab.topology.spec import Cluster, Team
+
+Progress = Callable[[str, int, str], None]  # (mechanism label, repetition, phase)
+
+
+def cluster_for(cluster: Cluster, choice: MechanismChoice) -> Cluster:
+    """The cluster with the mechanism's team mode on every server with more than one NIC."""
+    if choice.team is None:
+        return cluster
+    def reteam(servers):
+        return {n: s.model_copy(update={"team": Team(mode=choice.team, primary=s.team.primary)})
+                if len(s.nics) > 1 else s for n, s in servers.items()}
+    return cluster.model_copy(update={"hypervisors": reteam(cluster.hypervisors),
+                                      "management": reteam(cluster.management)})
+
+
+def _sleep_until(t_ns: int) -> None:
+    while True:
+        left = (t_ns - time.time_ns()) / 1e9
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.05) if left > 0.002 else 0)
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    results: Path
+    ok: int
+    failed: int
+    interrupted: bool
+    seconds: float
+
+
+class Runner:
+    def __init__(self, loaded: LoadedExperiment, results: Path, *, resume: bool = False,
+                 repetitions: int | None = None, progress: Progress | None = None,
+                 lab_prefix: str | None = None) -> None:
+        self.loaded = loaded
+        self.experiment = loaded.experiment
+        self.results = Path(results)
+        self.resume = resume
+        self.repetitions = repetitions or self.experiment.repetitions
+        self.progress = progress or (lambda m, i, phase: None)
+        self.lab_prefix = lab_prefix
+
+    # ---- the run ----
+    def run(self) -> RunSummary:
+        from vclab.doctor import probe_all
+        from vclab.results.environment import host_info, software_versions
+
+        started = time.monotonic()
+        self.results.mkdir(parents=True, exist_ok=True)
+        store = ResultStore(self.results)
+        done: set[tuple[str, int]] = set()
+        info = store.resumable_run(self.experiment.experiment) if self.resume else None
+        if info is not None:
+            run_id = info.id
+            store.resume_run(run_id)
+            done = store.completed(run_id)
+        else:
+            caps = [c.as_dict() for c in probe_all()]
+            run_id = store.start_run(
+                self.experiment.experiment, self.loaded.text, self.loaded.cluster_text,
+                software=software_versions(), capabilities=caps, host=host_info(),
+                settings={"repetitions": self.repetitions})
+        ok = failed = 0
+        interrupted = False
+        old = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            for choice in self.experiment.mechanisms:
+                for index in range(1, self.repetitions + 1):
+                    if (choice.label, index) in done:
+                        continue
+                    rep = self.repetition(choice, index)
+                    store.record_repetition(run_id, rep)
+                    ok += rep.status == "ok"
+                    failed += rep.status == "failed"
+            store.finish_run(run_id, "finished")
+        except (KeyboardInterrupt, SystemExit):
+            interrupted = True
+            store.finish_run(run_id, "interrupted")
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            store.close()
+        return RunSummary(run_id, self.results, ok, failed, interrupted, time.monotonic() - started)
+
+    # ---- one repetition ----
+    def repetition(self, choice: MechanismChoice, index: int) -> RepetitionResult:
+        from vclab.procs import ProcessTracker
+        from vclab.topology.build import Lab
+
+        e = self.experiment
+        label = choice.label
+        rep = RepetitionResult(mechanism=label, index=index, seed=e.seed + index)
+        cluster = cluster_for(self.loaded.cluster, choice)
+        schedule = expand_schedule(e, cluster)
+        duration_ms = max(e.duration, max((f.at for f in schedule), default=0) + e.settle)
+        workdir = self.results / "work" / f"{label}-{index}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        adapters = [a for i, w in enumerate(e.workloads) if (a := adapter_for(w, i)) is not None]
+        skipped = [w.kind for w in e.workloads if adapter_for(w, 0) is None]
+        rep.started_ns = time.time_ns()
+        try:
+            self.progress(label, index, "building")
+            kwargs = {"prefix": self.lab_prefix} if self.lab_prefix else {}
+            with Lab(cluster, mechanism=choice.fabric, run_id=f"run-{os.getpid()}-{label}-{index}",
+                     **kwargs) as lab:
+                tracker: ProcessTracker = lab.tracker
+                cabling = PlanCabling(lab.plan)
+                if any(f.action == "silent" for f in schedule):
+                    run_commands(sink_commands())
+                self.progress(label, index, "starting workloads")
+                running: list[tuple[Adapter, object]] = []
+                deferred: list[tuple[Adapter, object]] = []
+                for a in adapters:
+                    w = a.make(lab, tracker, workdir) if a.kind != "iperf3" else \
+                        a.make(lab, tracker, workdir, duration_s=duration_ms / 1e3)
+                    w.check()
+                    (deferred if a.start_at_ms is not None else running).append((a, w))
+                try:
+                    for a, w in running:
+                        w.start()
+                    time.sleep(e.warmup / 1e3)
+                    t0 = time.time_ns()
+                    rep.started_ns = t0
+                    self.progress(label, index, "faults")
+                    self._drive(schedule, deferred, running, cabling, t0, duration_ms, rep)
+                    self.progress(label, index, "collecting")
+                finally:
+                    for a, w in running:
+                        w.stop()
+                end_ns = rep.finished_ns or time.time_ns()
+                for a, w in running:
+                    try:
+                        outcome = a.outcome(w.collect(), t0, end_ns, rep.faults)
+                    except Exception as err:  # one workload's bad output must not lose the others
+                        rep.reason += f"{a.name}: {err}; "
+                        continue
+                    rep.series += outcome.series
+                    rep.metrics += outcome.metrics
+                    rep.events += outcome.events
+                    rep.raw += outcome.raw
+                if skipped:
+                    rep.reason += f"not yet supported, skipped: {', '.join(skipped)}; "
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # recorded as failed with its reason; the run goes on
+            rep.status = "failed"
+            rep.reason += f"{type(err).__name__}: {err}"
+            (workdir / "error.txt").write_text(traceback.format_exc())
+        finally:
+            run_commands([["ip", "link", "del", SINK]], check=False)
+        rep.finished_ns = time.time_ns()
+        self.progress(label, index, rep.status)
+        return rep
+
+    def _drive(self, schedule, deferred, running, cabling, t0, duration_ms, rep) -> None:
+        """Apply each fault (and start each deferred workload) at its time; wait out the run;
+        mend whatever is still broken so the workloads end on a whole fabric."""
+        timeline = sorted([(f.at, 0, f) for f in schedule] +
+                          [(a.start_at_ms, 1, (a, w)) for a, w in deferred], key=lambda x: x[:2])
+        broken: dict[str, tuple[FaultRecord, list[list[str]]]] = {}
+        try:
+            for at, is_start, item in timeline:
+                _sleep_until(t0 + int(at * 1e6))
+                if is_start:
+                    item[1].start()
+                    running.append(item)
+                    continue
+                applied, undo = apply_fault(item, cabling, t0)
+                self.progress(rep.mechanism, rep.index, f"fault: {applied.name}")
+                record = FaultRecord(
+                    name=f"{applied.name}@{at / 1e3:g}s", kind=applied.kind, target=applied.target,
+                    action=applied.action, scheduled_ms=at, applied_ns=applied.applied_ns,
+                    applied_ms=applied.applied_ms,
+                    detail={**applied.detail, "uncertainty_ms": applied.uncertainty_ms})
+                if applied.target in broken and not undo:  # an up/recover/restore/rejoin
+                    broken.pop(applied.target)[0].undone_ms = applied.applied_ms
+                elif undo:
+                    broken[applied.target] = (record, undo)
+                rep.faults.append(record)
+            _sleep_until(t0 + int(duration_ms * 1e6))
+            rep.finished_ns = time.time_ns()
+        finally:
+            for record, undo in reversed(list(broken.values())):
+                run_commands(undo, check=False)
+                record.undone_ms = (time.time_ns() - t0) / 1e6
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)

@@ -1,0 +1,257 @@
+"""From an experiment's workload entries to running workloads, and from their parsed output to
+what the results store keeps (series, metrics per fault, events, raw tool output).
+
+One adapter per kind; each knows its workload's constructor and which numbers matter."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vclab.experiments.spec import Workload as WorkloadEntry
+from vclab.procs import ProcessTracker
+from vclab.results.model import Event, FaultRecord, Metric, Raw, Series, rounds_as_events
+from vclab.workloads import probe_metrics
+from vclab.workloads.base import Workload
+
+# A fault's window starts this many probe intervals before it was applied and ends where the
+# next fault's begins, so each outage is charged to the fault that caused it.
+MARGIN_INTERVALS = probe_metrics.FAULT_MARGIN_INTERVALS
+
+
+@dataclass
+class Outcome:
+    series: list[Series] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    raw: list[Raw] = field(default_factory=list)
+
+
+def _ms_since(t0_ns: int, t_ns: float) -> float:
+    return (t_ns - t0_ns) / 1e6
+
+
+def address(lab, host: str, network: str) -> str:
+    return lab.plan.host(host).interface(network).ip
+
+
+class Adapter:
+    kind = ""
+    start_at_ms: float | None = None  # None: with the others, before the first fault
+
+    def __init__(self, entry: WorkloadEntry, index: int):
+        self.entry, self.spec, self.index = entry, entry.spec, index
+        self.workload: Workload | None = None
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def traffic_class(self) -> str:
+        return getattr(self.spec, "network", "")
+
+    def make(self, lab, tracker: ProcessTracker, workdir: Path) -> Workload:
+        raise NotImplementedError
+
+    def outcome(self, raw: Any, t0_ns: int, end_ns: int, faults: list[FaultRecord]) -> Outcome:
+        raise NotImplementedError
+
+
+class ProbeAdapter(Adapter):
+    kind = "probe"
+
+    @property
+    def name(self) -> str:
+        return f"probe {self.spec.src}>{self.spec.dst} {self.spec.network}"
+
+    def make(self, lab, tracker, workdir):
+        from vclab.workloads.probe import Endpoint, Probe
+
+        s = self.spec
+        return Probe(Endpoint(lab.node(s.src), address(lab, s.src, s.network)),
+                     Endpoint(lab.node(s.dst), address(lab, s.dst, s.network)),
+                     tracker, interval_ms=s.every, port=7370 + self.index,
+                     workdir=workdir / f"probe{self.index}")
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        from vclab.workloads.probe import Probe
+
+        out = Outcome()
+        ab, ba, rtt = Probe.streams(raw)
+        interval = ab.interval_ns
+        margin = MARGIN_INTERVALS * interval
+        applied = sorted(faults, key=lambda f: f.applied_ns)
+        first = applied[0].applied_ns - margin if applied else None
+        # The floor is measured after the warm-up (ARP and MAC learning are done) and before
+        # the first fault; the last fault's window ends with the run, not with the probes' tail.
+        floor = max(probe_metrics.noise_floor(s, t0_ns, first or end_ns).noise_floor_ms for s in (ab, ba))
+        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        out.metrics.append(Metric(name="noise_floor_ms", value=floor, **common))
+        for i, f in enumerate(applied):
+            start = f.applied_ns - margin
+            end = applied[i + 1].applied_ns - margin if i + 1 < len(applied) else end_ns
+            results = [probe_metrics.analyse(s, f.applied_ns, start_ns=start, end_ns=end) for s in (ab, ba)]
+            worse = max(results, key=lambda r: r.outage_ms)
+            # An outage is the fault's only if it began after the fault took effect (within the
+            # error bar); a gap that was already there belongs to the noise.
+            gap = worse.fault_gap
+            outage = gap.outage_ms if gap is not None and gap.end_ns >= f.applied_ns else 0.0
+            for name, value in (("outage_ms", outage), ("loss_outage_ms", gap.loss_outage_ms if gap else 0.0),
+                                ("lost", float(sum(r.lost for r in results)))):
+                out.metrics.append(Metric(name=name, value=value, fault=f.name, **common))
+        for s in (ab, ba):
+            result = probe_metrics.analyse(s, start_ns=t0_ns, end_ns=end_ns)
+            out.series.append(Series(name="gap_ms", points=[(_ms_since(t0_ns, g.end_ns), g.outage_ms)
+                                                            for g in result.gaps], **common))
+        if rtt:
+            step = max(1, len(rtt) // 2000)  # keep the store small: the timeline needs shape only
+            sent = sorted(raw["a"].sent_t)[: len(rtt)] if raw.get("a") else []
+            if sent:
+                out.series.append(Series(name="rtt_ms", points=[(_ms_since(t0_ns, t), r / 1e6)
+                                                                for t, r in list(zip(sent, rtt))[::step]], **common))
+        return out
+
+
+class Iperf3Adapter(Adapter):
+    kind = "iperf3"
+
+    @property
+    def name(self) -> str:
+        return f"iperf3 {self.spec.src}>{self.spec.dst} {self.spec.network}"
+
+    def make(self, lab, tracker, workdir, duration_s: float = 10.0):
+        from vclab.workloads.iperf import Iperf3
+
+        s = self.spec
+        rate = None if s.rate == "max" else float(s.rate)
+        return Iperf3(lab.node(s.dst), lab.node(s.src), address(lab, s.dst, s.network), tracker,
+                      workdir / f"iperf{self.index}", protocol=s.protocol, duration_s=duration_s,
+                      interval_s=0.1, rate_bps=rate, port=5201 + self.index, name=self.name)
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        from vclab.workloads.iperf import Iperf3
+
+        out = Outcome()
+        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        out.raw.append(Raw(self.name, json.dumps(raw.get("client", {})), "iperf3.json"))
+        m = Iperf3.parse(raw)
+        points = [(_ms_since(t0_ns, iv["t"] * 1e9 + (iv["end_s"] - iv["start_s"]) * 1e9), iv["bits_per_second"])
+                  for iv in m["intervals"]]
+        out.series.append(Series(name="throughput_bps", points=points, **common))
+        out.metrics.append(Metric(name="throughput_bps", value=m["throughput_bps"], **common))
+        for f in faults:
+            t = _ms_since(t0_ns, f.applied_ns)
+            during = [v for ts, v in points if t <= ts <= t + 1000]
+            if during:
+                out.metrics.append(Metric(name="throughput_during_fault_bps", value=min(during),
+                                          fault=f.name, **common))
+        return out
+
+
+class HeartbeatsAdapter(Adapter):
+    kind = "heartbeats"
+
+    @property
+    def traffic_class(self) -> str:
+        return "management"
+
+    def make(self, lab, tracker, workdir):
+        from vclab.workloads.ha_model import HaConfig
+        from vclab.workloads.heartbeats import Heartbeats, HaMember
+
+        cluster = lab.cluster
+        mgmt = cluster.networks_of_kind("management")[0]
+        members = []
+        for i, name in enumerate(h for h, s in cluster.hypervisors.items() if mgmt in s.networks):
+            members.append(HaMember(name, lab.node(name), address(lab, name, mgmt),
+                                    "primary" if i == 0 else "secondary"))
+        for name, s in cluster.management.items():
+            if mgmt in s.networks:
+                members.append(HaMember(name, lab.node(name), address(lab, name, mgmt), "manager"))
+                break
+        iso = self.spec.isolation_address
+        config = HaConfig()
+        updates = {}
+        if self.spec.failure_after is not None:
+            updates["failed_s"] = self.spec.failure_after / 1e3
+        if self.spec.isolation_after is not None:
+            updates["isolation_policy_delay_s"] = self.spec.isolation_after / 1e3
+        if updates:
+            config = config.model_copy(update=updates)
+        return Heartbeats(members, tracker, workdir / "ha", config=config,
+                          isolation_address=address(lab, iso, mgmt) if iso else None)
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        from vclab.workloads.heartbeats import Heartbeats
+
+        out = Outcome()
+        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        m = Heartbeats.parse(raw, failures={}, start=t0_ns / 1e9, end=end_ns / 1e9)
+        out.metrics.append(Metric(name="false_failures", value=m["false_declaration_count"], **common))
+        gaps = [g for g in m["heartbeat_gap_s"].values() if g is not None]
+        if gaps:
+            out.metrics.append(Metric(name="heartbeat_gap_ms", value=max(gaps) * 1e3, unit="ms", **common))
+        for d in m["declarations"]:
+            out.events.append(Event(self.name, _ms_since(t0_ns, d["t"] * 1e9),
+                                    {"failed": "declared_failed", "isolated": "isolated"}.get(d["kind"], d["kind"]),
+                                    {"agent": d["agent"], "subject": d["subject"]}))
+        out.raw.append(Raw(self.name, json.dumps(raw["logs"]), "ha-logs.json"))
+        return out
+
+
+class VmotionAdapter(Adapter):
+    kind = "vmotion"
+
+    @property
+    def name(self) -> str:
+        return f"vmotion {self.spec.vm}>{self.spec.to}"
+
+    @property
+    def start_at_ms(self) -> float:  # type: ignore[override]
+        return self.spec.at
+
+    @property
+    def traffic_class(self) -> str:
+        return "vmotion"
+
+    def make(self, lab, tracker, workdir):
+        from vclab.workloads.vmotion import VmotionReplay
+        from vclab.workloads.vmotion_model import VmotionSpec
+
+        cluster = lab.cluster
+        vm = cluster.vms[self.spec.vm]
+        net = cluster.networks_of_kind("vmotion")[0]
+        link = cluster.defaults.link.rate or 1e9
+        model = VmotionSpec(memory_bytes=vm.memory, dirty_rate_bps=vm.dirty_rate,
+                            working_set_bytes=vm.working_set, link_rate_bps=link,
+                            disk_bytes=vm.disk if self.spec.mode == "shared-nothing" else 0)
+        return VmotionReplay(lab.node(vm.host), lab.node(self.spec.to), address(lab, self.spec.to, net),
+                             model, tracker, workdir / f"vmotion{self.index}", name=self.name)
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        from vclab.workloads.vmotion import VmotionReplay
+
+        out = Outcome()
+        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        m = VmotionReplay.parse(raw)
+        for key, name in (("total_s", "total_ms"), ("downtime_s", "downtime_ms")):
+            if m.get(key) is not None:
+                out.metrics.append(Metric(name=name, value=m[key] * 1e3, **common))
+        if m.get("rounds"):
+            out.events.extend(rounds_as_events(self.name, [{**r, "index": r["round"]} for r in m["rounds"]], _ms_since(t0_ns, m["t_start"] * 1e9)))
+        for key in ("model_total_s", "model_downtime_s"):
+            if m.get(key) is not None:
+                out.metrics.append(Metric(name=key.replace("_s", "_ms"), value=m[key] * 1e3, **common))
+        return out
+
+
+ADAPTERS = {"probe": ProbeAdapter, "iperf3": Iperf3Adapter, "heartbeats": HeartbeatsAdapter,
+            "vmotion": VmotionAdapter}
+
+
+def adapter_for(entry: WorkloadEntry, index: int) -> Adapter | None:
+    cls = ADAPTERS.get(entry.kind)
+    return cls(entry, index) if cls else None
