@@ -180,6 +180,7 @@ class BlackHole:
     # flows. Measured on 2 busy cores: each edge lands -1.3..+2.7 ms from the confirmation,
     # rarely up to 5 ms (the probe sees it; the timestamps here cannot).
     effect_slack_ms: float = 3.0
+    switch_timed: bool = True
     applied_sent_ns: int | None = None
     applied_ns: int | None = None
     undone_sent_ns: int | None = None
@@ -321,6 +322,7 @@ class MtuBlackHole:
     port: str  # root-namespace end of a rig veth, e.g. Rig.ports["vcp-a"]
     mtu: int = MIN_MTU
     effect_slack_ms: float = 0.0
+    switch_timed: bool = False
     original_mtu: int | None = None
     applied_sent_ns: int | None = None
     applied_ns: int | None = None

@@ -218,13 +218,15 @@ def test_multipath_failover(fabric, tracker, tmp_path, cut) -> None:
     else:
         pytest.fail(f"every attempt saw a path fail before the cut: {res['paths_down']}")
     a, b = f"{fabric.portal_a}:3260", f"{fabric.portal_b}:3260"
+    relogin_ms = [(u["path"], round((u["t_ns"] - restored_ns) / 1e6))
+                  for u in res["paths_up"] if u["t_ns"] > fault_ns]
     print(f"\nmultipath ({cut}): stall {res['fault_stall_ms']:.0f} ms (noise floor "
           f"{res['stall_noise_floor_ms']:.1f} ms); path A declared dead after "
           f"{res['detect_ms']:.0f} ms, switched at {res['failover_ms']:.0f} ms, first I/O on B "
           f"at {res['resumed_on_other_path_ms']:.0f} ms; longest I/O {res['longest_io']['ms']:.0f}"
           f" ms ({res['longest_io']['attempts']} attempts); {res['iops']:.0f} IOPS; "
           f"per path {res['ios_per_path']}; switches {res['path_switches']}; re-logins after "
-          f"restore (ms) {[(u['path'], round((u['t_ns'] - restored_ns) / 1e6)) for u in res['paths_up'] if u['t_ns'] > fault_ns]}")
+          f"restore (ms) {relogin_ms}")
     assert res["failed"] == 0 and res["unfinished"] == 0, raw["trailer"]
     assert [(s["from"], s["to"]) for s in res["path_switches"]] == [(a, b)]
     assert res["ios_per_path"].get(b, 0) > 50  # it went on through B
@@ -263,8 +265,8 @@ def test_single_path_waits_out_the_cut(fabric, tracker, tmp_path) -> None:
             wl.stop()
         raw = wl.collect()
     res = Iscsi.parse(raw, fault_ns=fault_ns)
-    print(f"\nsingle path, {hole.length_ms:.0f} ms silent cut: stall {res['fault_stall_ms']:.0f} ms "
-          f"(noise floor {res['stall_noise_floor_ms']:.1f} ms); longest I/O "
+    print(f"\nsingle path, {hole.length_ms:.0f} ms silent cut: stall "
+          f"{res['fault_stall_ms']:.0f} ms (noise floor {res['stall_noise_floor_ms']:.1f} ms); longest I/O "
           f"{res['longest_io']['ms']:.0f} ms; {res['iops']:.0f} IOPS")
     assert res["failed"] == 0 and res["unfinished"] == 0, raw["trailer"]
     assert res["paths_down"] == [] and res["path_switches"] == []

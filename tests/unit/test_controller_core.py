@@ -145,6 +145,14 @@ def test_parallel_cables_keep_broadcast_whole_without_the_controller():
     assert sorted(net.send("esx1", 10, BROADCAST).servers()) == ["array", "esx2"]
 
 
+def test_bfd_false_alarm_on_every_cable_does_not_black_hole():
+    spec = two_tors()
+    all_cables = link_down(spec, "isl1") | link_down(spec, "isl2")
+    net = FakeFabric(spec, core.fabric_messages(spec), down=all_cables, broken=set())
+    assert net.send("esx1", 20, mac(2, 20)).delivered == [("esx2", "tor-b", 11)]
+    assert net.send("esx2", 10, mac(1, 10)).delivered == [("esx1", "tor-a", 10)]
+
+
 def test_tree_change_goes_through_shared_edges_and_never_loops():
     spec = triangle()
     old = core.flood_tree(spec)

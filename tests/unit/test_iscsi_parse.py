@@ -81,7 +81,8 @@ def test_log_round_trip(tmp_path) -> None:
         f.write("r,123,45")  # cut short by a SIGKILL mid-line
     header, rows, trailer = read_log(out)
     assert header == {"portals": PORTALS, "depth": 1, "block_size": 512, "io_bytes": 4096}
-    assert rows == [Row("r", T0, T0 + MS, OK, 0, 1), Row("switch", T0 + 2 * MS, T0 + 3 * MS, OK, 1, 0),
+    assert rows == [Row("r", T0, T0 + MS, OK, 0, 1),
+                    Row("switch", T0 + 2 * MS, T0 + 3 * MS, OK, 1, 0),
                     Row("w", T0 + 4 * MS, T0 + 9 * MS, FAILED, 1, 2)]
     assert trailer == {"t_start_ns": T0, "t_end_ns": T0 + 10 * MS}
     (tmp_path / "bad").write_text("hello\n")
@@ -126,7 +127,8 @@ def test_failover_run_with_fault() -> None:
     detect = fault + 1000 * MS
     stuck = Row("r", fault - MS // 2, detect + 2 * MS, OK, 1, 2)
     after = steady(500, detect + 2 * MS, path=1)
-    events = [Row("down", detect, detect, FAILED, 0, 1), Row("switch", detect, detect + MS, OK, 1, 0),
+    events = [Row("down", detect, detect, FAILED, 0, 1),
+              Row("switch", detect, detect + MS, OK, 1, 0),
               Row("up", detect + 600 * MS, detect + 610 * MS, OK, 0, 0)]
     res = parse(raw(before + [stuck] + after + events, T0, detect + 600 * MS), fault_ns=fault)
     assert res["path_switches"] == [{"t_ns": detect + MS, "detected_ns": detect,

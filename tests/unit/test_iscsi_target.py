@@ -116,7 +116,8 @@ def test_control_files_kept_while_a_tgtd_holds_the_lock(tmp_path) -> None:
     lock.touch()
     # A separate process takes the lock as tgtd does (POSIX record lock on byte 0).
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY);"
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY);"
          "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1); print('locked', flush=True);"
          "time.sleep(30)", str(lock)], stdout=subprocess.PIPE)
     try:

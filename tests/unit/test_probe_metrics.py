@@ -377,3 +377,19 @@ def test_own_noise_floor_excuses_gaps_the_switch_caused():
     assert own_noise_floor(out, []) == pytest.approx(100.0)
     # the fault's own gap never counts, stall or not
     assert own_noise_floor(out, [stall, (T0 + 290 * MS, T0 + 310 * MS)]) == 0.0
+
+
+def test_summarize_reports_the_gap_nearest_the_fault_beside_the_largest():
+    # an unrelated 300 ms break long before the fault, then the fault's 40 ms
+    ab = make_stream(n=3000, lost=set(range(200, 500)) | set(range(2000, 2040)))
+    out = summarize(ab, make_stream(n=3000), fault_ns=T0 + 2000 * MS)
+    assert out["outage_ms"] == pytest.approx(300.0)
+    assert out["fault_outage_ms"] == pytest.approx(40.0)
+    assert out["fault_loss_outage_ms"] == pytest.approx(40.0)
+    assert out["fault_outage_error_ms"] == pytest.approx(1.0)
+    assert out["fault_outage_start_ms"] == pytest.approx(-0.5)
+    assert out["fault_outage_end_ms"] == pytest.approx(39.5)
+    none = summarize(ab, make_stream(n=3000))
+    assert none["fault_outage_ms"] is None and none["fault_outage_start_ms"] is None
+    clean = summarize(make_stream(n=3000), make_stream(n=3000), fault_ns=T0 + 2000 * MS)
+    assert clean["fault_outage_ms"] == 0.0 and clean["fault_outage_start_ms"] is None

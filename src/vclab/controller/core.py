@@ -59,6 +59,7 @@ PRIO_UNICAST = 300
 PRIO_FLOOD = 100
 
 # Group id ranges (all static, so a restarted controller overwrites rather than leaks):
+ALWAYS_LIVE = 999  # watched by last-resort buckets
 TRUNK_BASE = 1_000  # + neighbour switch index
 UNICAST_BASE = 1_000_000  # + server index * 1000 + phase * 100 + in-class code
 FLOOD_BASE = 100_000_000  # + vlan * 1000 + in-class code
@@ -200,11 +201,26 @@ def _group(dp: Any, kind: int, group_id: int, buckets: list) -> Any:
 
 
 def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None) -> Any:
-    """Fast-failover group over `ports`; `in_port` is sent back where it came from."""
+    """Fast-failover group over fabric `ports`; `in_port` is sent back where it came from.
+
+    A last bucket that watches nothing repeats the first choice: when every cable looks dead
+    at once, BFD is more likely wrong (a stalled ovs-vswitchd misses its packets) than all
+    cables broken, and a truly dead port drops the frame anyway."""
     p, of = dp.ofproto_parser, dp.ofproto
-    buckets = [p.OFPBucket(watch_port=port, actions=[
-        p.OFPActionOutput(of.OFPP_IN_PORT if port == in_port else port)]) for port in ports]
+
+    def out(port: int) -> list:
+        return [p.OFPActionOutput(of.OFPP_IN_PORT if port == in_port else port)]
+    ports = list(ports)
+    buckets = [p.OFPBucket(watch_port=port, actions=out(port)) for port in ports]
+    if ports:  # OVS wants a watch on every fast-failover bucket: watch one that never fails
+        buckets.append(p.OFPBucket(watch_group=ALWAYS_LIVE, actions=out(ports[0])))
     return _group(dp, of.OFPGT_FF, group_id, buckets)
+
+
+def always_live_group(dp: Any = OFP13) -> Any:
+    """An ALL group whose one bucket watches nothing, so OVS always counts it live."""
+    p, of = dp.ofproto_parser, dp.ofproto
+    return _group(dp, of.OFPGT_ALL, ALWAYS_LIVE, [p.OFPBucket(actions=[])])
 
 
 def _vid(vlan: int) -> int:
@@ -305,7 +321,7 @@ def unicast_messages(spec: FabricSpec, switch: str, dp: Any = OFP13) -> list:
     for att in spec.attachments:
         phases = len(att.uplinks)
         routes = [route(spec, att, switch, j) for j in range(phases)]
-        for rt in routes:
+        for rt in reversed(routes):  # a phase's groups chain to the next one's: add those first
             def gid(code: int, phase: int = rt.phase) -> int:
                 return unicast_group_id(spec, att.server, phase, code)
 
@@ -368,7 +384,8 @@ def switch_messages(spec: FabricSpec, switch: str, tree: frozenset[frozenset[str
     p = dp.ofproto_parser
     flood = flood_messages(spec, switch, tree, dp)
     unicast = unicast_messages(spec, switch, dp)
-    msgs = (meter_messages(spec, dp) + flood + unicast + admission_flows(spec, switch, dp)
+    msgs = (meter_messages(spec, dp) + [always_live_group(dp)] + flood + unicast
+            + admission_flows(spec, switch, dp)
             + class_flows(spec, dp)
             + [_flow(dp, TABLE_FORWARD, 0, p.OFPMatch(), [])])
     kinds = (p.OFPMeterMod, p.OFPGroupMod, p.OFPFlowMod)
@@ -464,7 +481,7 @@ def tree_steps(old: frozenset[frozenset[str]] | None,
 
     Switching every switch at once is not atomic across switches; going through old & new
     (a forest, so loop-free) means no moment has old and new edges forming a cycle."""
-    if old is None or old == new:
+    if old is None:
         return [new]
     mid = old & new
-    return [mid, new] if mid != new else [new]
+    return [new] if mid in (old, new) else [mid, new]  # only adding or only removing: one step

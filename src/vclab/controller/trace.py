@@ -50,9 +50,13 @@ def link_down(spec: FabricSpec, name: str) -> set[tuple[str, int]]:
 
 class FakeFabric:
     def __init__(self, spec: FabricSpec, messages: dict[str, list],
-                 down: Iterable[tuple[str, int]] = ()) -> None:
+                 down: Iterable[tuple[str, int]] = (),
+                 broken: Iterable[tuple[str, int]] | None = None) -> None:
+        """`down`: ports the switches see as not live; `broken`: ports that really drop
+        frames (default: the same; differs for a BFD false alarm or an undetected fault)."""
         self.spec = spec
         self.down = set(down)
+        self.broken = self.down if broken is None else set(broken)
         self.tables: dict[str, dict[int, list]] = {}
         self.groups: dict[str, dict[int, Any]] = {}
         for switch, msgs in messages.items():
@@ -162,7 +166,7 @@ class FakeFabric:
             port = in_port
         elif port == in_port:
             return  # OpenFlow never sends a frame back out of its in_port unless told IN_PORT
-        if (switch, port) in self.down:
+        if (switch, port) in self.broken:
             trace.lost.append((switch, port))
             return
         if (switch, port) in self.wire:

@@ -77,7 +77,8 @@ class Iscsi(Workload):
     def __init__(self, host: Any, portals: list[str], iqn: str, lun: int,
                  tracker: ProcessTracker, *, pattern: str = "random-4k", mix: str = "70/30",
                  depth: int = 1, io_timeout_ms: float = 1000.0, relogin_s: float = 1.0,
-                 login_timeout_s: float = 3.0, session_timeout_s: float = 15.0, chap: Chap | None = None,
+                 login_timeout_s: float = 3.0, session_timeout_s: float = 15.0,
+                 chap: Chap | None = None,
                  initiator: str | None = None, seed: int = 0, name: str = "iscsi",
                  workdir: Path | None = None, start_timeout: float = 20.0) -> None:
         self.host, self.portals, self.iqn, self.lun = host, list(portals), iqn, lun

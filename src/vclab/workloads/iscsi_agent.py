@@ -283,7 +283,8 @@ def task_result(ptr: int | None, ctx: int | None = None) -> dict:
         out["sense_key"] = task.sense.key
         out["ascq"] = task.sense.ascq
         key = lib.scsi_sense_key_str(task.sense.key) or b"?"
-        ascq = lib.scsi_sense_ascq_str(task.sense.ascq) or f"ASC/ASCQ 0x{task.sense.ascq:04x}".encode()
+        ascq = (lib.scsi_sense_ascq_str(task.sense.ascq)
+                or f"ASC/ASCQ 0x{task.sense.ascq:04x}".encode())
         out["sense"] = f"{key.decode()}/{ascq.decode()}"
     if task.datain_size > 0 and task.datain_data:
         out["data"] = ctypes.string_at(task.datain_data, task.datain_size)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from vclab.procs import ProcessTracker
@@ -199,6 +200,7 @@ class Fault(Protocol):
     length_ms: float | None
     length_error_ms: float | None
     effect_slack_ms: float  # lag in taking effect that its own timestamps cannot see
+    switch_timed: bool  # the switch decides when it takes effect (its stalls delay it)
 
     def apply(self) -> int: ...
     def undo(self) -> int: ...
@@ -218,6 +220,7 @@ class Witness(Protocol):
 # fault late (datapath lags of 5-10 ms were measured beside stalls 30-100 ms away).
 STALL_MS = 10.0
 EDGE_MARGIN_NS = 100_000_000
+BROKEN_BEFORE_MS = 20.0
 
 
 def fault_trial(a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
@@ -231,10 +234,15 @@ def fault_trial(a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
     lasted, by its own record), `fault_error_ms`, `error_ms` (measured minus real),
     `tolerance_ms` and `within_tolerance`.
 
+    The outage judged is the gap nearest the fault (`fault_outage_ms`), in the worse
+    direction and in each (`a_to_b.error_ms`, ...). `broken_before`: that gap began well
+    before the fault was applied, so something else broke the path first.
+
     With a witness of the switch, also `switch_stalls` ([start ms relative to the fault or
     the probe's start, length ms]), `own_noise_floor_ms` (gaps no stall explains) and
-    `disturbed`: the switch stalled at one of the fault's edges, or (no fault) a stall
-    explains a gap. A disturbed trial measured the switch's hiccup, not the probe."""
+    `disturbed`: broken_before, or the switch stalled near an edge of a fault whose timing it
+    decides, or (no fault) a stall explains a gap. A disturbed trial measured the switch's
+    hiccup, not the probe."""
     probe = Probe(a, b, tracker, interval_ms=interval_ms, port=port)
     probe.check()
     edges: list[tuple[int, int]] = []
@@ -265,21 +273,29 @@ def fault_trial(a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
     if fault is not None:
         result["fault_ms"] = fault.length_ms
         result["fault_error_ms"] = fault.length_error_ms
+        judge = partial(probe_metrics.accuracy, fault_ms=fault.length_ms,
+                        fault_error_ms=fault.length_error_ms, slack_ms=fault.effect_slack_ms)
+        result.update(judge(result["fault_outage_ms"], result["fault_outage_error_ms"]))
         # per direction too: a fault may cut one direction more sharply than the other
-        for part in (result, result["a_to_b"], result["b_to_a"]):
-            part.update(probe_metrics.accuracy(part["outage_ms"], part["outage_error_ms"],
-                                               fault.length_ms, fault.length_error_ms,
-                                               fault.effect_slack_ms))
+        for d in (result["a_to_b"], result["b_to_a"]):
+            gap = d["fault_gap"]
+            d.update(judge(gap["outage_ms"], gap["error_ms"]) if gap else
+                     judge(0.0, d["outage_error_ms"]))
+        # A fault cannot act before it is applied: a gap that began well before it is a
+        # break of the path (the shared switch's) that the fault's gap merged into.
+        result["broken_before"] = any(
+            d["fault_gap"] and d["fault_gap"]["start_rel_ms"] < -BROKEN_BEFORE_MS
+            for d in (result["a_to_b"], result["b_to_a"]))
     if witness is not None:
         stalls = witness.stalls(stall_ms)
         origin = fault_ns if fault_ns is not None else min(probe.ready_ns.values())
         result["switch_stalls"] = [((s - origin) / 1e6, (e - s) / 1e6) for s, e in stalls]
         result["own_noise_floor_ms"] = probe_metrics.own_noise_floor(result, stalls)
-        if fault is not None:
-            result["disturbed"] = any(probe_metrics.overlaps(edge, s, EDGE_MARGIN_NS)
-                                      for edge in edges for s in stalls)
-        else:
+        if fault is None:
             result["disturbed"] = result["own_noise_floor_ms"] < result["noise_floor_ms"]
+        else:
+            result["disturbed"] = result["broken_before"] or (fault.switch_timed and any(
+                probe_metrics.overlaps(edge, s, EDGE_MARGIN_NS) for edge in edges for s in stalls))
     return result
 
 

@@ -312,7 +312,9 @@ def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
         res.noise_floor_ms = floors[-1].noise_floor_ms
     worse = max((ab, ba), key=lambda r: r.outage_ms)
     gap = worse.outage
+    fault_gap = max((ab.fault_gap, ba.fault_gap), key=lambda g: g.outage_ms if g else -1.0)
     return {
+        # the largest gap in either direction
         "outage_ms": worse.outage_ms,
         "outage_error_ms": worse.outage_error_ms,
         "loss_outage_ms": worse.loss_outage_ms,
@@ -321,6 +323,12 @@ def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
         "outage_start_ms": gap.start_rel_ms if gap else None,
         "outage_end_ms": gap.end_rel_ms if gap else None,
         "outage_open": bool(gap and (gap.open_start or gap.open_end)),
+        # the gap nearest the fault (the worse direction's); None without a fault
+        "fault_outage_ms": _gap_field(fault_gap, "outage_ms", fault_ns, 0.0),
+        "fault_outage_error_ms": _gap_field(fault_gap, "error_ms", fault_ns, worse.interval_ms),
+        "fault_loss_outage_ms": _gap_field(fault_gap, "loss_outage_ms", fault_ns, 0.0),
+        "fault_outage_start_ms": _gap_field(fault_gap, "start_rel_ms", fault_ns, None),
+        "fault_outage_end_ms": _gap_field(fault_gap, "end_rel_ms", fault_ns, None),
         "lost": ab.lost + ba.lost,
         "duplicates": ab.duplicates + ba.duplicates,
         "reordered": ab.reordered + ba.reordered,
@@ -335,6 +343,12 @@ def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
         "a_to_b": asdict(ab),
         "b_to_a": asdict(ba),
     }
+
+
+def _gap_field(gap: Gap | None, name: str, fault_ns: int | None, no_gap: Any) -> Any:
+    if fault_ns is None:
+        return None
+    return getattr(gap, name) if gap else no_gap
 
 
 def overlaps(a: tuple[int, int], b: tuple[int, int], margin_ns: int = 0) -> bool:
