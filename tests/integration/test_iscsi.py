@@ -266,7 +266,8 @@ def test_single_path_waits_out_the_cut(fabric, tracker, tmp_path) -> None:
         raw = wl.collect()
     res = Iscsi.parse(raw, fault_ns=fault_ns)
     print(f"\nsingle path, {hole.length_ms:.0f} ms silent cut: stall "
-          f"{res['fault_stall_ms']:.0f} ms (noise floor {res['stall_noise_floor_ms']:.1f} ms); longest I/O "
+          f"{res['fault_stall_ms']:.0f} ms (noise floor {res['stall_noise_floor_ms']:.1f} ms); "
+          f"longest I/O "
           f"{res['longest_io']['ms']:.0f} ms; {res['iops']:.0f} IOPS")
     assert res["failed"] == 0 and res["unfinished"] == 0, raw["trailer"]
     assert res["paths_down"] == [] and res["path_switches"] == []
