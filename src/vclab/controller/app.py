@@ -1,0 +1,243 @@
+"""The os-ken shell around core.py: one short handler per OpenFlow event, one place that sends.
+
+Every decision is made in core.py from (FabricSpec, ports known down). This module only keeps
+that state, learns it from the switches, and sends what `core.changes` says differs. Normal
+forwarding needs no packet-in: the only frames that come to us are our own LLDP probes, which
+check the cabling against the spec.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER,
+                                       MAIN_DISPATCHER, set_ev_cls)
+from os_ken.lib.packet import ethernet, lldp, packet
+from os_ken.ofproto import ofproto_v1_3
+
+from vclab.controller import core, model, trace
+
+# Set by __main__ before os-ken instantiates the app (os-ken builds apps without arguments).
+FABRIC_FILE = ""
+
+LLDP_MAC = "01:80:c2:00:00:0e"
+
+# Refusals we provoke on purpose when we cannot know what a switch holds (core.changes).
+_EXPECTED_ERRORS = {
+    (ofproto_v1_3.OFPET_GROUP_MOD_FAILED, ofproto_v1_3.OFPGMFC_GROUP_EXISTS),
+    (ofproto_v1_3.OFPET_GROUP_MOD_FAILED, ofproto_v1_3.OFPGMFC_UNKNOWN_GROUP),
+    (ofproto_v1_3.OFPET_METER_MOD_FAILED, ofproto_v1_3.OFPMMFC_METER_EXISTS),
+    (ofproto_v1_3.OFPET_METER_MOD_FAILED, ofproto_v1_3.OFPMMFC_UNKNOWN_METER),
+}
+
+
+def port_live(port: Any) -> bool:
+    """OVS clears LIVE when carrier is lost and also when BFD says the link is down."""
+    of = ofproto_v1_3
+    return bool(port.state & of.OFPPS_LIVE) and not port.state & of.OFPPS_LINK_DOWN \
+        and not port.config & of.OFPPC_PORT_DOWN
+
+
+def lldp_frame(dpid: int, port: int) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=LLDP_MAC, src="02:7c:1a:b0:00:00",
+                                       ethertype=core.ETH_LLDP))
+    pkt.add_protocol(lldp.lldp([
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=f"dpid:{dpid:016x}".encode()),
+        lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=str(port).encode()),
+        lldp.TTL(ttl=120),
+        lldp.End(),
+    ]))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def parse_lldp(data: bytes) -> tuple[int, int] | None:
+    """(dpid, port) of the switch that sent one of our probes, or None."""
+    try:
+        probe = packet.Packet(data).get_protocol(lldp.lldp)
+        chassis, port = probe.tlvs[0].chassis_id.decode(), probe.tlvs[1].port_id.decode()
+        if not chassis.startswith("dpid:"):
+            return None
+        return int(chassis[5:], 16), int(port)
+    except (AttributeError, IndexError, ValueError, TypeError):
+        return None
+
+
+class FabricController(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = logging.getLogger("vclab.controller")
+        self.spec = model.load(FABRIC_FILE)
+        self.datapaths: dict[str, Any] = {}
+        self.installed: dict[str, dict | None] = {}  # None: the switch's state is unknown
+        self.down: set[tuple[str, int]] = set()
+        self.tree: frozenset | None = None  # flood tree the connected switches hold
+        self.barriers: set[tuple[str, int]] = set()  # tree step in flight: wait for these
+        gaps = trace.unprotected(self.spec, core.fabric_messages(self.spec))
+        for gap in gaps:
+            self.logger.warning("not protected in the datapath: %s", gap)
+        self.logger.info("fabric %s: %d switches, %d cables, %d servers; %s",
+                         FABRIC_FILE, len(self.spec.switches), len(self.spec.links),
+                         len(self.spec.attachments),
+                         "every single cable/NIC failure is covered" if not gaps
+                         else f"{len(gaps)} cases not covered")
+
+    # ------------------------------------------------------------ events
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        switch = self.spec.by_dpid(dp.id)
+        if switch is None:
+            self.logger.warning("dpid %016x is not in the fabric spec: ignored", dp.id)
+            return
+        self.logger.info("switch %s (dpid %016x) connected", switch.name, dp.id)
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def port_description(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        switch = self.spec.by_dpid(dp.id)
+        if switch is None:
+            return
+        ports = {p.port_no: p for p in ev.msg.body}
+        self._check_port_names(switch.name, ports)
+        for port_no in self._spec_ports(switch.name):
+            p = ports.get(port_no)
+            self._set_live(switch.name, port_no, p is not None and port_live(p))
+        self.datapaths[switch.name] = dp
+        self.installed[switch.name] = None  # reconnect or restart: overwrite, never wipe
+        self.converge()
+        self._send_lldp(list(self.datapaths))
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status(self, ev: Any) -> None:
+        dp, port = ev.msg.datapath, ev.msg.desc
+        switch = self.spec.by_dpid(dp.id)
+        if switch is None or port.port_no not in self._spec_ports(switch.name):
+            return
+        live = port_live(port)
+        changed = self._set_live(switch.name, port.port_no, live)
+        if changed:
+            self.logger.info("port %s:%d (%s) %s", switch.name, port.port_no,
+                             port.name.decode(errors="replace"), "up" if live else "down")
+            self.converge()
+            if live and port.port_no in self.spec.fabric_ports(switch.name):
+                self._send_lldp([switch.name], port.port_no)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def switch_gone(self, ev: Any) -> None:
+        switch = self.spec.by_dpid(ev.datapath.id or 0)
+        if switch is not None and self.datapaths.get(switch.name) is ev.datapath:
+            # Its rules stay and keep forwarding (fail_mode=secure); we resync on reconnect.
+            self.logger.info("switch %s disconnected", switch.name)
+            del self.datapaths[switch.name]
+            self.installed.pop(switch.name, None)
+            self.barriers = {b for b in self.barriers if b[0] != switch.name}
+            self.converge()
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_reply(self, ev: Any) -> None:
+        switch = self.spec.by_dpid(ev.msg.datapath.id)
+        if switch is not None:
+            self.barriers.discard((switch.name, ev.msg.xid))
+            if not self.barriers:
+                self.converge()
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        here = self.spec.by_dpid(msg.datapath.id)
+        sender = parse_lldp(msg.data)
+        if here is None or sender is None:
+            return
+        there = self.spec.by_dpid(sender[0])
+        in_port = msg.match["in_port"]
+        expected = next((lk.end(here.name)[1:] for lk in self.spec.links_of(here.name)
+                         if lk.end(here.name)[0] == in_port), None)
+        seen = (there.name if there else f"dpid {sender[0]:x}", sender[1])
+        if expected == seen:
+            self.logger.info("cabling ok: %s:%d <- %s:%d", here.name, in_port, *seen)
+        else:
+            self.logger.warning("cabling differs from the spec: %s:%d hears %s:%d, expected %s",
+                                here.name, in_port, *seen, expected)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg,
+                [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def error(self, ev: Any) -> None:
+        msg = ev.msg
+        expected = (msg.type, msg.code) in _EXPECTED_ERRORS
+        self.logger.log(logging.DEBUG if expected else logging.ERROR,
+                        "switch %016x refused xid %s: type %d code %d", msg.datapath.id,
+                        msg.xid, msg.type, msg.code)
+
+    # ------------------------------------------------------------ the one place that sends
+
+    def converge(self) -> None:
+        """Bring every connected switch to the state core computes for what we know now."""
+        if self.barriers:
+            return  # a tree step is in flight; barrier_reply calls us again
+        steps = core.tree_steps(self.tree, core.flood_tree(self.spec, frozenset(self.down)))
+        tree = steps[0]
+        for name, dp in self.datapaths.items():
+            desired = core.switch_messages(self.spec, name, tree, dp)
+            msgs = core.changes(self.installed.get(name), desired, dp)
+            for msg in msgs:
+                dp.send_msg(msg)
+            self.installed[name] = {core.key(m): m for m in desired}
+            if msgs:
+                self.logger.info("%s: sent %d changes (flood tree %s)", name, len(msgs),
+                                 sorted("-".join(sorted(e)) for e in tree))
+            if msgs and len(steps) > 1:
+                barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+                dp.send_msg(barrier)
+                self.barriers.add((name, barrier.xid))
+        self.tree = tree
+        if len(steps) > 1 and not self.barriers:
+            self.converge()
+
+    # ------------------------------------------------------------ helpers
+
+    def _spec_ports(self, switch: str) -> set[int]:
+        return set(self.spec.fabric_ports(switch)) | {p for _, p in self.spec.server_ports(switch)}
+
+    def _set_live(self, switch: str, port: int, live: bool) -> bool:
+        """Record a port's liveness; True if that is news."""
+        was_live = (switch, port) not in self.down
+        if live:
+            self.down.discard((switch, port))
+        else:
+            self.down.add((switch, port))
+        return was_live != live
+
+    def _check_port_names(self, switch: str, ports: dict[int, Any]) -> None:
+        names = {lk.end(switch)[0]: (lk.a_ifname if lk.a == switch else lk.b_ifname)
+                 for lk in self.spec.links_of(switch)}
+        names.update({up.port: up.ifname for att in self.spec.attachments for up in att.uplinks
+                      if up.switch == switch})
+        for port_no, want in sorted(names.items()):
+            have = ports.get(port_no)
+            if have is None:
+                self.logger.warning("%s has no port %d (spec: %s)", switch, port_no, want or "?")
+            elif want and have.name.decode(errors="replace") != want:
+                self.logger.warning("%s port %d is %s, spec says %s", switch, port_no,
+                                    have.name.decode(errors="replace"), want)
+
+    def _send_lldp(self, switches: list[str], only_port: int | None = None) -> None:
+        for name in switches:
+            dp = self.datapaths.get(name)
+            if dp is None:
+                continue
+            p, of = dp.ofproto_parser, dp.ofproto
+            for port in self.spec.fabric_ports(name):
+                if only_port in (None, port) and (name, port) not in self.down:
+                    dp.send_msg(p.OFPPacketOut(dp, buffer_id=of.OFP_NO_BUFFER,
+                                               in_port=of.OFPP_CONTROLLER,
+                                               actions=[p.OFPActionOutput(port)],
+                                               data=lldp_frame(dp.id, port)))
