@@ -43,7 +43,8 @@ PROBE = r'''
 import socket, struct, sys, time, json
 mode = sys.argv[1]
 if mode == "send":
-    dst, port, duration, interval = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    dst, port = sys.argv[2], int(sys.argv[3])
+    duration, interval = float(sys.argv[4]), float(sys.argv[5])
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     start = time.monotonic(); seq = 0; sent = []
     while True:
@@ -134,7 +135,8 @@ class Run:
     def __str__(self) -> str:
         parts = [f"{d}: lost {r.sent - r.received}/{r.sent}, outage {r.near(self.fault_ns):.1f} ms"
                  for d, r in self.results.items()]
-        noise = f"; unrelated stalls {[round(x) for x in self.noise_ms]} ms" if self.noise_ms else ""
+        noise = (f"; unrelated stalls {[round(x) for x in self.noise_ms]} ms"
+                 if self.noise_ms else "")
         return f"{self.label}: " + "; ".join(parts) + noise
 
 
@@ -229,7 +231,7 @@ def fabric_spec() -> model.FabricSpec:
         switches=(model.Switch("tor-a", DPID[TA]), model.Switch("tor-b", DPID[TB])),
         links=links, attachments=atts,
         networks=(model.Network("management", VLAN, "management", 10, 16),
-                  model.Network("vmotion", 20, "vmotion", 40, 10)),
+                  model.Network("vmotion", 20, "vmotion", 40, 10, cap_mbps=500)),
     )
 
 
@@ -335,9 +337,12 @@ def test_ping_and_controller_installed_fabric(rig):
     assert ping(rig, 5).returncode == 0
     groups = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-groups", TA).stdout
     assert "type=ff" in groups and "watch_port" in groups
+    meters = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-meters", TA).stdout
+    assert "meter=2 kbps burst" in meters and "rate=500000" in meters  # vmotion's cap
     log = rig.log.read_text()
     assert "every single cable/NIC failure is covered" in log
     assert "cabling ok" in log and "differs" not in log
+    assert "ERROR" not in log, "every message the controller sent was accepted"
 
 
 def test_noise_floor(rig):

@@ -46,7 +46,8 @@ def lldp_frame(dpid: int, port: int) -> bytes:
     pkt.add_protocol(ethernet.ethernet(dst=LLDP_MAC, src="02:7c:1a:b0:00:00",
                                        ethertype=core.ETH_LLDP))
     pkt.add_protocol(lldp.lldp([
-        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=f"dpid:{dpid:016x}".encode()),
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED,
+                       chassis_id=f"dpid:{dpid:016x}".encode()),
         lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=str(port).encode()),
         lldp.TTL(ttl=120),
         lldp.End(),

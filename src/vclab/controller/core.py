@@ -1,4 +1,4 @@
-"""The controller's decisions as pure functions: FabricSpec + port liveness -> OpenFlow 1.3 messages.
+"""The controller's decisions as pure functions: FabricSpec + liveness -> OpenFlow 1.3 messages.
 
 Nothing here talks to a switch. Messages are built with os-ken's OFP 1.3 parser classes against
 any object that has `.ofproto` and `.ofproto_parser` (a real Datapath, or `OFP13` below), so the
@@ -247,8 +247,9 @@ def meter_messages(spec: FabricSpec, dp: Any = OFP13) -> list:
     for i, net in enumerate(spec.networks):
         if net.cap_mbps:
             kbps = int(net.cap_mbps * 1000)
+            band = p.OFPMeterBandDrop(rate=kbps, burst_size=max(kbps // 10, 1))  # 100 ms
             out.append(p.OFPMeterMod(dp, of.OFPMC_ADD, of.OFPMF_KBPS | of.OFPMF_BURST, i + 1,
-                                     [p.OFPMeterBandDrop(rate=kbps, burst_size=max(kbps // 10, 1))]))
+                                     [band]))
     return out
 
 
@@ -370,8 +371,9 @@ def flood_messages(spec: FabricSpec, switch: str, tree: frozenset[frozenset[str]
                                p.OFPMatch(in_port=port, vlan_vid=_vid(net.vlan)),
                                [_apply(dp, [p.OFPActionGroup(flood_group_id(net.vlan, 0))])]))
         for q in peers:
-            action = ([_apply(dp, [p.OFPActionGroup(flood_group_id(net.vlan, 1 + _index(spec, q)))])]
-                      if q in on_tree else [])  # off the tree: not flooded, so no storm
+            group = flood_group_id(net.vlan, 1 + _index(spec, q))
+            # Off the tree: not flooded, which is what keeps broadcast from storming.
+            action = [_apply(dp, [p.OFPActionGroup(group)])] if q in on_tree else []
             for port in trunk_ports(spec, switch, q):
                 flows.append(_flow(dp, TABLE_FORWARD, PRIO_FLOOD,
                                    p.OFPMatch(in_port=port, vlan_vid=_vid(net.vlan)), action))
@@ -435,7 +437,7 @@ def changes(installed: dict[tuple, Any] | None, desired: list, dp: Any = OFP13) 
     know (a switch that reconnected, or a restarted controller): then each group and meter is
     sent as MODIFY followed by ADD, so whichever the switch lacks is refused harmlessly and
     traffic never meets a missing group."""
-    p, of = dp.ofproto_parser, dp.ofproto
+    of = dp.ofproto
     out: list = []
     want = {key(m): m for m in desired}
     for msg in desired:
