@@ -145,6 +145,8 @@ class Runner:
                         a.make(lab, tracker, workdir, duration_s=duration_ms / 1e3)
                     w.check()
                     (deferred if a.start_at_ms is not None else running).append((a, w))
+                for a, w in running + deferred:
+                    a.prepare(w)
                 try:
                     for a, w in running:
                         w.start()
@@ -208,6 +210,11 @@ class Runner:
                     broken[applied.target] = (record, undo)
                 rep.faults.append(record)
             _sleep_until(t0 + int(duration_ms * 1e6))
+            # A migration that started is waited for (up to the run's own length again): a
+            # stalled one is the finding, a cut-short one would be no measurement at all.
+            for a, w in running:
+                if a.kind == "vmotion" and hasattr(w, "wait"):
+                    w.wait(timeout=duration_ms / 1e3)
             rep.finished_ns = time.time_ns()
         finally:
             for record, undo in reversed(list(broken.values())):

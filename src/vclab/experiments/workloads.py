@@ -56,6 +56,9 @@ class Adapter:
     def make(self, lab, tracker: ProcessTracker, workdir: Path) -> Workload:
         raise NotImplementedError
 
+    def prepare(self, workload: Workload) -> None:
+        """Runs after every check and before the warm-up: measurements that need the fabric."""
+
     def outcome(self, raw: Any, t0_ns: int, end_ns: int, faults: list[FaultRecord]) -> Outcome:
         raise NotImplementedError
 
@@ -168,9 +171,11 @@ class HeartbeatsAdapter(Adapter):
         for i, name in enumerate(h for h, s in cluster.hypervisors.items() if mgmt in s.networks):
             members.append(HaMember(name, lab.node(name), address(lab, name, mgmt),
                                     "primary" if i == 0 else "secondary"))
+        self.managers = []
         for name, s in cluster.management.items():
             if mgmt in s.networks:
                 members.append(HaMember(name, lab.node(name), address(lab, name, mgmt), "manager"))
+                self.managers.append(name)
                 break
         iso = self.spec.isolation_address
         config = HaConfig()
@@ -191,7 +196,10 @@ class HeartbeatsAdapter(Adapter):
         common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
         m = Heartbeats.parse(raw, failures={}, start=t0_ns / 1e9, end=end_ns / 1e9)
         out.metrics.append(Metric(name="false_failures", value=m["false_declaration_count"], **common))
-        gaps = [g for g in m["heartbeat_gap_s"].values() if g is not None]
+        # Host-to-host heartbeats only: the management server's own beat is every 10 s.
+        managers = getattr(self, "managers", [])
+        gaps = [g for pair, g in m["heartbeat_gap_s"].items()
+                if g is not None and pair.split("->")[0] not in managers]
         if gaps:
             out.metrics.append(Metric(name="heartbeat_gap_ms", value=max(gaps) * 1e3, unit="ms", **common))
         for d in m["declarations"]:
@@ -231,6 +239,10 @@ class VmotionAdapter(Adapter):
         return VmotionReplay(lab.node(vm.host), lab.node(self.spec.to), address(lab, self.spec.to, net),
                              model, tracker, workdir / f"vmotion{self.index}", name=self.name)
 
+    def prepare(self, workload) -> None:
+        # The model is judged at the rate the fabric really gives, measured now.
+        workload.measure_rate(1.0)
+
     def outcome(self, raw, t0_ns, end_ns, faults):
         from vclab.workloads.vmotion import VmotionReplay
 
@@ -255,3 +267,110 @@ ADAPTERS = {"probe": ProbeAdapter, "iperf3": Iperf3Adapter, "heartbeats": Heartb
 def adapter_for(entry: WorkloadEntry, index: int) -> Adapter | None:
     cls = ADAPTERS.get(entry.kind)
     return cls(entry, index) if cls else None
+
+
+class _IscsiGroup(Workload):
+    """One tgtd on the array and one initiator per hypervisor, started and stopped together."""
+
+    kind = "iscsi"
+
+    def __init__(self, target, initiators):
+        self.target, self.initiators = target, initiators
+
+    def check(self):
+        for i in self.initiators:
+            i.check()
+
+    def start(self):
+        self.target.start()
+        try:
+            for i in self.initiators:
+                i.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        for i in self.initiators:
+            i.stop()
+        self.target.stop()
+
+    def collect(self):
+        return {str(getattr(i.host, "name", k)): i.collect() for k, i in enumerate(self.initiators)}
+
+    @staticmethod
+    def parse(raw):
+        from vclab.workloads.iscsi import parse
+
+        return {host: parse(r) for host, r in raw.items()}
+
+
+class IscsiAdapter(Adapter):
+    kind = "iscsi"
+
+    @property
+    def traffic_class(self) -> str:
+        return "storage"
+
+    def _array(self, cluster) -> str:
+        return self.spec.array or sorted(cluster.storage)[0]
+
+    @property
+    def name(self) -> str:
+        return f"iscsi {','.join(self.spec.hosts)} {self.spec.lun}"
+
+    def make(self, lab, tracker, workdir):
+        from vclab.workloads.iscsi import Iscsi
+        from vclab.workloads.iscsi_target import Chap, IscsiTarget
+
+        cluster = lab.cluster
+        array = self._array(cluster)
+        spec = cluster.storage[array]
+        nets = list(spec.portals)  # file order: the first portal is the preferred path
+        chap = Chap(spec.chap.user, spec.chap.secret) if spec.chap else None
+        target = IscsiTarget(lab.node(array), [address(lab, array, n) for n in nets], dict(spec.luns),
+                             chap, tracker=tracker, workdir=workdir / f"iscsi{self.index}")
+        initiators = []
+        for k, host in enumerate(self.spec.hosts):
+            # A host reaches the portals on the storage networks it is on; multipath uses them all.
+            mine = [n for n in nets if n in cluster.hypervisors[host].networks]
+            if not self.spec.multipath:
+                mine = mine[:1]
+            initiators.append(Iscsi.to(target, lab.node(host), self.spec.lun, tracker,
+                                       portals=[address(lab, array, n) for n in mine],
+                                       pattern=self.spec.pattern, mix=self.spec.mix, seed=k,
+                                       name=f"iscsi {host}", workdir=workdir / f"iscsi{self.index}-{host}"))
+        return _IscsiGroup(target, initiators)
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        from vclab.workloads.iscsi import parse
+
+        out = Outcome()
+        applied = sorted(faults, key=lambda f: f.applied_ns)
+        for host, r in raw.items():
+            common = dict(workload=f"iscsi {host}", kind=self.kind, traffic_class=self.traffic_class)
+            whole = parse(r)
+            for name in ("iops", "throughput_bps"):
+                if whole.get(name) is not None:
+                    out.metrics.append(Metric(name=name, value=whole[name], **common))
+            for name in ("longest_stall_ms",):
+                if whole.get(name) is not None:
+                    out.metrics.append(Metric(name=name, value=whole[name], **common))
+            s = whole.get("series") or {}
+            out.series.append(Series(name="latency_ms", points=[
+                (_ms_since(t0_ns, r.get("trailer", {}).get("t_start_ns") or t0_ns) + t, v)
+                for t, v in zip(s.get("t_ms", []), s.get("latency_max_ms", [])) if v], **common))
+            for i, f in enumerate(applied):
+                # Each fault is judged on the I/O that completed before the next one.
+                nxt = applied[i + 1].applied_ns if i + 1 < len(applied) else end_ns
+                window = {**r, "rows": [row for row in r.get("rows", []) if row[2] < nxt]}
+                m = parse(window, f.applied_ns)
+                if m.get("fault_stall_ms") is not None:
+                    out.metrics.append(Metric(name="longest_stall_ms", value=m["fault_stall_ms"],
+                                              fault=f.name, **common))
+                if m.get("failover_ms") is not None:
+                    out.metrics.append(Metric(name="failover_ms", value=m["failover_ms"], fault=f.name, **common))
+        return out
+
+
+ADAPTERS["iscsi"] = IscsiAdapter
