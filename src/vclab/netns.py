@@ -158,6 +158,16 @@ class OpenFlowSocket:
             if kind == self.ofp.OFPT_BARRIER_REPLY and xid == barrier:
                 return sent, time.time_ns()
 
+    def echo(self) -> tuple[int, int]:
+        """An echo round trip: CLOCK_REALTIME ns when asked and when answered."""
+        data = self._bytes(self.parser.OFPEchoRequest(self.dp))
+        xid = self.xid
+        sent = time.time_ns()
+        self.sock.sendall(data)
+        while self._read()[2] != xid:
+            pass
+        return sent, time.time_ns()
+
     def close(self) -> None:
         self.sock.close()
 
@@ -262,13 +272,7 @@ class SwitchWatch:
     def _run(self, of: OpenFlowSocket) -> None:
         try:
             while not self._stop.is_set():
-                data = of._bytes(of.parser.OFPEchoRequest(of.dp))
-                xid = of.xid
-                sent = time.time_ns()
-                of.sock.sendall(data)
-                while of._read()[2] != xid:
-                    pass
-                self.samples.append((sent, time.time_ns()))
+                self.samples.append(of.echo())
                 self._stop.wait(self.every_s)
         except (OSError, VclabError) as e:
             self.error = e

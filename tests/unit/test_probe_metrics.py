@@ -393,3 +393,46 @@ def test_summarize_reports_the_gap_nearest_the_fault_beside_the_largest():
     assert none["fault_outage_ms"] is None and none["fault_outage_start_ms"] is None
     clean = summarize(make_stream(n=3000), make_stream(n=3000), fault_ns=T0 + 2000 * MS)
     assert clean["fault_outage_ms"] == 0.0 and clean["fault_outage_start_ms"] is None
+
+
+def test_two_agents_on_loopback(tmp_path):
+    """The agent itself, unprivileged: two of them on 127.0.0.1 for half a second."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from vclab.procs import ProcessTracker
+
+    ports = []
+    for _ in range(2):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    tracker = ProcessTracker(run_id="vcp-unit", state_dir=tmp_path / "state")
+    procs = []
+    try:
+        for me, peer in ((0, 1), (1, 0)):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vclab.workloads.probe_agent", "--bind", "127.0.0.1",
+                 "--peer", "127.0.0.1", "--port", str(ports[me]), "--peer-port", str(ports[peer]),
+                 "--session", "7", "--out", str(tmp_path / f"{me}.probe")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            tracker.track(proc.pid, f"agent{me}")
+            procs.append(proc)
+        for proc in procs:
+            assert proc.stdout.readline().split()[0] == b"ready"
+        time.sleep(0.5)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(timeout=5) == 0, proc.stderr.read()
+    finally:
+        tracker.end_all()
+    a, b = (probe_agent.read_log(tmp_path / f"{i}.probe") for i in (0, 1))
+    assert len(a.sent_seq) > 200 and a.info["size"] == probe_agent.DEFAULT_SIZE
+    out = Probe.parse({"interval_ns": MS, "a": a, "b": b, "errors": {}})
+    assert out["a_to_b"]["expected"] > 200 and out["b_to_a"]["expected"] > 200
+    assert out["lost"] <= 2  # loopback: nothing lost unless the host is starved
+    assert out["a_to_b"]["owd"]["median_ms"] < 5 and out["rtt"]["count"] > 100
