@@ -4,4 +4,4 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$here/scripts/install.sh"
 cd "$here"
-exec .venv/bin/vclab up topologies/default.yaml "$@"
+exec .venv/bin/vclab run experiments/default.yaml "$@"
