@@ -32,10 +32,10 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except ConfigError as e:
             for problem in e.problems:
-                err.print(str(problem), markup=False, highlight=False)
+                err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except VclabError as e:
-            err.print(f"vclab: {e}", markup=False, highlight=False)
+            err.print(f"vclab: {e}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1)
         except KeyboardInterrupt:
             err.print("vclab: interrupted; everything this run created was removed")

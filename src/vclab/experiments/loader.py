@@ -47,8 +47,12 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
                         out.append((base + (key,), f"{end!r} is not on network {s.network!r}; its members are: "
                                     f"{', '.join(sorted(members(s.network)))}"))
         elif w.kind == "vmotion":
-            need(base + ("vm",), s.vm, set(c.vms), "VM")
-            need(base + ("to",), s.to, set(c.hypervisors), "hypervisor")
+            from vclab.workloads.migration import migration_problems
+
+            if need(base + ("vm",), s.vm, set(c.vms), "VM") and \
+                    need(base + ("to",), s.to, set(c.hypervisors), "hypervisor"):
+                for why in migration_problems(c, s.vm, s.to):
+                    out.append((base + ("to",), f"{s.vm} cannot migrate to {s.to}: {why}"))
         elif w.kind == "iscsi":
             for j, h in enumerate(s.hosts):
                 need(base + ("hosts", j), h, set(c.hypervisors), "hypervisor")
