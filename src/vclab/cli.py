@@ -171,18 +171,25 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
         results: Optional[Path] = typer.Option(None, help="results directory (default: results/NAME)"),
         resume: bool = typer.Option(False, "--resume", help="continue the last interrupted run"),
         repetitions: Optional[int] = typer.Option(None, help="override the file's repetitions"),
-        report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end")):
+        report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end"),
+        shard: str = typer.Option("1/1", help="run only shard I of N (I/N) of the repetitions; `vclab merge` joins them")):
     """Run an experiment: each mechanism x repetition, faults on schedule, results stored."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vclab.experiments.loader import load_experiment
     from vclab.experiments.runner import Runner
 
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        if not 1 <= i <= n:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"{shard!r}: write I/N with 1 <= I <= N, e.g. 2/4", param_hint="--shard")
     loaded = load_experiment(experiment)
     e = loaded.experiment
     reps = repetitions or e.repetitions
     results = results or Path("results") / e.experiment
-    total = len(e.mechanisms) * reps
+    total = len(range(i - 1, len(e.mechanisms) * reps, n))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err) as bar:
         task = bar.add_task(e.experiment, total=total)
@@ -194,7 +201,8 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
                 if phase == "failed":
                     bar.console.print(f"[red]{mechanism} repetition {index} failed[/] (see compare)")
 
-        summary = Runner(loaded, results, resume=resume, repetitions=reps, progress=progress).run()
+        summary = Runner(loaded, results, resume=resume, repetitions=reps, progress=progress,
+                         shard=(i, n)).run()
     out.print(f"{summary.ok} repetitions ok, {summary.failed} failed in {summary.seconds:.0f} s; "
               f"results in {summary.results}", highlight=False)
     if summary.interrupted:
@@ -242,6 +250,18 @@ def plots(results: Path = typer.Argument(..., help="a results directory (or its 
 
     for path in plots_cmd(results, outdir, run):
         out.print(str(path), highlight=False)
+
+
+@app.command()
+@friendly
+def merge(shards: list[Path] = typer.Argument(..., help="results directories of the shards"),
+          into: Path = typer.Option(..., "--into", help="results directory to merge into")):
+    """Join the shards of one experiment (`vclab run --shard I/N` on several machines)."""
+    from vclab.results.merge import merge as do_merge
+
+    run_id, copied = do_merge(shards, into)
+    out.print(f"merged {copied} repetitions from {len(shards)} shards into run {run_id} of {into}",
+              highlight=False)
 
 
 @app.command()

@@ -40,6 +40,14 @@ def cluster_for(cluster: Cluster, choice: MechanismChoice) -> Cluster:
                                       "management": reteam(cluster.management)})
 
 
+def shard_units(mechanisms: list[MechanismChoice], repetitions: int,
+                shard: tuple[int, int] = (1, 1)) -> list[tuple[MechanismChoice, int]]:
+    """The (mechanism, repetition) pairs shard i of n runs: every n-th, from the i-th, so each
+    shard gets a share of every mechanism when repetitions outnumber shards."""
+    units = [(c, i) for i in range(1, repetitions + 1) for c in mechanisms]
+    return units[shard[0] - 1::shard[1]]
+
+
 def _sleep_until(t_ns: int) -> None:
     while True:
         left = (t_ns - time.time_ns()) / 1e9
@@ -61,7 +69,7 @@ class RunSummary:
 class Runner:
     def __init__(self, loaded: LoadedExperiment, results: Path, *, resume: bool = False,
                  repetitions: int | None = None, progress: Progress | None = None,
-                 lab_prefix: str | None = None) -> None:
+                 lab_prefix: str | None = None, shard: tuple[int, int] = (1, 1)) -> None:
         self.loaded = loaded
         self.experiment = loaded.experiment
         self.results = Path(results)
@@ -69,6 +77,7 @@ class Runner:
         self.repetitions = repetitions or self.experiment.repetitions
         self.progress = progress or (lambda m, i, phase: None)
         self.lab_prefix = lab_prefix
+        self.shard = shard  # (i, n): this machine runs every n-th (mechanism, repetition), from the i-th
 
     # ---- the run ----
     def run(self) -> RunSummary:
@@ -89,19 +98,18 @@ class Runner:
             run_id = store.start_run(
                 self.experiment.experiment, self.loaded.text, self.loaded.cluster_text,
                 software=software_versions(), capabilities=caps, host=host_info(),
-                settings={"repetitions": self.repetitions})
+                settings={"repetitions": self.repetitions, "shard": f"{self.shard[0]}/{self.shard[1]}"})
         ok = failed = 0
         interrupted = False
         old = signal.signal(signal.SIGTERM, _terminate)
         try:
-            for choice in self.experiment.mechanisms:
-                for index in range(1, self.repetitions + 1):
-                    if (choice.label, index) in done:
-                        continue
-                    rep = self.repetition(choice, index)
-                    store.record_repetition(run_id, rep)
-                    ok += rep.status == "ok"
-                    failed += rep.status == "failed"
+            for choice, index in shard_units(self.experiment.mechanisms, self.repetitions, self.shard):
+                if (choice.label, index) in done:
+                    continue
+                rep = self.repetition(choice, index)
+                store.record_repetition(run_id, rep)
+                ok += rep.status == "ok"
+                failed += rep.status == "failed"
             store.finish_run(run_id, "finished")
         except (KeyboardInterrupt, SystemExit):
             interrupted = True
