@@ -98,7 +98,8 @@ class Runner:
             run_id = store.start_run(
                 self.experiment.experiment, self.loaded.text, self.loaded.cluster_text,
                 software=software_versions(), capabilities=caps, host=host_info(),
-                settings={"repetitions": self.repetitions, "shard": f"{self.shard[0]}/{self.shard[1]}"})
+                settings={"repetitions": self.repetitions, "shard": f"{self.shard[0]}/{self.shard[1]}",
+                          **self._ha_settings()})
         ok = failed = 0
         interrupted = False
         old = signal.signal(signal.SIGTERM, _terminate)
@@ -118,6 +119,14 @@ class Runner:
             signal.signal(signal.SIGTERM, old)
             store.close()
         return RunSummary(run_id, self.results, ok, failed, interrupted, time.monotonic() - started)
+
+    def _ha_settings(self) -> dict:
+        from vclab.experiments.workloads import HeartbeatsAdapter
+
+        for i, w in enumerate(self.experiment.workloads):
+            if w.kind == "heartbeats":
+                return HeartbeatsAdapter(w, i).settings()
+        return {}
 
     # ---- one repetition ----
     def repetition(self, choice: MechanismChoice, index: int) -> RepetitionResult:

@@ -157,12 +157,28 @@ class Iperf3Adapter(Adapter):
 class HeartbeatsAdapter(Adapter):
     kind = "heartbeats"
 
+    def config(self):
+        """The HA timers: the product's published defaults, with the experiment's overrides."""
+        from vclab.workloads.ha_model import HaConfig
+
+        updates = {}
+        if self.spec.failure_after is not None:
+            updates["failed_s"] = self.spec.failure_after / 1e3
+        if self.spec.isolation_after is not None:
+            updates["isolation_policy_delay_s"] = self.spec.isolation_after / 1e3
+        return HaConfig().model_copy(update=updates)
+
+    def settings(self) -> dict:
+        """What the report compares stalls with: when a host is declared failed or isolated."""
+        c = self.config()
+        return {"ha_failure_ms": c.failed_s * 1e3,
+                "ha_isolation_ms": (c.election_after_s + c.election_s + c.isolation_ping_s) * 1e3}
+
     @property
     def traffic_class(self) -> str:
         return "management"
 
     def make(self, lab, tracker, workdir):
-        from vclab.workloads.ha_model import HaConfig
         from vclab.workloads.heartbeats import Heartbeats, HaMember
 
         cluster = lab.cluster
@@ -178,15 +194,7 @@ class HeartbeatsAdapter(Adapter):
                 self.managers.append(name)
                 break
         iso = self.spec.isolation_address
-        config = HaConfig()
-        updates = {}
-        if self.spec.failure_after is not None:
-            updates["failed_s"] = self.spec.failure_after / 1e3
-        if self.spec.isolation_after is not None:
-            updates["isolation_policy_delay_s"] = self.spec.isolation_after / 1e3
-        if updates:
-            config = config.model_copy(update=updates)
-        return Heartbeats(members, tracker, workdir / "ha", config=config,
+        return Heartbeats(members, tracker, workdir / "ha", config=self.config(),
                           isolation_address=address(lab, iso, mgmt) if iso else None)
 
     def outcome(self, raw, t0_ns, end_ns, faults):
@@ -199,7 +207,7 @@ class HeartbeatsAdapter(Adapter):
         # Host-to-host heartbeats only: the management server's own beat is every 10 s.
         managers = getattr(self, "managers", [])
         gaps = [g for pair, g in m["heartbeat_gap_s"].items()
-                if g is not None and pair.split("->")[0] not in managers]
+                if g is not None and not set(pair.split("->")) & set(managers)]
         if gaps:
             out.metrics.append(Metric(name="heartbeat_gap_ms", value=max(gaps) * 1e3, unit="ms", **common))
         for d in m["declarations"]:
