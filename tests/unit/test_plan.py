@@ -255,8 +255,7 @@ def test_none_refused_on_a_loop_with_the_loop_named(plan):
 def test_get_mechanism():
     assert isinstance(get_mechanism("rstp"), Rstp) and str(get_mechanism("rstp")) == "rstp"
     assert isinstance(get_mechanism("stp"), Stp)
-    with pytest.raises(VclabError, match="not available yet"):
-        get_mechanism("sdn")
+    assert str(get_mechanism("sdn")) == "sdn" and str(get_mechanism("linux-stp")) == "linux-stp"
     with pytest.raises(VclabError, match="unknown mechanism"):
         get_mechanism("ospf")
     custom = Stp(forward_delay=4)

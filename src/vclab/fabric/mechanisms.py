@@ -1,10 +1,22 @@
 """Loop protection of the physical fabric, one small class per mechanism.
 
 A mechanism adds columns to the bridges and ports when they are created (`bridge_options`,
-`port_options`: STP/RSTP must be on before the first frame, or a looped fabric floods), may add
-commands once the fabric exists (`commands`), and says when the fabric has settled
-(`converged`, polled by the build instead of sleeping a fixed time). Only physical switches run
-a mechanism: virtual switches are loop-free by construction.
+`port_options`, `interface_options`, `transaction`: STP/RSTP must be on before the first frame,
+or a looped fabric floods), may add commands once the fabric exists (`commands`), may run
+something beside the fabric (`prepare` before the build, `start` after it, `stop` at teardown:
+the sdn controller), and says when the fabric has settled (`converged`, polled by the build
+instead of sleeping a fixed time). Only physical switches run a mechanism: virtual switches are
+loop-free by construction.
+
+Silent ("gray") failures, where a cable drops everything but carrier stays up:
+- rstp / stp / linux-stp notice only through missing BPDUs: after 3 hellos (RSTP, 6 s with
+  OVS's 2 s hello) or max-age (STP, 6 s with our timers), then the alternate path still waits
+  through listening and learning (STP: 2 x forward delay).
+- sdn runs BFD on every inter-switch link; OVS clears the port's LIVE flag when BFD goes down
+  and the fast-failover buckets watching it move on in the datapath (3 x the BFD interval).
+- NIC teams: active-backup and balance-slb watch carrier only (and BFD if the member has it;
+  vclab turns it on for the sdn mechanism's bonds, see Sdn); LACP (`team: lacp`, fast rate)
+  notices a silent member when its partner's LACPDUs stop: 3 x 1 s.
 """
 
 from __future__ import annotations
@@ -41,8 +53,32 @@ class Mechanism:
     def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
         return []
 
+    def interface_options(self, bridge: Bridge, port: Port) -> list[str]:
+        """Interface columns (BFD lives there, not on the port)."""
+        return []
+
+    def transaction(self, bridge: Bridge) -> list[str]:
+        """More ovs-vsctl operations for the bridge's own transaction (e.g. its controller)."""
+        return []
+
+    def on_ovs(self, bridge: Bridge) -> bool:
+        """False when this mechanism makes the switch something else (a Linux bridge)."""
+        return True
+
     def commands(self, plan: BuildPlan) -> list[list[str]]:
         return []
+
+    def prepare(self, lab: Runner) -> None:
+        """After the pre-flight checks, before anything is built (refuse here with VclabError)."""
+
+    def start(self, lab: Runner) -> None:
+        """After the build (bridges, cables, shaping, hosts), before convergence is polled."""
+
+    def stop(self, lab: Runner) -> None:
+        """At teardown, before the bridges are deleted; must not raise."""
+
+    def action(self, lab: Runner, what: str) -> None:
+        raise VclabError(f"mechanism {self.name!r} has no controller to {what}")
 
     def converged(self, lab: Runner) -> tuple[bool, str]:
         """(settled, what is still moving)."""
@@ -121,15 +157,20 @@ class Rstp(Mechanism):
         return not moving, ", ".join(moving)
 
 
+# 802.1D timers tuned down as far as the standard allows (2 x (forward delay - 1) >= max age
+# >= 2 x (hello + 1)); OVS's defaults (2 / 20 / 15 s) make one failover take 30-50 s.
+STP_HELLO, STP_MAX_AGE, STP_FORWARD_DELAY = 1, 6, 4
+
+
 @dataclass
 class Stp(Mechanism):
     """IEEE 802.1D on every physical switch. OVS's STP has no edge ports: ports facing servers
     leave STP instead (like portfast with BPDU filter), so only inter-switch links wait through
-    listening and learning."""
+    listening and learning. Timers default to the tuned ones above; pass None for OVS's."""
 
-    hello_time: int | None = None
-    max_age: int | None = None
-    forward_delay: int | None = None
+    hello_time: int | None = STP_HELLO
+    max_age: int | None = STP_MAX_AGE
+    forward_delay: int | None = STP_FORWARD_DELAY
     timeout: float | None = None  # None: twice the forward delay plus the max age, plus 10 s
     name = "stp"
 
@@ -171,16 +212,17 @@ class Stp(Mechanism):
         return not moving, ", ".join(moving)
 
 
-MECHANISMS: dict[str, type[Mechanism]] = {"rstp": Rstp, "stp": Stp, "none": NoProtection}
-LATER = ("linux-stp", "sdn")  # named by the spec, added by the mechanisms issue
+def mechanisms() -> dict[str, type[Mechanism]]:
+    from vclab.fabric.linux_stp import LinuxStp
+    from vclab.fabric.sdn import Sdn
+
+    return {"rstp": Rstp, "stp": Stp, "linux-stp": LinuxStp, "sdn": Sdn, "none": NoProtection}
 
 
 def get_mechanism(name: str | Mechanism) -> Mechanism:
     if isinstance(name, Mechanism):
         return name
-    if name in MECHANISMS:
-        return MECHANISMS[name]()
-    if name in LATER:
-        raise VclabError(f"mechanism {name!r} is not available yet; choose one of: "
-                         f"{', '.join(MECHANISMS)}")
-    raise VclabError(f"unknown mechanism {name!r}; choose one of: {', '.join(MECHANISMS)}")
+    known = mechanisms()
+    if name in known:
+        return known[name]()
+    raise VclabError(f"unknown mechanism {name!r}; choose one of: {', '.join(known)}")

@@ -22,6 +22,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -93,7 +94,8 @@ class Lab:
 
     def __init__(self, cluster: Cluster, mechanism: str | Mechanism | None = None,
                  cli: bool = False, run_id: str | None = None,
-                 state_dir: Path | None = None, prefix: str = PREFIX) -> None:
+                 state_dir: Path | None = None, prefix: str = PREFIX,
+                 workdir: Path | None = None) -> None:
         # `prefix` lets two labs (e.g. tests of different helpers) run side by side; it must
         # start with vclab's own prefix so `vclab clean` still recognises everything.
         if not prefix.startswith(PREFIX):
@@ -105,6 +107,8 @@ class Lab:
         self.cli = cli
         self.run_id = run_id or f"up-{os.getpid()}-{secrets.token_hex(3)}"
         self.tracker = ProcessTracker(self.run_id, state_dir)
+        # Where a mechanism keeps its files (the sdn controller's fabric spec and log).
+        self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir()) / f"vclab-{self.run_id}"
         self.net: Mininet | None = None
         self.datapath = ""
         self.build_seconds = 0.0
@@ -178,13 +182,14 @@ class Lab:
             self._tx_offload_off = not tso
         bridges = set(self.sh(["ovs-vsctl", "--timeout=5", "list-br"]).split())
         links = set(os.listdir("/sys/class/net"))
-        taken = [b.name for b in self.plan.bridges if b.name in bridges]
+        taken = [b.name for b in self.plan.bridges if b.name in bridges | links]
         taken += [n for n in self.plan.root_links() if n in links]
         if taken:
             raise VclabError(
                 f"{', '.join(taken[:6])}{' ...' if len(taken) > 6 else ''} already exist: another "
                 "vclab cluster is up, or a killed one left them; `vclab clean` removes them")
         self._owned = True
+        self.mechanism.prepare(self)  # e.g. sdn: the controller listens before bridges exist
 
     def _build(self) -> None:
         plan = self.plan
@@ -210,6 +215,7 @@ class Lab:
         for host in plan.hosts:
             script = " && ".join(shlex.join(c) for c in host_commands(host, self._tx_offload_off))
             self.host_sh(host.name, ["sh", "-c", script])
+        self.mechanism.start(self)
 
     def _converge(self) -> None:
         """Poll the mechanism until the fabric has settled (two readings in a row)."""
@@ -302,6 +308,52 @@ class Lab:
                     self.host_sh(vm, ["ip", "addr", "del", address, "dev", dev], check=False)
         return out
 
+    def move_vm(self, vm: str, to_hypervisor: str, between=None) -> dict[str, int]:
+        """Move `vm`'s access ports to `to_hypervisor`'s virtual switch (the same veths, so the
+        VM keeps its interfaces, MACs and addresses); refused with the reasons when the
+        destination lacks the vMotion network or one of the VM's networks. With `between`, the
+        ports are detached, `between()` runs (vMotion's stop-and-copy: the VM is paused and
+        silent), then they are attached; if it raises, the VM resumes where it was. Returns
+        the wall-clock ns of each step. The plan and cluster follow the VM, so a second move
+        and the teardown see it where it is."""
+        # The switch-over's pure parts live with the migration workload (lazy import: the
+        # build does not otherwise depend on workloads).
+        from vclab.workloads.migration import (attach_commands, detach_commands,
+                                               migration_problems, move_commands,
+                                               moved_cluster, moved_plan)
+
+        problems = migration_problems(self.cluster, vm, to_hypervisor)
+        if problems:
+            raise VclabError(f"cannot migrate {vm} to {to_hypervisor}: " + "; ".join(problems))
+        after = moved_plan(self.plan, vm, to_hypervisor)
+        t: dict[str, int] = {}
+        if between is None:
+            t["detach_start_ns"] = time.time_ns()
+            for cmd in move_commands(self.plan, after, vm, self.mechanism):
+                self.sh(cmd)
+            t["detached_ns"] = t["attach_start_ns"] = t["attached_ns"] = time.time_ns()
+        else:
+            t["detach_start_ns"] = time.time_ns()
+            for cmd in detach_commands(self.plan, vm):
+                self.sh(cmd)
+            t["detached_ns"] = time.time_ns()
+            try:
+                between()
+            except BaseException:
+                for cmd in attach_commands(self.plan, vm, self.mechanism):
+                    self.sh(cmd, check=False)
+                raise
+            t["attach_start_ns"] = time.time_ns()
+            for cmd in attach_commands(after, vm, self.mechanism):
+                self.sh(cmd)
+            t["attached_ns"] = time.time_ns()
+        self.plan, self.cluster = after, moved_cluster(self.cluster, vm, to_hypervisor)
+        return t
+
+    def controller_action(self, what: str) -> None:
+        """`kill` or `restart` the fabric's controller (the sdn mechanism's faults)."""
+        self.mechanism.action(self, what)
+
     def interact(self) -> None:
         from mininet.cli import CLI
 
@@ -336,6 +388,10 @@ class Lab:
                 if entry.pid not in shells:
                     self.tracker.end(entry.pid)
             if self._owned:
+                try:
+                    self.mechanism.stop(self)
+                except Exception as err:  # the bridges and cables must go regardless
+                    print(f"vclab: {self.mechanism.name} teardown: {err}", file=sys.stderr)
                 args = ["ovs-vsctl", "--timeout=30"]
                 for bridge in self.plan.bridges:
                     args += ["--", "--if-exists", "del-br", bridge.name]

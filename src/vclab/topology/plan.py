@@ -453,15 +453,19 @@ def ovs_commands(plan: BuildPlan, datapath: str = "netdev", mechanism: Mechanism
     once, so a looped fabric never forwards a frame before STP/RSTP is on."""
     commands = []
     for bridge in plan.bridges:
+        if mechanism is not None and not mechanism.on_ovs(bridge):
+            continue  # e.g. linux-stp: the mechanism's own commands make this switch
+        options = mechanism.bridge_options(bridge) if mechanism is not None else []
+        # A mechanism may choose the fail mode (sdn: secure, nothing forwards without rules).
+        fail_mode = [] if any(o.startswith("fail_mode=") for o in options) else ["fail_mode=standalone"]
         cmd = ["ovs-vsctl", "--timeout=30", "add-br", bridge.name, "--", "set", "bridge",
-               bridge.name, f"datapath_type={datapath}", "fail_mode=standalone",
+               bridge.name, f"datapath_type={datapath}", *fail_mode,
                f"other_config:datapath-id={bridge.dpid}", f"other_config:hwaddr={bridge.hwaddr}",
                f"external_ids:vclab-name={bridge.friendly}",
                f"external_ids:vclab-kind={bridge.kind}"]
         if run_id:
             cmd.append(f"external_ids:vclab-run={run_id}")
-        if mechanism is not None:
-            cmd += mechanism.bridge_options(bridge)
+        cmd += options
         for port in bridge.ovs_ports():
             vlan = ([f"tag={port.vlans[0]}"] if port.role == "access" else
                     ["vlan_mode=trunk", "trunks=" + ",".join(map(str, port.vlans))])
@@ -477,6 +481,10 @@ def ovs_commands(plan: BuildPlan, datapath: str = "netdev", mechanism: Mechanism
                 cmd += ["--", "set", "interface", iface.name, f"ofport_request={iface.ofport}",
                         f'external_ids:vclab-link="{iface.link}"',
                         f'external_ids:vclab-peer="{iface.peer}"']
+                if mechanism is not None:
+                    cmd += mechanism.interface_options(bridge, iface)
+        if mechanism is not None:
+            cmd += mechanism.transaction(bridge)
         commands.append(cmd)
     if mechanism is not None:
         commands += mechanism.commands(plan)

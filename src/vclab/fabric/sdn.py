@@ -1,0 +1,280 @@
+"""The `sdn` mechanism: physical switches as OpenFlow 1.3 bridges run by vclab's own controller.
+
+The build writes the controller's FabricSpec from the plan (`fabric_spec`, pure), starts the
+controller on 127.0.0.1 before the bridges exist (so they connect at once), creates the
+physical bridges with `fail_mode=secure` (nothing forwards, so nothing loops, until the
+controller's rules are in), runs BFD on every inter-switch cable so a silent cable clears the
+port's LIVE flag that the fast-failover buckets watch, and applies the per-network egress
+queues (controller/qos.py) on every physical switch port. The fabric has converged when every
+switch holds all the groups and flows the controller computes for it and every BFD session is
+up. The controller is a process of the lab (tracked by PID), and the runner's controller faults
+kill and restart it: the switches keep forwarding on their rules meanwhile.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vclab.errors import VclabError
+from vclab.fabric.mechanisms import Mechanism, Runner
+from vclab.procs import alive
+from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
+
+CONTROLLER_ID = "@vcctl"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on at 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cables(plan: BuildPlan) -> dict[str, str]:
+    """Root-namespace interface -> the interface at the other end of its cable."""
+    out = {}
+    for v in plan.veths:
+        if v.a.in_root and v.b.in_root:
+            out[v.a.ifname], out[v.b.ifname] = v.b.ifname, v.a.ifname
+    return out
+
+
+def _uplinks_in_order(vswitch: Bridge) -> list[Port]:
+    """A server's NICs, the one its team prefers first (active-backup's primary)."""
+    ups = [p for p in vswitch.ports if p.role == "uplink"]
+    primary = next((b.primary for b in vswitch.bonds if b.primary), None)
+    return sorted(ups, key=lambda p: (p.name != primary, p.ofport))
+
+
+def fabric_spec(plan: BuildPlan, cluster, datapath: str = "netdev"):
+    """The controller's view of a planned cluster (controller.model.FabricSpec). Pure."""
+    from vclab.controller import model
+
+    physical = {b.name: b for b in plan.physical}
+    peer_of = _cables(plan)
+    port_of = {p.name: p for b in plan.physical for p in b.ports}
+    switches = tuple(model.Switch(b.friendly, int(b.dpid, 16)) for b in plan.physical)
+    links, seen = [], set()
+    for v in plan.veths:
+        if v.a.node in physical and v.b.node in physical and v.name not in seen:
+            seen.add(v.name)
+            a, b = port_of[v.a.ifname], port_of[v.b.ifname]
+            links.append(model.Link(v.name, physical[a.bridge].friendly, a.ofport,
+                                    physical[b.bridge].friendly, b.ofport, a.name, b.name))
+    attachments = []
+    for host in plan.hosts:
+        if host.role == "vm" or host.vswitch is None:
+            continue
+        vswitch = plan.bridge(host.vswitch)
+        behind = [h for h in plan.hosts if h.vswitch == host.vswitch]  # itself and its VMs
+        uplinks = [(up, port_of[peer_of[up.name]]) for up in _uplinks_in_order(vswitch)]
+        # A storage array's portals carry one VLAN each and are not a team: one attachment
+        # per portal, or the fabric would deliver a VLAN to a portal that does not carry it.
+        groups = ([[u] for u in uplinks] if host.role == "storage" else [uplinks])
+        for group in groups:
+            vlans = tuple(sorted({v for up, _ in group for v in up.vlans}))
+            macs = {vlan: tuple(i.mac for h in behind for i in h.interfaces if i.vlan == vlan)
+                    for vlan in vlans}
+            name = host.name if len(groups) == 1 else group[0][0].link
+            attachments.append(model.Attachment(
+                name, tuple(model.Uplink(physical[d.bridge].friendly, d.ofport, d.name)
+                            for _, d in group),
+                vlans, {v: m for v, m in macs.items() if m}))
+    networks, taken = [], set()
+    for net in plan.networks.values():
+        dscp = model.default_dscp(net.kind, taken)
+        taken.add(dscp)
+        share = cluster.networks[net.name].share or 0.0 if cluster is not None else 0.0
+        networks.append(model.Network(net.name, net.vlan, net.kind, float(share), dscp))
+    rates = [v.shape.rate for v in plan.veths if v.shape is not None and v.shape.rate]
+    options = model.Options(use_set_queue=datapath == "system",
+                            link_mbps=min(rates) / 1e6 if rates else 1000.0)
+    spec = model.FabricSpec(switches, tuple(links), tuple(attachments), tuple(networks), options)
+    model.validate(spec)
+    return spec
+
+
+@dataclass
+class Sdn(Mechanism):
+    """vclab's OpenFlow controller: every path pre-installed with fast-failover groups."""
+
+    # BFD min_tx/min_rx on inter-switch cables: a silent one is seen in 3x this. 10 ms false-
+    # alarms on a loaded 2-core machine (ovs-vswitchd stalls of 0.1-1 s while it installs
+    # hundreds of rules or reconfigures); 50 ms still finds a silent cable in ~150 ms.
+    bfd_ms: int = 50
+    bfd_nics: bool = False  # BFD on server NICs too (both ends): bonds and groups see silent NICs
+    timeout: float = 30.0
+    bfd_steady: float = 1.0  # seconds without a BFD flap before the fabric counts as settled
+    port: int = 0  # the controller's OpenFlow port on 127.0.0.1; chosen in prepare()
+    datapath: str = "netdev"
+    name = "sdn"
+    spec: object = field(default=None, repr=False)
+    pid: int = 0
+    log: Path | None = None
+    _workdir: Path | None = field(default=None, repr=False)
+    _qos_ports: list[str] = field(default_factory=list, repr=False)
+    _expected: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _flaps: tuple[int, float] = (-1, 0.0)  # (total BFD flaps seen, when that total changed)
+
+    def check(self, plan: BuildPlan) -> None:
+        lacp = [b.link for br in plan.physical for b in br.bonds]
+        if lacp:
+            raise VclabError(
+                f"mechanism 'sdn' cannot serve the LACP teams {', '.join(lacp)}: a LACP bond on "
+                "the switch forwards by OVS's own learning, not by the controller's rules; use "
+                "team mode active-backup or balance-slb with sdn")
+
+    # ---- what the bridges are created with ----
+    def bridge_options(self, bridge: Bridge) -> list[str]:
+        if bridge.kind != "physical":
+            return []
+        return ["protocols=OpenFlow13", "fail_mode=secure", "other_config:disable-in-band=true",
+                f"controller={CONTROLLER_ID}{bridge.name}"]
+
+    def transaction(self, bridge: Bridge) -> list[str]:
+        if bridge.kind != "physical":
+            return []
+        # max_backoff 1 s: a restarted controller is back within a second, not OVS's 8.
+        return ["--", f"--id={CONTROLLER_ID}{bridge.name}", "create", "controller",
+                f'target="tcp:127.0.0.1:{self.port}"', "connection_mode=out-of-band",
+                "max_backoff=1000"]
+
+    def interface_options(self, bridge: Bridge, port: Port) -> list[str]:
+        if port.role == "isl" or (self.bfd_nics and port.role in ("uplink", "downlink")):
+            return ["bfd:enable=true", f"bfd:min_tx={self.bfd_ms}", f"bfd:min_rx={self.bfd_ms}"]
+        return []
+
+    def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
+        return []
+
+    # ---- the controller process ----
+    def prepare(self, lab: Runner) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("os_ken") is None:
+            raise VclabError("mechanism 'sdn' needs os-ken (pip install os-ken)")
+        self.datapath = getattr(lab, "datapath", "") or "netdev"
+        self.port = free_port()
+        self.spec = fabric_spec(lab.plan, getattr(lab, "cluster", None), self.datapath)
+        from vclab.controller import core, model
+
+        for sw in self.spec.switches:
+            msgs = core.switch_messages(self.spec, sw.name, core.flood_tree(self.spec))
+            keys = {core.key(m) for m in msgs}
+            self._expected[sw.name] = (sum(k[0] == "group" for k in keys),
+                                       sum(k[0] == "flow" for k in keys))
+        self._workdir = Path(lab.workdir)
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        fabric = self._workdir / "fabric.json"
+        model.dump(self.spec, fabric)
+        self.log = self._workdir / "controller.log"
+        self._start_controller(lab)
+
+    def _start_controller(self, lab: Runner) -> None:
+        assert self._workdir is not None and self.log is not None
+        with open(self._workdir / "controller.stderr", "a") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vclab.controller", "--fabric",
+                 str(self._workdir / "fabric.json"), "--port", str(self.port), "--log",
+                 str(self.log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        self.pid = lab.tracker.track(proc.pid, f"vclab controller :{self.port}")
+        self._proc = proc
+
+    def controller_alive(self, lab: Runner) -> bool:
+        entry = next((t for t in lab.tracker.tracked if t.pid == self.pid), None)
+        if entry is None:
+            return False
+        if getattr(self, "_proc", None) is not None and self._proc.poll() is not None:
+            return False
+        return alive(entry.pid, entry.started)
+
+    def action(self, lab: Runner, what: str) -> None:
+        if what == "kill":
+            lab.tracker.end(self.pid)
+            if getattr(self, "_proc", None) is not None:
+                self._proc.wait()
+        elif what == "restart":
+            if self.controller_alive(lab):
+                lab.tracker.end(self.pid)
+                self._proc.wait()
+            self._start_controller(lab)
+        else:
+            raise VclabError(f"controller action is kill or restart, not {what!r}")
+
+    # ---- after the build ----
+    def start(self, lab: Runner) -> None:
+        from vclab.controller import qos
+
+        # After the cables' own shaping: OVS's linux-htb replaces the root qdisc, at the same
+        # port rate, and adds one class per network (netdev: filled by DSCP filters).
+        for cmd in qos.fabric_qos_commands(self.spec):
+            lab.sh(cmd)
+            if cmd[0] == "ovs-vsctl":
+                self._qos_ports.append(cmd[cmd.index("port") + 1])
+
+    def stop(self, lab: Runner) -> None:
+        from vclab.controller import qos
+
+        if self.pid:
+            lab.tracker.end(self.pid)
+        # QoS and Queue rows are roots in OVSDB: they outlive the port unless destroyed.
+        for ifname in self._qos_ports:
+            uuid = lab.sh(["ovs-vsctl", "--if-exists", "get", "port", ifname, "qos"],
+                          check=False).strip()
+            if not uuid or uuid == "[]":
+                continue
+            queues = lab.sh(["ovs-vsctl", "get", "qos", uuid, "queues"], check=False).strip()
+            ids = [q.split("=")[1].strip() for q in queues.strip("{}").split(",") if "=" in q]
+            for cmd in qos.removal_commands(ifname, uuid, ids):
+                lab.sh(cmd, check=False)
+        self._qos_ports.clear()
+
+    def converged(self, lab: Runner) -> tuple[bool, str]:
+        if not self.controller_alive(lab):
+            tail = self.log.read_text()[-2000:] if self.log and self.log.exists() else ""
+            stderr = self._workdir / "controller.stderr" if self._workdir else None
+            if stderr is not None and stderr.exists():
+                tail += stderr.read_text()[-2000:]
+            raise VclabError(f"the vclab controller exited during the build:\n{tail}")
+        moving = []
+        flaps = 0
+        for bridge in lab.plan.physical:
+            groups, flows = self._expected[bridge.friendly]
+            have_g = count_lines(lab.sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups",
+                                         bridge.name], check=False), "group_id=")
+            have_f = count_lines(lab.sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows",
+                                         bridge.name], check=False), "cookie=")
+            if have_g < groups or have_f < flows:
+                moving.append(f"{bridge.friendly}: {have_g}/{groups} groups, {have_f}/{flows} flows")
+            for port in bridge.ports:
+                if self.interface_options(bridge, port):
+                    status = lab.sh(["ovs-vsctl", "get", "interface", port.name,
+                                     "bfd_status"], check=False)
+                    state = _field(status, "state")
+                    flaps += int(_field(status, "flap_count") or 0)
+                    if state != "up":
+                        moving.append(f"{bridge.friendly}:{port.name} BFD {state or 'off'}")
+        # A session that came up and went down again is a fabric still shaking (or a host too
+        # loaded for this BFD interval): the controller would be moving the flood tree.
+        now = time.monotonic()
+        if flaps != self._flaps[0]:
+            self._flaps = (flaps, now)
+        if not moving and now - self._flaps[1] < self.bfd_steady:
+            moving.append(f"BFD steady for {now - self._flaps[1]:.1f} s of {self.bfd_steady:g}")
+        return not moving, ", ".join(moving)
+
+
+def _field(status: str, key: str) -> str:
+    """One key of an OVSDB map as `ovs-vsctl get` prints it: {flap_count="3", state=up}."""
+    m = re.search(rf'\b{key}="?([^",}}]*)"?', status)
+    return m.group(1) if m else ""
+
+
+def count_lines(text: str, marker: str) -> int:
+    return sum(marker in line for line in text.splitlines())
