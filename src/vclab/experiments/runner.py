@@ -149,7 +149,7 @@ class Runner:
             self.progress(label, index, "building")
             kwargs = {"prefix": self.lab_prefix} if self.lab_prefix else {}
             with Lab(cluster, mechanism=choice.fabric, run_id=f"run-{os.getpid()}-{label}-{index}",
-                     **kwargs) as lab:
+                     workdir=workdir, **kwargs) as lab:
                 tracker: ProcessTracker = lab.tracker
                 cabling = PlanCabling(lab.plan)
                 if any(f.action == "silent" for f in schedule):
@@ -171,7 +171,8 @@ class Runner:
                     t0 = time.time_ns()
                     rep.started_ns = t0
                     self.progress(label, index, "faults")
-                    self._drive(schedule, deferred, running, cabling, t0, duration_ms, rep)
+                    self._drive(schedule, deferred, running, cabling, t0, duration_ms, rep,
+                                controller=lab.controller_action)
                     self.progress(label, index, "collecting")
                 finally:
                     for a, w in running:
@@ -201,7 +202,8 @@ class Runner:
         self.progress(label, index, rep.status)
         return rep
 
-    def _drive(self, schedule, deferred, running, cabling, t0, duration_ms, rep) -> None:
+    def _drive(self, schedule, deferred, running, cabling, t0, duration_ms, rep,
+               controller=None) -> None:
         """Apply each fault (and start each deferred workload) at its time; wait out the run;
         mend whatever is still broken so the workloads end on a whole fabric."""
         timeline = sorted([(f.at, 0, f) for f in schedule] +
@@ -214,7 +216,7 @@ class Runner:
                     item[1].start()
                     running.append(item)
                     continue
-                applied, undo = apply_fault(item, cabling, t0)
+                applied, undo = apply_fault(item, cabling, t0, controller=controller)
                 self.progress(rep.mechanism, rep.index, f"fault: {applied.name}")
                 record = FaultRecord(
                     name=f"{applied.name}@{at / 1e3:g}s", kind=applied.kind, target=applied.target,
