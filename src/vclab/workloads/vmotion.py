@@ -11,8 +11,13 @@ In "live" mode (default) the sender feeds each round's measured duration back in
 a slow round lets the guest dirty more and the migration takes more rounds, as a real one would.
 "plan" mode sends the model's rounds byte for byte, whatever happens.
 
+With `--switchover` the sender hands the pause to whoever moves the VM (workloads/migration.py):
+before the stop-and-copy round it prints `pause T_NS` and waits for a line on stdin (the VM is
+paused and off the network by then, so it dirties nothing more), and once that round is
+acknowledged it prints `copied T_NS`, so the VM can resume on the destination.
+
     python -m vclab.workloads.vmotion receive --bind IP [--port 8000] --log FILE
-    python -m vclab.workloads.vmotion send --to IP --spec JSON [--mode live|plan] --log FILE
+    python -m vclab.workloads.vmotion send --to IP --spec JSON [--mode live|plan] [--switchover] --log FILE
     python -m vclab.workloads.vmotion measure --to IP [--seconds 2]
 """
 
@@ -144,25 +149,40 @@ def _planned(spec: VmotionSpec) -> Iterator[PlannedRound]:
         yield PlannedRound(r.index, r.phase, r.bytes, r.bytes)
 
 
-def send(to: str, port: int, spec: VmotionSpec, mode: str, log_path: str | None) -> None:
+def _handshake(word: str) -> None:
+    """Tell the mover where the migration is; before the pause, wait for it to say go."""
+    print(word, time.time_ns(), flush=True)
+    if word == "pause" and not sys.stdin.readline():
+        raise ConnectionError("the switch-over went away before the VM was paused")
+
+
+def send(to: str, port: int, spec: VmotionSpec, mode: str, log_path: str | None,
+         switchover: bool = False) -> None:
     log = _JsonLog(log_path)
     sender = _Sender(to, port, spec.page_bytes)
     log.write(event="start", t=time.time(), mode=mode, spec=spec.model_dump())
+
+    def one(step: PlannedRound) -> float:
+        if switchover and step.phase == STOP_AND_COPY:
+            _handshake("pause")
+        t_start, seconds = sender.round(step.index, step.bytes)
+        log.write(event="round", round=step.index, phase=step.phase, bytes=step.bytes,
+                  t_start=t_start, duration_s=seconds)
+        if switchover and step.phase == STOP_AND_COPY:
+            _handshake("copied")
+        return seconds
+
     if mode == "live":
         plan = precopy(spec)
         step = next(plan)
         while True:
-            t_start, seconds = sender.round(step.index, step.bytes)
-            log.write(event="round", round=step.index, phase=step.phase, bytes=step.bytes,
-                      t_start=t_start, duration_s=seconds)
+            seconds = one(step)
             if step.phase == STOP_AND_COPY:
                 break
             step = plan.send(seconds)
     else:
         for step in _planned(spec):
-            t_start, seconds = sender.round(step.index, step.bytes)
-            log.write(event="round", round=step.index, phase=step.phase, bytes=step.bytes,
-                      t_start=t_start, duration_s=seconds)
+            one(step)
     sender.close()
     log.write(event="done", t=time.time())
 
@@ -198,8 +218,9 @@ class VmotionReplay(Workload):
 
     def __init__(self, source: Any, destination: Any, destination_ip: str, spec: VmotionSpec,
                  tracker: ProcessTracker, outdir: Path, *, port: int = VMOTION_PORT,
-                 mode: str = "live", name: str = "vmotion") -> None:
+                 mode: str = "live", name: str = "vmotion", switchover: bool = False) -> None:
         self.source, self.destination = source, destination
+        self.switchover = switchover  # hand the pause to the mover (pause()/resume())
         self.destination_ip, self.spec, self.tracker = destination_ip, spec, tracker
         self.outdir, self.port, self.mode, self.name = Path(outdir), port, mode, name
         self.sender_log = self.outdir / f"{name}-sender.jsonl"
@@ -280,13 +301,38 @@ class VmotionReplay(Workload):
     def start(self) -> None:
         self._ensure_receiver()
         self.sender_log.unlink(missing_ok=True)
-        proc = self.source.popen(
-            self._program("send", "--to", self.destination_ip, "--port", str(self.port),
-                          "--spec", self.run_spec.model_dump_json(), "--mode", self.mode,
-                          "--log", str(self.sender_log)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        args = self._program("send", "--to", self.destination_ip, "--port", str(self.port),
+                             "--spec", self.run_spec.model_dump_json(), "--mode", self.mode,
+                             "--log", str(self.sender_log))
+        pipe = subprocess.PIPE if self.switchover else subprocess.DEVNULL
+        proc = self.source.popen(args + (["--switchover"] if self.switchover else []),
+                                 stdin=pipe, stdout=pipe, stderr=subprocess.PIPE)
         self.tracker.track(proc.pid, f"{self.name}-sender")
         self._sender = proc
+
+    def _expect(self, word: str, timeout: float) -> int:
+        proc = self._sender
+        if proc is None or proc.stdout is None:
+            raise WorkloadError("vmotion: the sender was not started with switchover=True")
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline().decode().split() if ready else []
+        if len(line) != 2 or line[0] != word:
+            err = proc.stderr.read().decode(errors="replace")[-500:] if proc.poll() is not None else ""
+            raise WorkloadError(f"vmotion sender did not say {word!r} within {timeout:g} s "
+                                f"(got {line!r}) {err.strip()}")
+        return int(line[1])
+
+    def pause(self, timeout: float = 600.0) -> int:
+        """Wait until pre-copy is over and the VM must pause: the sender's time (ns)."""
+        return self._expect("pause", timeout)
+
+    def resume(self, timeout: float = 600.0) -> int:
+        """The VM is paused: send the stop-and-copy round; returns (ns) once it is acknowledged,
+        when the VM may run on the destination."""
+        assert self._sender is not None and self._sender.stdin is not None
+        self._sender.stdin.write(b"go\n")
+        self._sender.stdin.flush()
+        return self._expect("copied", timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the migration finished (the sender exited) within `timeout` seconds."""
@@ -382,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--port", type=int, default=VMOTION_PORT)
     s.add_argument("--spec", required=True, help="VmotionSpec as JSON")
     s.add_argument("--mode", choices=MODES, default="live")
+    s.add_argument("--switchover", action="store_true",
+                   help="print pause/copied around stop-and-copy; wait for a stdin line to pause")
     s.add_argument("--log")
     m = sub.add_parser("measure")
     m.add_argument("--to", required=True)
@@ -392,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "receive":
         receive(args.bind, args.port, args.log)
     elif args.cmd == "send":
-        send(args.to, args.port, VmotionSpec.model_validate_json(args.spec), args.mode, args.log)
+        send(args.to, args.port, VmotionSpec.model_validate_json(args.spec), args.mode, args.log,
+             args.switchover)
     else:
         print(json.dumps(measure(args.to, args.port, args.seconds, args.page_bytes)))
 
