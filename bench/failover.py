@@ -1,0 +1,162 @@
+"""Outage of a 1 ms UDP probe through a failure and through its repair, per mechanism.
+
+    sudo .venv/bin/python bench/failover.py [--quick] [--reps N] [--results DIR] [--only M ...]
+
+One experiment per mechanism on topologies/default.yaml, run by vclab's experiment runner
+(labs named `vcg...`): the probe goes esx1 -> array1 on storage-b, which crosses the first
+inter-switch cable tor-a/tor-b#1 (esx1's team prefers vmnic0 on tor-a, the array's storage-b
+portal is on tor-b; RSTP/STP's root port on tor-b and the controller's first choice are both
+that cable). Faults on it: carrier loss (link down, then up) and silent loss (every frame
+dropped, carrier kept, then restored); bond rows: esx1.vmnic0 down, then up. The table gives
+median and max over the repetitions, the probe's noise floor without a fault, and last the
+two ratios sdn/rstp of the median outages. `--quick`: 2 repetitions, and STP / Linux STP skip
+silent loss (it takes max-age plus two forward delays, ~15 s each, to heal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from vclab.experiments.loader import LoadedExperiment  # noqa: E402
+from vclab.experiments.runner import Runner  # noqa: E402
+from vclab.experiments.spec import Experiment  # noqa: E402
+from vclab.results.store import ResultStore  # noqa: E402
+from vclab.topology.loader import load_cluster  # noqa: E402
+
+TOPOLOGY = ROOT / "topologies" / "default.yaml"
+ISL = "tor-a/tor-b#1"
+NIC = "esx1.vmnic0"
+PROBE = {"probe": {"from": "esx1", "to": "array1", "network": "storage-b", "every": 1.0}}
+
+# Fault kinds as the table names them: (target, action) -> row label.
+LABELS = {(ISL, "down"): "carrier loss", (ISL, "up"): "carrier restore",
+          (ISL, "silent"): "silent loss", (ISL, "restore"): "silent restore",
+          (NIC, "down"): "uplink down", (NIC, "up"): "uplink up"}
+
+
+def schedule(steps: list[tuple[str, str, float]]) -> tuple[list[dict], float]:
+    """[(target, action, seconds to wait after it)] -> faults (from 1 s on) and the duration."""
+    faults, t = [], 1000.0
+    for target, action, hold in steps:
+        faults.append({"link": target, "action": action, "at": t})
+        t += hold * 1000
+    return faults, t
+
+
+def plans(quick: bool) -> list[tuple[object, list[tuple[str, str, float]]]]:
+    """(mechanism, fault steps) per row group. Holds are what each mechanism needs to heal
+    (with room for a loaded machine): RSTP ~15 ms on carrier, 3 hellos (6 s) on silence; STP
+    2 x forward delay (8 s) on carrier, max-age + 8 s on silence; sdn BFD 3 x 50 ms."""
+    carrier = lambda hold: [(ISL, "down", hold), (ISL, "up", hold)]  # noqa: E731
+    silent = lambda hold: [(ISL, "silent", hold), (ISL, "restore", hold)]  # noqa: E731
+    uplink = [(NIC, "down", 2.0), (NIC, "up", 2.0)]
+    stp_steps = carrier(13.0) + ([] if quick else silent(20.0))
+    return [
+        ("rstp", carrier(2.0) + silent(10.0)[:1] + [(ISL, "restore", 4.0)] + uplink),
+        ("sdn", carrier(1.5) + silent(1.5) + uplink),
+        ({"fabric": "rstp", "team": "balance-slb"}, uplink),
+        ("stp", stp_steps),
+        ("linux-stp", stp_steps),
+    ]
+
+
+def run(results: Path, reps: int, quick: bool, only: list[str] | None) -> list[tuple[str, int]]:
+    cluster = load_cluster(TOPOLOGY)
+    runs = []
+    for mechanism, steps in plans(quick):
+        label = mechanism if isinstance(mechanism, str) else f"{mechanism['fabric']}+{mechanism['team']}"
+        if only and label not in only:
+            continue
+        faults, duration = schedule(steps)
+        name = "failover-" + label.replace("+", "-")
+        e = Experiment.model_validate({
+            "experiment": name, "topology": str(TOPOLOGY), "mechanisms": [mechanism],
+            "repetitions": reps, "warmup": 1500.0, "settle": 500.0, "duration": duration,
+            "workloads": [PROBE], "faults": faults})
+        loaded = LoadedExperiment(e, cluster, TOPOLOGY, e.model_dump_json(by_alias=True),
+                                  TOPOLOGY.read_text())
+
+        def progress(mech: str, index: int, phase: str) -> None:
+            if not phase.startswith("fault"):
+                print(f"  {mech} #{index}: {phase}", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        summary = Runner(loaded, results, progress=progress, lab_prefix="vcg").run()
+        print(f"{label}: {summary.ok} ok, {summary.failed} failed in "
+              f"{time.monotonic() - started:.0f} s (load {os.getloadavg()[0]:.1f})",
+              file=sys.stderr, flush=True)
+        runs.append((label, summary.run_id))
+        if summary.interrupted:
+            break
+    return runs
+
+
+def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
+    store = ResultStore(results)
+    lines = [f"{'mechanism':<20} {'fault':<16} {'n':>2} {'median ms':>10} {'max ms':>10}"]
+    medians: dict[tuple[str, str], float] = {}
+    floors: list[float] = []
+    failures = []
+    for label, run_id in runs:
+        rows = store.metric_rows(run_id)
+        failures += [f"{label} #{r.index}: {r.reason}" for r in store.repetitions(run_id)
+                     if r.status != "ok"]
+        floors += [r.value for r in rows if r.name == "noise_floor_ms" and r.status == "ok"]
+        by_fault: dict[str, list[float]] = {}
+        for r in rows:
+            if r.name != "outage_ms" or r.status != "ok":
+                continue
+            target_action = r.fault.split("@")[0].split(" ", 1)[1].rsplit(" ", 1)
+            kind = LABELS.get((target_action[0], target_action[1]), r.fault)
+            by_fault.setdefault(kind, []).append(r.value)
+        for kind in [k for k in LABELS.values() if k in by_fault]:
+            values = by_fault[kind]
+            medians[(label, kind)] = statistics.median(values)
+            lines.append(f"{label:<20} {kind:<16} {len(values):>2} "
+                         f"{statistics.median(values):>10.1f} {max(values):>10.1f}")
+    store.close()
+    if floors:
+        lines.append(f"{'noise floor':<20} {'no fault':<16} {len(floors):>2} "
+                     f"{statistics.median(floors):>10.1f} {max(floors):>10.1f}")
+    lines += [f"failed: {f}" for f in failures]
+    for kind, key in (("carrier-loss", "carrier loss"), ("silent-loss", "silent loss")):
+        sdn, rstp = medians.get(("sdn", key)), medians.get(("rstp", key))
+        ratio = f"{sdn / rstp:.3f}" if sdn is not None and rstp else "n/a"
+        lines.append(f"sdn/rstp {kind} {ratio}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 repetitions, no STP silent loss")
+    parser.add_argument("--reps", type=int, help="repetitions (default 5, --quick 2)")
+    parser.add_argument("--results", type=Path, help="results directory (default: a temp dir)")
+    parser.add_argument("--only", nargs="*", help="mechanism labels to run (e.g. sdn rstp)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/failover.py builds clusters: run it as root", file=sys.stderr)
+        return 2
+    reps = args.reps or (2 if args.quick else 5)
+    results = args.results or Path(tempfile.mkdtemp(prefix="vclab-failover-"))
+    print(f"results in {results}; {reps} repetitions; load {os.getloadavg()[0]:.1f}",
+          file=sys.stderr, flush=True)
+    runs = run(results, reps, args.quick, args.only)
+    if args.quick:
+        print("quick: stp and linux-stp silent loss skipped (~15 s each to heal)")
+    print(f"probe esx1 -> array1 (storage-b) every 1 ms; ISL {ISL}, uplink {NIC}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for line in table(results, runs):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
