@@ -376,11 +376,15 @@ class LiveMigration:
             replay.measure_rate(seconds=self.measure_s)
             announcer.start()
             if self.capture:
-                # Where the announcement must be seen: the VM's own ports (they are the same
-                # devices before and after), and every uplink of both hypervisors.
+                # Where the announcement must be seen: the VM's own ports (the same devices
+                # before and after), both hypervisors' uplinks and the switch ports facing them.
+                # Each end of a cable is captured because a port shows what arrives on it: the
+                # userspace datapath's own transmissions bypass the kernel's capture taps.
                 ports = [i.port for i in vm_host.interfaces]
                 for hv in (self.source, self.to):
                     ports += [p.name for p in lab.plan.bridge(hv).ports if p.role == "uplink"]
+                    ports += [p.name for b in lab.plan.physical for p in b.ports
+                              if p.role == "downlink" and p.peer == hv]
                 capture = Capture(ports, self.outdir / f"{self.name}-capture", tracker=tracker)
                 capture.check()
                 capture.start()
