@@ -1,0 +1,137 @@
+"""Every redundancy mechanism on the shipped redundant topology, for real (root, OVS).
+
+For each: the fabric converges, every network reaches fully, there is no broadcast storm (the
+physical ports' receive counters grow slowly with no traffic: BPDUs, BFD, LACP only), a cable
+down stops one path and traffic resumes on the other, and once it is back up the fabric
+settles again and every network reaches fully. Labs are named `vcf...` (this file's prefix).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vclab.experiments.runner import cluster_for
+from vclab.experiments.spec import MechanismChoice
+from vclab.topology.build import Lab
+from vclab.topology.loader import load_cluster
+
+pytestmark = pytest.mark.root
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "topologies" / "default.yaml"
+SINGLE = ROOT / "topologies" / "single-switch.yaml"
+PREFIX = "vcf"
+ISL = "tor-a/tor-b#1"  # carries esx1 -> array1 on storage-b (esx1 prefers tor-a, the portal is on tor-b)
+NIC = "esx1.vmnic0"
+STORM_PPS = 300  # per port, idle: BPDUs ~1/s, BFD 20/s at 50 ms, LACP fast 1/s; a storm is 10^4+
+
+CASES = [  # id, topology, mechanism, team, cable to fail, seconds traffic may take to resume
+    ("rstp", DEFAULT, "rstp", None, ISL, 5.0),
+    ("sdn", DEFAULT, "sdn", None, ISL, 5.0),
+    ("rstp+active-backup", DEFAULT, "rstp", "active-backup", NIC, 5.0),
+    ("rstp+balance-slb", DEFAULT, "rstp", "balance-slb", NIC, 5.0),
+    ("rstp+lacp", SINGLE, "rstp", "lacp", NIC, 5.0),
+    pytest.param("linux-stp", DEFAULT, "linux-stp", None, ISL, 20.0, marks=pytest.mark.slow),
+    pytest.param("stp", DEFAULT, "stp", None, ISL, 20.0, marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(autouse=True)
+def _needs_root_and_ovs():
+    if os.geteuid() != 0 or not shutil.which("ovs-vsctl") or subprocess.run(
+            ["ovs-vsctl", "--timeout=5", "show"], capture_output=True).returncode:
+        pytest.skip("needs root and a running Open vSwitch")
+
+
+def physical_ports(lab: Lab) -> list[str]:
+    return [p.name for b in lab.plan.physical for p in b.ports]
+
+
+def rx_packets(names: list[str]) -> dict[str, int]:
+    return {n: int(Path(f"/sys/class/net/{n}/statistics/rx_packets").read_text()) for n in names}
+
+
+def wait_converged(lab: Lab, timeout: float) -> float:
+    started = time.monotonic()
+    settled = 0
+    while time.monotonic() - started < timeout:
+        settled = settled + 1 if lab.mechanism.converged(lab)[0] else 0
+        if settled >= 2:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{lab.mechanism.name} did not settle again: {lab.mechanism.converged(lab)[1]}")
+
+
+def resume_seconds(lab: Lab, timeout: float) -> float | None:
+    """Seconds until esx1 reaches array1 on storage-b again (one 50 ms-spaced ping at a time)."""
+    target = lab.plan.host("array1").interface("storage-b").ip
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if lab.host_sh("esx1", ["ping", "-n", "-q", "-c", "1", "-W", "0.2", target],
+                       check=False).find(" 1 received") >= 0:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def failures(lab: Lab) -> list:
+    return [(n, pair) for n, m in lab.reachability().items() for pair, ok in m.items() if not ok]
+
+
+@pytest.mark.parametrize("name,topology,mechanism,team,cable,resume", CASES,
+                         ids=[c[0] if isinstance(c, tuple) else c.values[0] for c in CASES])
+def test_mechanism(name, topology, mechanism, team, cable, resume, tmp_path):
+    cluster = cluster_for(load_cluster(topology), MechanismChoice(fabric=mechanism, team=team))
+    with Lab(cluster, mechanism=mechanism, prefix=PREFIX, state_dir=tmp_path / "state",
+             workdir=tmp_path) as lab:
+        print(f"\n{name}: built in {lab.build_seconds:.1f} s, settled in "
+              f"{lab.converge_seconds:.1f} s (load {os.getloadavg()[0]:.1f})")
+        assert failures(lab) == []
+
+        ports = physical_ports(lab)
+        before = rx_packets(ports)
+        time.sleep(2.0)
+        rate = {n: (v - before[n]) / 2.0 for n, v in rx_packets(ports).items()}
+        busiest = max(rate, key=rate.get)
+        print(f"idle receive rate: busiest port {busiest} {rate[busiest]:.0f} packets/s")
+        assert rate[busiest] < STORM_PPS, "a loop: frames keep circling with no traffic"
+
+        ends = lab.plan.veths
+        a, b = next((v.a.ifname, v.b.ifname) for v in ends if v.name == cable)
+        try:
+            for end in (a, b):
+                lab.sh(["ip", "link", "set", "dev", end, "down"])
+            took = resume_seconds(lab, resume + 5)
+            print(f"{cable} down: esx1 -> array1 (storage-b) back after "
+                  f"{'never' if took is None else f'{took * 1000:.0f} ms'}")
+            assert took is not None and took < resume
+        finally:
+            for end in (a, b):
+                lab.sh(["ip", "link", "set", "dev", end, "up"], check=False)
+        settled = wait_converged(lab, lab.mechanism.timeout or 30.0)
+        # stp/linux-stp: the restored cable goes through listening and learning first.
+        print(f"{cable} up: settled again in {settled:.1f} s")
+        if mechanism in ("stp", "linux-stp"):
+            time.sleep(1.0)
+        missing = failures(lab)
+        assert missing == [], f"not whole again after {cable} came back: {missing}"
+
+
+def test_sdn_controller_kill_and_restart_keeps_forwarding(tmp_path):
+    with Lab(load_cluster(DEFAULT), mechanism="sdn", prefix=PREFIX,
+             state_dir=tmp_path / "state", workdir=tmp_path) as lab:
+        lab.controller_action("kill")
+        assert not lab.mechanism.controller_alive(lab)
+        assert resume_seconds(lab, 2.0) is not None, "switches forward on their rules alone"
+        lab.controller_action("restart")
+        settled = wait_converged(lab, 20.0)
+        log = (tmp_path / "controller.log").read_text()
+        print(f"\ncontroller restarted, fabric resynced in {settled:.1f} s")
+        assert log.count("switch tor-a (dpid") >= 2
+        assert failures(lab) == []
