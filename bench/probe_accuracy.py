@@ -118,7 +118,8 @@ def report(base: dict, trials: dict[tuple[str, float], list[dict]], interval_ms:
     console.print(
         f"noise floor {base['own_noise_floor_ms']:.1f} ms (no fault, "
         f"{base['noise_floor_window_ms'] / 1e3:.1f} s, {ab['lost'] + ba['lost']} of "
-        f"{ab['expected'] + ba['expected']} probes lost, interval {interval_ms:g} ms, "
+        f"{ab['expected'] + ba['expected']} probes lost ({base['probe_drops']} by the probe's own "
+        f"sockets), interval {interval_ms:g} ms, "
         f"{load} busy loops, {base['attempts']} tries); a naive receive-gap probe would say "
         f"{base['naive_noise_floor_ms']:.1f} ms; probes held without loss up to "
         f"{base['noise_delay_spike_ms']:.1f} ms; RTT median {base['rtt']['median_ms'] or 0:.3f} ms",

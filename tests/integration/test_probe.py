@@ -70,6 +70,8 @@ def test_noise_floor_without_fault(probe_rig):
     # one-way delay through OVS userspace: ~0.1 ms median idle, ~2 ms with the host
     # overloaded; RTT from the echoes agrees with the two one-way delays
     assert 0 < ab["owd"]["median_ms"] < 10.0 and 0 < ba["owd"]["median_ms"] < 10.0
+    # every lost probe was the network's: no receive-buffer overflow, no failed send
+    assert res["probe_drops"] == 0 and res["send_errors"] == 0
     # one RTT per probe echoed back; fewer when the switch delivers in bursts (a busy host)
     assert res["rtt"]["count"] > 1000
     assert res["rtt"]["median_ms"] == pytest.approx(
@@ -129,9 +131,9 @@ def test_openflow_black_hole_of_known_length(probe_rig, hold_ms):
     skip_if_disturbed(res)
     assert res["fault_ms"] >= hold_ms - 1
     # measured outage = real black-hole length within the error bars (+-1 interval probe,
-    # the rule's request round trip, 3 ms for OVS's datapath to follow its flow table)
+    # the rule's request round trip, 5 ms for OVS's datapath to follow its flow table)
     assert res["within_tolerance"], res["error_ms"]
-    assert abs(res["error_ms"]) <= 6.0
+    assert abs(res["error_ms"]) <= 8.0
     assert res["fault_loss_outage_ms"] == pytest.approx(res["fault_ms"], abs=res["tolerance_ms"])
     # both directions were cut, and the outage sits where the rule was
     for d in ("a_to_b", "b_to_a"):

@@ -192,7 +192,11 @@ class Probe(Workload):
         ab, ba, rtt = Probe.streams(raw)
         result = probe_metrics.summarize(ab, ba, rtt, fault_ns, threshold_ms, noise_floor_ms)
         result["errors"] = dict(raw.get("errors", {}))
+        logs = [raw[side] for side in ("a", "b") if raw.get(side)]
         result["sched"] = {side: raw[side].info.get("sched") for side in ("a", "b") if raw.get(side)}
+        # losses the probe caused itself (its receive buffers overflowed, sends failed)
+        result["probe_drops"] = sum(log.info.get("udp_drops", 0) for log in logs)
+        result["send_errors"] = sum(log.info.get("send_errors", 0) for log in logs)
         return result
 
 
