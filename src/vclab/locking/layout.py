@@ -37,7 +37,7 @@ FREE, EXCLUSIVE, READ_ONLY = 0, 1, 2
 MODES = {FREE: "free", EXCLUSIVE: "exclusive", READ_ONLY: "read-only"}
 
 _HB = struct.Struct("!4sHHQQ")  # magic, version, host, generation, wall ns
-_LOCK = struct.Struct("!4sHHHQQ32s")  # magic, version, vm, owner, mode, generation, wall ns, name
+_LOCK = struct.Struct("!4sHHHHQQ32s")  # magic, version, vm, owner, mode, generation, wall ns, name
 _DATA = struct.Struct("!4sHHHQQQ")  # magic, version, vm, host, generation, seq, wall ns
 _CRC = struct.Struct("!I")
 

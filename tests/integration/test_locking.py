@@ -1,0 +1,179 @@
+"""Shared-datastore locking with a real tgtd target and libiscsi initiators over OVS.
+
+vcl-a is the array (tgtd), vcl-b and vcl-c two hypervisors running lock agents. A crash is
+SIGKILL of the owner's agent plus its storage port set down; a storage partition is an
+OpenFlow drop rule on the owner's port (carrier stays up, the agent keeps running and is
+still driven over its stdin, as management would). Short timers: heartbeat 200 ms, lease 1.5 s,
+break 3 s, TCP_USER_TIMEOUT 500 ms. After each run the checker reads the LUN's backing file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from vclab.locking.model import Timing
+from vclab.locking.workload import run_scenario
+from vclab.netns import BlackHole, NetnsNode, Rig, rig, run
+from vclab.procs import ProcessTracker, alive
+from vclab.workloads.iscsi_target import IscsiTarget
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ovs-vsctl")
+                       or not shutil.which("tgtd"), reason="needs root, Open vSwitch and tgt"),
+]
+
+MiB = 2**20
+# TCP_USER_TIMEOUT of 0.5 s rides out most stalls of the shared userspace OVS (other users'
+# bridge changes stall it for up to ~600 ms); the lease must then leave room for the write gate.
+TIMING = Timing(heartbeat_s=0.2, lease_s=1.5, break_after_s=3.0, io_timeout_s=0.5)
+# Past break_after_s the taker needs at most one poll, two reads and its atomic update; the
+# machine is shared and busy, so allow a few hundred ms on top.
+TOLERANCE_S = 0.5
+
+
+@dataclass
+class Fabric:
+    rig: Rig
+    array: NetnsNode
+    esx1: NetnsNode
+    esx2: NetnsNode
+
+
+@pytest.fixture(scope="module")
+def fabric() -> Iterator[Fabric]:
+    with rig("vcl", 3, subnet="10.250.60.0/24") as r:
+        yield Fabric(r, *r.nodes)
+
+
+@pytest.fixture
+def tracker(tmp_path) -> Iterator[ProcessTracker]:
+    t = ProcessTracker(run_id=f"test-locking-{os.getpid()}", state_dir=tmp_path / "state")
+    yield t
+    t.end_all()
+
+
+@pytest.fixture
+def target(fabric, tracker, tmp_path) -> Iterator[IscsiTarget]:
+    t = IscsiTarget(fabric.array, [fabric.array.ip], {"datastore1": 16 * MiB}, tracker=tracker,
+                    workdir=tmp_path / "array")
+    try:
+        yield t.start()
+    finally:
+        pid = t.pid
+        t.stop()
+        assert pid is None or not alive(pid, None)
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def port_down(fabric: Fabric, node: NetnsNode):
+    port = fabric.rig.ports[node.name]
+    state = {"down": False}
+
+    def cut() -> None:
+        run(["ip", "link", "set", port, "down"])
+        state["down"] = True
+
+    def restore() -> None:
+        if state["down"]:
+            run(["ip", "link", "set", port, "up"], check=False)
+            state["down"] = False
+
+    return cut, restore
+
+
+def assert_one_writer_at_a_time(res: dict) -> dict:
+    (lun,) = res["raw"]["lun"].values()
+    assert lun["writes"] > 20 and lun["complete"], lun
+    assert res["dual_writers"] == 0, lun["overlaps"]
+    assert len(lun["epochs"]) >= 2, lun["epochs"]
+    return lun
+
+
+def test_crash_takeover_within_the_window(fabric, tracker, target, tmp_path) -> None:
+    cut, restore = port_down(fabric, fabric.esx1)
+    try:
+        res = run_scenario("crash", target, fabric.esx1, fabric.esx2, tracker, cut=cut,
+                           restore=restore, timing=TIMING, workdir=tmp_path / "agents")
+    finally:
+        restore()
+    lun = assert_one_writer_at_a_time(res)
+    got = res["acquired"]
+    # The owner's last heartbeat as the LUN has it: the taker's clock started at or after it.
+    last_hb = res["raw"]["heartbeats"][1]["wall_ns"]
+    break_s = (got["t"] - last_hb) / 1e9
+    a, b = lun["epochs"][-2], lun["epochs"][-1]
+    vm_down_ms = (b["first_ns"] - res["crash_ns"]) / 1e6
+    print(f"\ncrash: primitive {res['atomic_primitive']}; lock broken {res['takeover_ms']:.0f} ms "
+          f"after the crash, {break_s * 1000:.0f} ms after the owner's last heartbeat "
+          f"(break_after {TIMING.break_after_s:g} s); VM writes again on host {b['hosts']} "
+          f"{vm_down_ms:.0f} ms after the crash; gap between writers {lun['gaps'][-1]['gap_ms']:.0f}"
+          f" ms; break rmw {got['rmw_ms']:.1f} ms; {load()}")
+    assert res["atomic_primitive"] in ("persistent-reservation", "compare-and-write")
+    assert got["how"] == "broken" and got["previous_owner"] == 1
+    assert TIMING.break_after_s <= break_s <= TIMING.break_after_s + TOLERANCE_S
+    assert a["hosts"] == [1] and b["hosts"] == [2] and b["generation"] == a["generation"] + 1
+    assert a["last_ns"] < res["crash_ns"] < b["first_ns"]
+
+
+def test_partitioned_owner_stops_before_takeover(fabric, tracker, target, tmp_path) -> None:
+    hole = BlackHole(fabric.rig.bridge, match={"in_port": fabric.rig.ofports[fabric.esx1.name],
+                                               "eth_type": 0x0800})
+    hole.connect()
+    state = {"on": False}
+
+    def cut() -> None:
+        hole.apply()
+        state["on"] = True
+
+    def restore() -> None:
+        if state["on"]:
+            hole.undo()
+            state["on"] = False
+
+    try:
+        res = run_scenario("partition", target, fabric.esx1, fabric.esx2, tracker, cut=cut,
+                           restore=restore, timing=TIMING, workdir=tmp_path / "agents")
+    finally:
+        hole.close()
+    lun = assert_one_writer_at_a_time(res)
+    a, b = lun["epochs"][-2], lun["epochs"][-1]
+    print(f"\npartition: owner stopped I/O {res['lease_lost_after_cut_ms']:.0f} ms after the cut "
+          f"(lease {TIMING.lease_s:g} s, gate {TIMING.write_gate_s:g} s), "
+          f"{res['stop_before_takeover_ms']:.0f} ms before the taker broke the lock "
+          f"({res['takeover_ms']:.0f} ms after the cut); last owner write "
+          f"{(a['last_ns'] - res['cut_ns']) / 1e6:.0f} ms after the cut, taker's first "
+          f"{(b['first_ns'] - res['cut_ns']) / 1e6:.0f} ms; after restore the owner saw "
+          f"{res['owner_after_restore']}; {load()}")
+    assert a["hosts"] == [1] and b["hosts"] == [2]
+    assert res["lease_lost"]["t"] < res["acquired"]["t"]
+    assert a["last_ns"] < res["lease_lost"]["t"] < b["first_ns"]
+    assert res["acquired"]["how"] == "broken"
+    assert res["owner_after_restore"] == "lock_lost"
+    # It stopped once its lease had less than the write gate left, measured from its last
+    # good heartbeat (sent at most one heartbeat interval before the cut).
+    stop_s = res["lease_lost_after_cut_ms"] / 1000
+    gate_close = TIMING.lease_s - TIMING.write_gate_s
+    assert gate_close - TIMING.heartbeat_s - 0.05 <= stop_s <= gate_close + 0.05
+
+
+def test_handover(fabric, tracker, target, tmp_path) -> None:
+    res = run_scenario("handover", target, fabric.esx1, fabric.esx2, tracker, timing=TIMING,
+                       workdir=tmp_path / "agents")
+    lun = assert_one_writer_at_a_time(res)
+    gap = lun["gaps"][-1]["gap_ms"]
+    print(f"\nhandover: {res['handover_ms']:.1f} ms (release {res['release_ms']:.1f} ms, "
+          f"acquire {res['acquire_ms']:.1f} ms); VM write gap {gap:.1f} ms; "
+          f"primitive {res['atomic_primitive']}; {load()}")
+    assert res["acquired"]["how"] == "free"
+    assert res["handover_ms"] < 1000
+    assert 0 < gap < res["handover_ms"] + 2 * TIMING.write_interval_s * 1000 + 100
