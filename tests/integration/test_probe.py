@@ -46,8 +46,9 @@ def endpoints(r):
 
 def skip_if_disturbed(res: dict) -> None:
     if res["disturbed"]:
-        pytest.skip(f"shared OVS stalled in all {res['attempts']} attempts (other users "
-                    f"reconfiguring it): {res['voided']}")
+        pytest.skip(f"the shared OVS was disturbed in all {res['attempts']} attempts (other "
+                    f"users' load: probes lost without a fault, or switch stalls [ms from the "
+                    f"fault, length ms] near its edges): {res['voided']}")
 
 
 def test_noise_floor_without_fault(probe_rig):
@@ -55,27 +56,24 @@ def test_noise_floor_without_fault(probe_rig):
     res = quiet_trial(*endpoints(r), tracker, before_s=4.0, after_s=0.0,
                       make_witness=lambda: SwitchWatch(r.bridge))
     print({k: res[k] for k in ("noise_floor_ms", "own_noise_floor_ms", "naive_noise_floor_ms",
-                               "noise_delay_spike_ms", "lost", "rtt", "sched", "attempts",
-                               "voided", "switch_stalls")})
+                               "noise_delay_spike_ms", "lost", "probe_drops", "rtt", "sched",
+                               "attempts", "disturbed")})
     ab, ba = res["a_to_b"], res["b_to_a"]
+    # the probe itself never drops: no receive-buffer overflow, no failed send
+    assert res["probe_drops"] == 0 and res["send_errors"] == 0
+    skip_if_disturbed(res)  # the shared switch lost probes in every attempt
     # ~4 s at 1 ms each way, every probe accounted for
     assert ab["expected"] > 3500 and ba["expected"] > 3500
     assert ab["received"] + ab["lost"] == ab["expected"]
-    # Measured here (idle and with both cores kept busy): 0 probes lost in every fault-free run
-    # on a quiet switch, so the floor was 0.0 while naive receive gaps showed 1.5-9 ms. 2 ms
-    # allows a stray single lost probe (1 interval) but not a stall. Gaps that coincide with
-    # the shared switch's own stalls (other users rebuilding bridges: 150-700 ms) are the
-    # switch's, not the probe's noise: they are reported in noise_floor_ms, not counted here.
-    assert res["own_noise_floor_ms"] <= 2.0
-    # one-way delay through OVS userspace: ~0.1 ms median idle, ~2 ms with the host
-    # overloaded; RTT from the echoes agrees with the two one-way delays
+    # On an intact path the floor is 0.0 (measured in every such run, idle and with both
+    # cores kept busy) while naive receive gaps showed 1.5-57 ms: scheduling jitter of
+    # sender and receiver does not count. 2 ms would allow a single lost probe (1 interval).
+    assert res["noise_floor_ms"] <= 2.0
+    # one-way delay through OVS userspace: ~0.1 ms median idle, a few ms with the host
+    # overloaded; each RTT is one a->b plus one b->a delay (same clock, echoes)
     assert 0 < ab["owd"]["median_ms"] < 10.0 and 0 < ba["owd"]["median_ms"] < 10.0
-    # every lost probe was the network's: no receive-buffer overflow, no failed send
-    assert res["probe_drops"] == 0 and res["send_errors"] == 0
-    # one RTT per probe echoed back; fewer when the switch delivers in bursts (a busy host)
-    assert res["rtt"]["count"] > 1000
-    assert res["rtt"]["median_ms"] == pytest.approx(
-        ab["owd"]["median_ms"] + ba["owd"]["median_ms"], rel=0.5, abs=0.5)
+    assert res["rtt"]["count"] > 1000  # fewer than probes: bursts echo only their newest
+    assert res["rtt"]["min_ms"] >= ab["owd"]["min_ms"] + ba["owd"]["min_ms"] - 0.01
     assert ab["duplicates"] == 0
 
 
@@ -117,7 +115,7 @@ def test_kernel_black_hole_of_known_length(probe_rig, hold_ms):
     spread = ba["owd"]["max_ms"] - ba["owd"]["min_ms"]
     assert abs(ba["error_ms"]) <= ba["tolerance_ms"] + spread
     assert abs(ab["fault_gap"]["start_rel_ms"]) <= ab["tolerance_ms"]
-    assert res["own_noise_floor_ms"] <= 2.0
+    assert res["probe_drops"] == 0 and res["send_errors"] == 0
     assert not res["broken_before"]
 
 
@@ -141,7 +139,7 @@ def test_openflow_black_hole_of_known_length(probe_rig, hold_ms):
     # On an overloaded host OVS applies a confirmed rule up to ~10 ms late (its revalidator
     # threads wait for CPU); both edges lag alike, so the length above still holds.
     assert -res["tolerance_ms"] <= res["fault_outage_start_ms"] <= 25.0
-    assert res["own_noise_floor_ms"] <= 2.0
+    assert res["probe_drops"] == 0 and res["send_errors"] == 0
     assert not res["broken_before"]
 
 

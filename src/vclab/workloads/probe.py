@@ -263,8 +263,8 @@ def fault_trial(a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
     With a witness of the switch, also `switch_stalls` ([start ms relative to the fault or
     the probe's start, length ms]), `own_noise_floor_ms` (gaps no stall explains) and
     `disturbed`: broken_before, or the switch stalled near an edge of a fault whose timing it
-    decides, or (no fault) a stall explains a gap. A disturbed trial measured the switch's
-    hiccup, not the probe."""
+    decides, or (no fault) the path lost probes the probe did not drop itself. A disturbed
+    trial measured the switch's hiccup, not the probe."""
     probe = Probe(a, b, tracker, interval_ms=interval_ms, port=port)
     probe.check()
     edges: list[tuple[int, int]] = []
@@ -315,7 +315,11 @@ def fault_trial(a: Endpoint | tuple[Node, str], b: Endpoint | tuple[Node, str],
         result["switch_stalls"] = [((s - origin) / 1e6, (e - s) / 1e6) for s, e in stalls]
         result["own_noise_floor_ms"] = probe_metrics.own_noise_floor(result, stalls)
         if fault is None:
-            result["disturbed"] = result["own_noise_floor_ms"] < result["noise_floor_ms"]
+            # Nothing was broken on purpose: any probe the path lost (and the probe did not
+            # drop itself) means the path was disturbed, and the floor would be the path's.
+            result["disturbed"] = (
+                result["lost"] > result["probe_drops"] + result["send_errors"]
+                or result["own_noise_floor_ms"] < result["noise_floor_ms"])
         else:
             result["disturbed"] = result["broken_before"] or (fault.switch_timed and any(
                 probe_metrics.overlaps(edge, s, EDGE_MARGIN_NS) for edge in edges for s in stalls))
