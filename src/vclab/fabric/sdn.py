@@ -244,7 +244,14 @@ class Sdn(Mechanism):
             raise VclabError(f"the vclab controller exited during the build:\n{tail}")
         moving = []
         flaps = 0
+        # The running controller's own word that it connected and sent each switch its rules:
+        # rules a killed controller left behind are still in the switches (fail_mode=secure),
+        # and OVSDB's is_connected is refreshed only every few seconds.
+        log = self.log.read_text() if self.log and self.log.exists() else ""
+        since_start = log.rsplit("listening on 127.0.0.1", 1)[-1] if log else ""
         for bridge in lab.plan.physical:
+            if f"vclab.controller: {bridge.friendly}: sent " not in since_start:
+                moving.append(f"{bridge.friendly}: controller has not sent its rules")
             groups, flows = self._expected[bridge.friendly]
             have_g = count_lines(lab.sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups",
                                          bridge.name], check=False), "group_id=")
