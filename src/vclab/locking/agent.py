@@ -231,10 +231,11 @@ class LockAgent:
     def __init__(self, disk: Disk, host: int, timing: Timing, vms: dict[str, int],
                  emit: Callable[..., None], primitive: str = "auto",
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 wall: Callable[[], int] = time.time_ns) -> None:
         self.disk, self.host, self.timing, self.vms = disk, host, timing, vms
         self.names = {v: k for k, v in vms.items()}
-        self.emit, self.clock, self.sleep = emit, clock, sleep
+        self.emit, self.clock, self.sleep, self.wall = emit, clock, sleep, wall
         self.requested_primitive = primitive
         self.primitive = ""
         self.key = key_of(host)
@@ -250,6 +251,7 @@ class LockAgent:
         self.releasing: dict[int, tuple[Held, float, int]] = {}
         self.io_stopped = True  # until the first heartbeat lands
         self.lost_lease = False
+        self.rsv_watch = StaleWatch()  # who holds the reservation, since when
         self.counts = {"hb_ok": 0, "hb_failed": 0, "hb_conflicts": 0, "writes": 0,
                        "write_conflicts": 0, "writes_gated": 0, "rmw": 0, "rmw_busy": 0,
                        "reservation_conflicts": 0, "preempts": 0, "path_down": 0}
@@ -286,12 +288,12 @@ class LockAgent:
             vm = self.vms[words[1]]
             if words[0] == "acquire":
                 if vm not in self.held and vm not in self.wanted:
-                    self.wanted[vm] = Wanted(vm, words[1], self.clock(), time.time_ns())
+                    self.wanted[vm] = Wanted(vm, words[1], self.clock(), self.wall())
             else:
                 self.wanted.pop(vm, None)
                 h = self.held.pop(vm, None)
                 if h is not None:
-                    self.releasing[vm] = (h, self.clock(), time.time_ns())
+                    self.releasing[vm] = (h, self.clock(), self.wall())
                     self.release_pending()
             return True
         self.emit("error", message=f"unknown command {line.strip()!r}",
@@ -305,14 +307,14 @@ class LockAgent:
             if now < self.next_login:
                 self.check_lease(now)
                 return
-            t0 = time.time_ns()
+            t0 = self.wall()
             portal = self.disk.connect()
             if portal is None:
                 self.next_login = self.clock() + min(0.2, self.timing.heartbeat_s)
                 self.check_lease(self.clock())
                 return
             self.disk.register(self.key)
-            self.emit("path_up", portal=portal, login_ms=(time.time_ns() - t0) / 1e6)
+            self.emit("path_up", portal=portal, login_ms=(self.wall() - t0) / 1e6)
         if now >= self.next_hb:
             self.next_hb = now + self.timing.heartbeat_s
             self.heartbeat()
@@ -345,7 +347,7 @@ class LockAgent:
         while True:
             submitted = self.clock()
             status = self.disk.write(layout.heartbeat_lba(self.host),
-                                     Heartbeat(self.host, self.hb_gen, time.time_ns()).pack())
+                                     Heartbeat(self.host, self.hb_gen, self.wall()).pack())
             if status == GOOD:
                 self.lease.renewed(submitted)
                 self.counts["hb_ok"] += 1
@@ -354,6 +356,8 @@ class LockAgent:
                 self.counts["hb_failed"] += 1
                 return
             self.counts["hb_conflicts"] += 1  # another host's lock update: retry
+            if self.preempt_stale() is not None:
+                self.disk.release(self.key)  # we only wanted it gone
             self.sleep(0.002)
 
     def check_lease(self, now: float) -> None:
@@ -370,7 +374,7 @@ class LockAgent:
             h.suspended = True
         # When the gate really closed, not when this loop noticed (a hung command delays us).
         closed = (self.lease.last_ok or now) + self.timing.lease_s - self.timing.write_gate_s
-        self.emit("lease_lost", t=time.time_ns() - int((now - closed) * 1e9),
+        self.emit("lease_lost", t=self.wall() - int((now - closed) * 1e9),
                   noticed_late_ms=(now - closed) * 1e3,
                   held=[self.names.get(v, v) for v in self.held])
 
@@ -379,7 +383,7 @@ class LockAgent:
         if h.suspended or not self.lease.may_write(self.clock()):
             self.counts["writes_gated"] += 1
             return
-        now_ns = time.time_ns()
+        now_ns = self.wall()
         block = DataBlock(h.vm, self.host, h.generation, h.seq, now_ns)
         status = self.disk.write(layout.data_lba(h.vm, h.generation, h.seq), block.pack())
         if status == GOOD:
@@ -431,7 +435,6 @@ class LockAgent:
         """Hold the LUN's reservation; the monotonic time we asked for it."""
         t = self.timing
         deadline = self.clock() + 2 * t.reservation_timeout_s + t.write_gate_s + 1.0
-        watch = StaleWatch()
         while True:
             asked = self.clock()
             status = self.disk.reserve(self.key)
@@ -440,20 +443,32 @@ class LockAgent:
             if status != CONFLICT:
                 raise Busy(f"reserve: {status}")
             self.counts["reservation_conflicts"] += 1
-            holder = self.disk.holder()
-            if holder is None:
-                self.disk.register(self.key)  # we were preempted: register again
-            elif watch.observe(self.clock(), (holder,)) >= t.reservation_timeout_s:
-                asked = self.clock()
-                if self.disk.preempt(self.key, holder) == GOOD:
-                    self.counts["preempts"] += 1
-                    self.emit("preempted", victim=hex(holder))
-                    # What the old holder still had in flight lands or dies meanwhile.
-                    self.sleep(t.write_gate_s)
-                    return self.clock()
+            took = self.preempt_stale()
+            if took is not None:
+                return took
             if self.clock() >= deadline:
                 raise Busy("reservation not obtained")
             self.sleep(0.002)
+
+    def preempt_stale(self) -> float | None:
+        """A reservation held by one key for reservation_timeout_s (its holder died or lost
+        its path mid-update; heartbeats of every host are blocked meanwhile) is preempted.
+        Returns when we hold it (monotonic), or None."""
+        holder = self.disk.holder()
+        if holder is None:
+            self.disk.register(self.key)  # we were preempted ourselves: register again
+            self.rsv_watch = StaleWatch()
+            return None
+        if self.rsv_watch.observe(self.clock(), (holder,)) < self.timing.reservation_timeout_s:
+            return None
+        self.rsv_watch = StaleWatch()
+        if self.disk.preempt(self.key, holder) != GOOD:
+            return None
+        self.counts["preempts"] += 1
+        self.emit("preempted", victim=hex(holder))
+        # What the old holder still had in flight lands or dies meanwhile.
+        self.sleep(self.timing.write_gate_s)
+        return self.clock()
 
     def try_acquire(self, w: Wanted) -> None:
         if not self.lease.may_write(self.clock()):
@@ -465,7 +480,7 @@ class LockAgent:
         check: Callable[[], bool] = lambda: True
         if rec.free or rec.owner == self.host:
             def change(r: LockRecord) -> LockRecord | None:
-                return acquire(r, self.host, time.time_ns(), w.name)
+                return acquire(r, self.host, self.wall(), w.name)
         else:
             slot = Heartbeat.unpack(self.disk.read(layout.heartbeat_lba(rec.owner)))
             seen = (rec.owner, rec.generation, slot.generation if slot else 0)
@@ -478,7 +493,7 @@ class LockAgent:
             how = "broken"
 
             def change(r: LockRecord) -> LockRecord | None:
-                return break_lock(r, self.host, seen[0], seen[1], time.time_ns())
+                return break_lock(r, self.host, seen[0], seen[1], self.wall())
 
             def check() -> bool:  # inside the atomic section: the owner is still silent
                 now = Heartbeat.unpack(self.disk.read(layout.heartbeat_lba(seen[0])))
@@ -504,7 +519,7 @@ class LockAgent:
         for vm, (h, t0, t0_ns) in list(self.releasing.items()):
             try:
                 rec, changed = self.update(vm, lambda r: release(r, self.host, h.generation,
-                                                                 time.time_ns()))
+                                                                 self.wall()))
             except Busy as e:
                 self.emit("rmw_busy", vm=h.name, reason=str(e))
                 continue
