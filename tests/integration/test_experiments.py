@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from vclab.errors import ConfigError
 from vclab.experiments.loader import load_experiment
 from vclab.experiments.runner import Runner
 from vclab.results.compare import compare
@@ -78,8 +77,3 @@ def test_isolated_host_is_declared(tmp_path):
     about_esx3 = [e for e in events if e.detail.get("subject") == "esx3" or e.detail.get("agent") == "esx3"]
     assert any(e.kind in ("isolated", "declared_failed", "fdm_unreachable") for e in about_esx3), events
 
-
-def test_migration_to_a_host_without_vmotion_is_refused():
-    with pytest.raises(ConfigError) as e:
-        load_experiment(ROOT / "experiments" / "missing-vmotion.yaml")
-    assert "esx3" in str(e.value) and "vmotion" in str(e.value)
