@@ -178,6 +178,8 @@ class Sdn(Mechanism):
 
     def _start_controller(self, lab: Runner) -> None:
         assert self._workdir is not None and self.log is not None
+        # Only what this process writes counts towards convergence (the log is appended to).
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self._workdir / "controller.stderr", "a") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "vclab.controller", "--fabric",
@@ -247,8 +249,8 @@ class Sdn(Mechanism):
         # The running controller's own word that it connected and sent each switch its rules:
         # rules a killed controller left behind are still in the switches (fail_mode=secure),
         # and OVSDB's is_connected is refreshed only every few seconds.
-        log = self.log.read_text() if self.log and self.log.exists() else ""
-        since_start = log.rsplit("listening on 127.0.0.1", 1)[-1] if log else ""
+        log = self.log.read_bytes() if self.log and self.log.exists() else b""
+        since_start = log[getattr(self, "_log_offset", 0):].decode(errors="replace")
         for bridge in lab.plan.physical:
             if f"vclab.controller: {bridge.friendly}: sent " not in since_start:
                 moving.append(f"{bridge.friendly}: controller has not sent its rules")
