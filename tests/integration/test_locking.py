@@ -91,36 +91,54 @@ def port_down(fabric: Fabric, node: NetnsNode):
     return cut, restore
 
 
+def attempts(run_once, tries: int = 3) -> dict:
+    """Run again (on a fresh VM lock) if a path stalled on its own before the fault: the OVS
+    is shared, and another user's bridge changes stall every port for up to ~600 ms."""
+    for i in range(tries):
+        res = run_once(i)
+        if not res["disturbed"]:
+            return res
+        print(f"\nattempt {i}: disturbed before the fault {res['disturbed']}; running again")
+    pytest.fail(f"every attempt was disturbed before the fault: {res['disturbed']}")
+
+
 def assert_one_writer_at_a_time(res: dict) -> dict:
     (lun,) = res["raw"]["lun"].values()
-    assert lun["writes"] > 20 and lun["complete"], lun
     assert res["dual_writers"] == 0, lun["overlaps"]
+    assert lun["writes"] > 20 and lun["complete"], lun
     assert len(lun["epochs"]) >= 2, lun["epochs"]
     return lun
 
 
 def test_crash_takeover_within_the_window(fabric, tracker, target, tmp_path) -> None:
     cut, restore = port_down(fabric, fabric.esx1)
-    try:
-        res = run_scenario("crash", target, fabric.esx1, fabric.esx2, tracker, cut=cut,
-                           restore=restore, timing=TIMING, workdir=tmp_path / "agents")
-    finally:
-        restore()
+
+    def once(i: int) -> dict:
+        try:
+            return run_scenario("crash", target, fabric.esx1, fabric.esx2, tracker, cut=cut,
+                                restore=restore, timing=TIMING, vm_index=i,
+                                workdir=tmp_path / f"agents{i}")
+        finally:
+            restore()
+
+    res = attempts(once)
     lun = assert_one_writer_at_a_time(res)
     got = res["acquired"]
-    # The owner's last heartbeat as the LUN has it: the taker's clock started at or after it.
+    # The taker's clock starts when it first reads the owner's last heartbeat generation: not
+    # before that heartbeat was sent (its time is on the LUN) nor before it started watching.
     last_hb = res["raw"]["heartbeats"][1]["wall_ns"]
-    break_s = (got["t"] - last_hb) / 1e9
+    break_s = (got["t"] - max(last_hb, res["watch_started_ns"])) / 1e9
     a, b = lun["epochs"][-2], lun["epochs"][-1]
     vm_down_ms = (b["first_ns"] - res["crash_ns"]) / 1e6
     print(f"\ncrash: primitive {res['atomic_primitive']}; lock broken {res['takeover_ms']:.0f} ms "
-          f"after the crash, {break_s * 1000:.0f} ms after the owner's last heartbeat "
+          f"after the crash, {break_s * 1000:.0f} ms after the taker first saw the owner's last "
+          f"heartbeat "
           f"(break_after {TIMING.break_after_s:g} s); VM writes again on host {b['hosts']} "
-          f"{vm_down_ms:.0f} ms after the crash; gap between writers {lun['gaps'][-1]['gap_ms']:.0f}"
-          f" ms; break rmw {got['rmw_ms']:.1f} ms; {load()}")
+          f"{vm_down_ms:.0f} ms after the crash; gap between writers "
+          f"{lun['gaps'][-1]['gap_ms']:.0f} ms; break rmw {got['rmw_ms']:.1f} ms; {load()}")
     assert res["atomic_primitive"] in ("persistent-reservation", "compare-and-write")
     assert got["how"] == "broken" and got["previous_owner"] == 1
-    assert TIMING.break_after_s <= break_s <= TIMING.break_after_s + TOLERANCE_S
+    assert TIMING.break_after_s - 0.01 <= break_s <= TIMING.break_after_s + TOLERANCE_S
     assert a["hosts"] == [1] and b["hosts"] == [2] and b["generation"] == a["generation"] + 1
     assert a["last_ns"] < res["crash_ns"] < b["first_ns"]
 
@@ -141,8 +159,9 @@ def test_partitioned_owner_stops_before_takeover(fabric, tracker, target, tmp_pa
             state["on"] = False
 
     try:
-        res = run_scenario("partition", target, fabric.esx1, fabric.esx2, tracker, cut=cut,
-                           restore=restore, timing=TIMING, workdir=tmp_path / "agents")
+        res = attempts(lambda i: run_scenario(
+            "partition", target, fabric.esx1, fabric.esx2, tracker, cut=cut, restore=restore,
+            timing=TIMING, vm_index=i, workdir=tmp_path / f"agents{i}"))
     finally:
         hole.close()
     lun = assert_one_writer_at_a_time(res)
@@ -167,8 +186,9 @@ def test_partitioned_owner_stops_before_takeover(fabric, tracker, target, tmp_pa
 
 
 def test_handover(fabric, tracker, target, tmp_path) -> None:
-    res = run_scenario("handover", target, fabric.esx1, fabric.esx2, tracker, timing=TIMING,
-                       workdir=tmp_path / "agents")
+    res = attempts(lambda i: run_scenario(
+        "handover", target, fabric.esx1, fabric.esx2, tracker, timing=TIMING, vm_index=i,
+        workdir=tmp_path / f"agents{i}"))
     lun = assert_one_writer_at_a_time(res)
     gap = lun["gaps"][-1]["gap_ms"]
     print(f"\nhandover: {res['handover_ms']:.1f} ms (release {res['release_ms']:.1f} ms, "

@@ -1,7 +1,8 @@
 """The on-disk format of the shared datastore's locking area (pure: bytes in, records out).
 
-Addresses are LUN blocks (512 bytes or more): one record per block, padded. A freshly created (all-zero, sparse) LUN is a valid empty datastore: every zero
-record reads as "free lock" or "host never heartbeated", so nothing has to format it.
+Addresses are LUN blocks (512 bytes or more): one record per block, padded. A freshly created
+(all-zero, sparse) LUN is a valid empty datastore: every zero record reads as "free lock" or
+"host never heartbeated", so nothing has to format it.
 
     LBA 1                  scratch block (the COMPARE AND WRITE probe at agent start)
     LBA 16 + host          heartbeat slot of host 1..MAX_HOSTS

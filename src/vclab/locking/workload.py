@@ -265,13 +265,13 @@ def crash_takeover(owner: LockAgentProcess, taker: LockAgentProcess, vm: str,
     time.sleep(run_s)
     mark = taker.mark()
     taker.send(f"acquire {vm}")
-    taker.wait_for("busy", timeout=5, since=mark, vm=vm)
+    busy = taker.wait_for("busy", timeout=5, since=mark, vm=vm)
     crash_ns = owner.kill()
     cut()
     got = taker.wait_for("acquired", timeout=t.break_after_s + 10, since=mark, vm=vm)
     time.sleep(after_s)
-    return {"crash_ns": crash_ns, "acquired": got,
-            "takeover_ms": (got["t"] - crash_ns) / 1e6}
+    return {"fault_ns": crash_ns, "crash_ns": crash_ns, "acquired": got,
+            "watch_started_ns": busy["t"], "takeover_ms": (got["t"] - crash_ns) / 1e6}
 
 
 def storage_partition(owner: LockAgentProcess, taker: LockAgentProcess, vm: str,
@@ -294,7 +294,8 @@ def storage_partition(owner: LockAgentProcess, taker: LockAgentProcess, vm: str,
     restore_ns = time.time_ns()
     restore()
     verdict = owner.wait_for(("lock_lost", "lock_kept"), timeout=15, since=mark_o, vm=vm)
-    return {"cut_ns": cut_ns, "restore_ns": restore_ns, "lease_lost": lost, "acquired": got,
+    return {"fault_ns": cut_ns, "cut_ns": cut_ns, "restore_ns": restore_ns, "lease_lost": lost,
+            "acquired": got,
             "owner_after_restore": verdict["event"],
             "stop_before_takeover_ms": (got["t"] - lost["t"]) / 1e6,
             "lease_lost_after_cut_ms": (lost["t"] - cut_ns) / 1e6,
@@ -314,7 +315,7 @@ def handover(source: LockAgentProcess, dest: LockAgentProcess, vm: str,
     t1 = dest.send(f"acquire {vm}")
     got = dest.wait_for("acquired", timeout=10, since=mark_d, vm=vm)
     time.sleep(0.3)
-    return {"release_sent_ns": t0, "released": rel, "acquired": got,
+    return {"fault_ns": t0, "release_sent_ns": t0, "released": rel, "acquired": got,
             "handover_ms": (got["t"] - t0) / 1e6, "release_ms": (rel["t"] - t0) / 1e6,
             "acquire_ms": (got["t"] - t1) / 1e6}
 
@@ -322,15 +323,17 @@ def handover(source: LockAgentProcess, dest: LockAgentProcess, vm: str,
 def run_scenario(scenario: str, target: IscsiTarget, owner: Any, taker: Any,
                  tracker: ProcessTracker, *, workdir: Path, timing: Timing | None = None,
                  cut: Callable[[], Any] = lambda: None, restore: Callable[[], Any] = lambda: None,
-                 lun: str = "datastore1", vm: str = "vm1",
+                 lun: str = "datastore1", vm: str = "vm1", vm_index: int = 0,
                  primitive: str = "auto") -> dict[str, Any]:
     """One experiment end to end, for the runner: `scenario` is crash | partition | handover;
     `cut`/`restore` break and mend the owner's storage path. Returns the scenario's
-    measurements, the parsed events and the LUN check (dual_writers must be 0)."""
+    measurements, the parsed events and the LUN check (dual_writers must be 0), and
+    `disturbed`: the path events any agent saw before the fault (a shared, busy switch can
+    stall a path on its own; such a run measures that stall, not the scenario)."""
     if scenario not in SCENARIOS:
         raise WorkloadError(f"scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
-    mgr = LockManager(target, [owner, taker], tracker, lun=lun, vms={vm: 0}, timing=timing,
-                      workdir=workdir, primitive=primitive)
+    mgr = LockManager(target, [owner, taker], tracker, lun=lun, vms={vm: vm_index},
+                      timing=timing, workdir=workdir, primitive=primitive)
     mgr.check()
     mgr.start()
     try:
@@ -345,7 +348,9 @@ def run_scenario(scenario: str, target: IscsiTarget, owner: Any, taker: Any,
         mgr.stop()
         restore()
     raw = mgr.collect()
-    return {"scenario": scenario, **res, **parse(raw), "raw": raw}
+    disturbed = [(a.host_id, e["event"]) for a in mgr.agents for e in a.events
+                 if e["event"] in ("path_down", "lease_lost") and e["t"] < res["fault_ns"]]
+    return {"scenario": scenario, **res, **parse(raw), "disturbed": disturbed, "raw": raw}
 
 
 SCENARIOS = ("crash", "partition", "handover")
