@@ -52,9 +52,16 @@ def test_single_failure_sweep_interrupts_nothing_for_long(tmp_path):
     _, store, (rep,) = run("single-failure-sweep", tmp_path)
     faults = store.faults(rep.id)
     assert len([f for f in faults if f.action in ("down", "fail")]) == 14
-    outages = metric(store, rep, "outage_ms")
-    # every failure of one switch, cable, NIC or portal: traffic back within 2 s with RSTP
-    assert outages and max(outages) < 2000, max(outages)
+    by_fault: dict[str, dict[str, float]] = {}
+    for m in store.metrics(rep.id):
+        if m.name == "outage_ms" and m.fault:
+            by_fault.setdefault(m.fault, {})[m.traffic_class] = m.value
+    assert len(by_fault) == len(faults)
+    for fault, outage in by_fault.items():
+        # A storage portal's own failure cuts its path by design: multipath needs one of two.
+        storage = min(outage.pop("storage-a"), outage.pop("storage-b"))
+        # every failure of one switch, cable, NIC or portal: traffic back within 2 s with RSTP
+        assert storage < 2000 and max(outage.values()) < 2000, (fault, storage, outage)
 
 
 def test_storage_multipath_fails_over(tmp_path):
