@@ -250,11 +250,6 @@ def parse(raw: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the experiments ----
 
-def _epoch(res: dict, host: int, vm_index: int, lun: dict) -> dict | None:
-    eps = [e for e in lun[vm_index]["epochs"] if host in e["hosts"]]
-    return eps[-1] if eps else None
-
-
 def crash_takeover(owner: LockAgentProcess, taker: LockAgentProcess, vm: str,
                    cut: Callable[[], Any], run_s: float = 1.0, after_s: float = 1.0) -> dict:
     """`owner` runs the VM; `taker` wants it (HA would restart it there). Crash the owner
