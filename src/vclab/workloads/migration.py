@@ -332,12 +332,13 @@ class LiveMigration:
                  storage: StorageMode = "shared", probe_from: str | None = None,
                  probe_network: str | None = None, capture: bool = False,
                  measure_s: float = 2.0, interval_ms: float = 1.0, after_s: float = 0.5,
-                 name: str | None = None) -> None:
+                 name: str | None = None, model: VmotionSpec | None = None) -> None:
         self.lab, self.vm, self.to, self.outdir = lab, vm, to, Path(outdir)
         self.storage, self.probe_from, self.capture = storage, probe_from, capture
         self.probe_network = probe_network
         self.measure_s, self.interval_ms, self.after_s = measure_s, interval_ms, after_s
         self.name = name or f"{vm}-to-{to}"
+        self.model = model  # instead of the VM's memory, dirty rate and disk from the cluster
         self.source = lab.cluster.vms[vm].host if vm in lab.cluster.vms else ""
 
     def check(self) -> None:
@@ -363,7 +364,7 @@ class LiveMigration:
         lab, cluster, tracker = self.lab, self.lab.cluster, self.lab.tracker
         self.outdir.mkdir(parents=True, exist_ok=True)
         net = vmotion_network(cluster, self.source, self.to)
-        nominal = vmotion_spec(cluster, self.vm, self.to, self.storage)
+        nominal = self.model or vmotion_spec(cluster, self.vm, self.to, self.storage)
         replay = VmotionReplay(lab.node(self.source), lab.node(self.to),
                                lab.plan.host(self.to).interface(net).ip, nominal, tracker,
                                self.outdir, name=self.name, switchover=True)
