@@ -124,11 +124,11 @@ class StaleWatch:
 
 def acquire(rec: LockRecord, host: int, wall_ns: int = 0, name: str = "",
             mode: int = EXCLUSIVE) -> LockRecord | None:
-    """Take a free lock (or re-take our own); None if another host holds it."""
-    if rec.free:
+    """Take a free lock, or re-take our own (a restarted host, or an answer lost on the way
+    back): either way a new epoch, so its writes never mix with an earlier one's. None if
+    another host holds it."""
+    if rec.free or rec.owner == host:
         return LockRecord(rec.vm, host, mode, rec.generation + 1, wall_ns, name or rec.name)
-    if rec.owner == host:
-        return rec
     return None
 
 
