@@ -1,6 +1,6 @@
 """Shared-datastore locking with a real tgtd target and libiscsi initiators over OVS.
 
-vcl-a is the array (tgtd), vcl-b and vcl-c two hypervisors running lock agents. A crash is
+vcl-a is the array (tgtd), vcl-b, vcl-c and vcl-d hypervisors running lock agents. A crash is
 SIGKILL of the owner's agent plus its storage port set down; a storage partition is an
 OpenFlow drop rule on the owner's port (carrier stays up, the agent keeps running and is
 still driven over its stdin, as management would). Short timers: heartbeat 200 ms, lease 1.5 s,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from vclab.locking.model import Timing
-from vclab.locking.workload import run_scenario
+from vclab.locking.workload import LockManager, run_scenario
 from vclab.netns import BlackHole, NetnsNode, Rig, rig, run
 from vclab.procs import ProcessTracker, alive
 from vclab.workloads.iscsi_target import IscsiTarget
@@ -44,11 +44,12 @@ class Fabric:
     array: NetnsNode
     esx1: NetnsNode
     esx2: NetnsNode
+    esx3: NetnsNode
 
 
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[Fabric]:
-    with rig("vcl", 3, subnet="10.250.60.0/24") as r:
+    with rig("vcl", 4, subnet="10.250.60.0/24") as r:
         yield Fabric(r, *r.nodes)
 
 
@@ -197,3 +198,59 @@ def test_handover(fabric, tracker, target, tmp_path) -> None:
     assert res["acquired"]["how"] == "free"
     assert res["handover_ms"] < 1000
     assert 0 < gap < res["handover_ms"] + 2 * TIMING.write_interval_s * 1000 + 100
+
+
+def test_two_takers_race_for_a_crashed_hosts_lock(fabric, tracker, target, tmp_path) -> None:
+    """Both other hosts want the VM when its owner crashes: the atomic update lets exactly
+    one break the lock; the other then sees a live owner and leaves it alone."""
+    cut, restore = port_down(fabric, fabric.esx1)
+
+    def once(i: int) -> dict:
+        mgr = LockManager(target, [fabric.esx1, fabric.esx2, fabric.esx3], tracker,
+                          vms={"vm1": i}, timing=TIMING, workdir=tmp_path / f"agents{i}")
+        mgr.check()
+        mgr.start()
+        try:
+            a, b, c = mgr.agents
+            a.send("acquire vm1")
+            a.wait_for("acquired", timeout=10)
+            time.sleep(1.0)
+            marks = {x.host_id: x.mark() for x in (b, c)}
+            for x in (b, c):
+                x.send("acquire vm1")
+            for x in (b, c):
+                x.wait_for("busy", timeout=5, since=marks[x.host_id])
+            crash_ns = a.kill()
+            cut()
+            deadline = time.monotonic() + TIMING.break_after_s + 10
+            won: list[dict] = []
+            while not won and time.monotonic() < deadline:
+                won = [e for x in (b, c) for e in x.events[marks[x.host_id]:]
+                       if e["event"] == "acquired"]
+                time.sleep(0.05)
+            time.sleep(1.5)  # the loser keeps watching a live owner: it must not break
+        finally:
+            mgr.stop()
+            restore()
+        raw = mgr.collect()
+        disturbed = [(x.host_id, e["event"]) for x in mgr.agents for e in x.events
+                     if e["event"] in ("path_down", "lease_lost") and e["t"] < crash_ns]
+        return {"raw": raw, "crash_ns": crash_ns, "disturbed": disturbed,
+                "dual_writers": sum(v["dual_writers"] for v in raw["lun"].values()),
+                "broken": [(h, e) for h, evs in raw["events"].items() for e in evs
+                           if e["event"] == "acquired" and e["how"] == "broken"]}
+
+    res = attempts(once)
+    lun = assert_one_writer_at_a_time(res)
+    ((winner, got),) = res["broken"]
+    loser_busy = [e for h, evs in res["raw"]["events"].items() if h not in (1, winner)
+                  for e in evs if e["event"] == "busy" and e["owner"] == winner]
+    conflicts = {h: next(e for e in evs if e["event"] == "stopped")["reservation_conflicts"]
+                 for h, evs in res["raw"]["events"].items() if h != 1}
+    print(f"\ntwo takers: host {winner} broke the lock {(got['t'] - res['crash_ns']) / 1e6:.0f} ms "
+          f"after the crash; the other saw it owned by host {winner}: {bool(loser_busy)}; "
+          f"reservation conflicts per host {conflicts}; epochs "
+          f"{[(e['generation'], e['hosts']) for e in lun['epochs']]}; {load()}")
+    assert winner in (2, 3) and got["generation"] == 2
+    assert loser_busy
+    assert [e["hosts"] for e in lun["epochs"]][:2] == [[1], [winner]]
