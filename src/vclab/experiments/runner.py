@@ -26,6 +26,8 @@ from vclab.results.model import FaultRecord, RepetitionResult
 from vclab.results.store import ResultStore
 from vclab.topology.spec import Cluster, Team
 
+MIGRATION_WAIT_S = 300.0
+
 Progress = Callable[[str, int, str], None]  # (mechanism label, repetition, phase)
 
 
@@ -229,11 +231,11 @@ class Runner:
                     broken[applied.target] = (record, undo)
                 rep.faults.append(record)
             _sleep_until(t0 + int(duration_ms * 1e6))
-            # A migration that started is waited for (up to the run's own length again): a
-            # stalled one is the finding, a cut-short one would be no measurement at all.
+            # A migration that started is waited for (up to MIGRATION_WAIT_S): a slow one is
+            # the finding, a cut-short one would be no measurement at all.
             for a, w in running:
                 if a.kind == "vmotion" and hasattr(w, "wait"):
-                    w.wait(timeout=duration_ms / 1e3)
+                    w.wait(timeout=max(duration_ms / 1e3, MIGRATION_WAIT_S))
             rep.finished_ns = time.time_ns()
         finally:
             for record, undo in reversed(list(broken.values())):
