@@ -14,7 +14,13 @@ from typing import Callable, Protocol
 
 from vclab.experiments.spec import Fault
 
-SINK = "vcsink0"  # an ifb left down: whatever is redirected to it is dropped (gact is missing)
+# An ifb left down: whatever is redirected to it is dropped (gact is missing). One per lab,
+# named with the lab's prefix, so two runs side by side never remove each other's.
+SINK = "vcsink0"
+
+
+def sink_name(prefix: str = "vc") -> str:
+    return f"{prefix}sink0"[:15]
 
 
 class Cabling(Protocol):
@@ -38,14 +44,14 @@ def _up(ifname: str) -> list[str]:
     return ["ip", "link", "set", "dev", ifname, "up"]
 
 
-def silent_commands(ifname: str) -> list[list[str]]:
+def silent_commands(ifname: str, sink: str = SINK) -> list[list[str]]:
     """Drop everything `ifname` transmits while its carrier stays up: BPDUs, LACP and BFD too,
     which an OpenFlow drop rule would not catch (OVS handles them before the flow table)."""
     return [
         ["tc", "qdisc", "replace", "dev", ifname, "clsact"],
         ["tc", "filter", "replace", "dev", ifname, "egress", "protocol", "all", "prio", "1",
          "handle", "800::1", "u32", "match", "u32", "0", "0",
-         "action", "mirred", "egress", "redirect", "dev", SINK],
+         "action", "mirred", "egress", "redirect", "dev", sink],
     ]
 
 
@@ -53,11 +59,11 @@ def restore_commands(ifname: str) -> list[list[str]]:
     return [["tc", "qdisc", "del", "dev", ifname, "clsact"]]
 
 
-def sink_commands() -> list[list[str]]:
-    return [["ip", "link", "add", SINK, "type", "ifb"]]
+def sink_commands(sink: str = SINK) -> list[list[str]]:
+    return [["ip", "link", "add", sink, "type", "ifb"]]
 
 
-def plan(fault: Fault, cabling: Cabling) -> tuple[list[list[str]], list[list[str]]]:
+def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[str]], list[list[str]]]:
     """(commands that apply the fault, commands that undo it). Pure."""
     if fault.link is not None:
         a, b = cabling.link_ends(fault.link)
@@ -67,7 +73,7 @@ def plan(fault: Fault, cabling: Cabling) -> tuple[list[list[str]], list[list[str
         if fault.action == "up":
             return [_up(x) for x in (a, b)], []
         if fault.action == "silent":
-            apply = [c for x in ends for c in silent_commands(x)]
+            apply = [c for x in ends for c in silent_commands(x, sink)]
             return apply, [c for x in ends for c in restore_commands(x)]
         if fault.action == "restore":
             return [c for x in (a, b) for c in restore_commands(x)], []
@@ -124,7 +130,8 @@ def fault_name(fault: Fault) -> str:
 
 
 def apply(fault: Fault, cabling: Cabling, t0_ns: int,
-          controller: Callable[[str], None] | None = None) -> tuple[AppliedFault, list[list[str]]]:
+          controller: Callable[[str], None] | None = None,
+          sink: str = SINK) -> tuple[AppliedFault, list[list[str]]]:
     """Apply now; returns the record and the commands that undo it."""
     record = AppliedFault(fault_name(fault), fault.target_kind, fault.target,
                           fault.action or str(fault.controller), fault.at)
@@ -136,7 +143,7 @@ def apply(fault: Fault, cabling: Cabling, t0_ns: int,
         now, took = time.time_ns(), time.perf_counter() - t_start
         undo: list[list[str]] = []
     else:
-        cmds, undo = plan(fault, cabling)
+        cmds, undo = plan(fault, cabling, sink)
         now, took = run_commands(cmds)
         record.detail["commands"] = [" ".join(c) for c in cmds]
     record.applied_ns = now

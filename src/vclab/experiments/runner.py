@@ -18,7 +18,7 @@ from typing import Callable
 
 from vclab.errors import VclabError
 from vclab.experiments.cabling import PlanCabling
-from vclab.experiments.faults import SINK, apply as apply_fault, expand_schedule, run_commands, sink_commands
+from vclab.experiments.faults import apply as apply_fault, expand_schedule, run_commands, sink_commands, sink_name
 from vclab.experiments.loader import LoadedExperiment
 from vclab.experiments.spec import MechanismChoice
 from vclab.experiments.workloads import Adapter, adapter_for
@@ -79,6 +79,7 @@ class Runner:
         self.repetitions = repetitions or self.experiment.repetitions
         self.progress = progress or (lambda m, i, phase: None)
         self.lab_prefix = lab_prefix
+        self.sink = sink_name(lab_prefix or "vc")
         self.shard = shard  # (i, n): this machine runs every n-th (mechanism, repetition), from the i-th
 
     # ---- the run ----
@@ -155,7 +156,7 @@ class Runner:
                 tracker: ProcessTracker = lab.tracker
                 cabling = PlanCabling(lab.plan)
                 if any(f.action == "silent" for f in schedule):
-                    run_commands(sink_commands())
+                    run_commands(sink_commands(self.sink))
                 self.progress(label, index, "starting workloads")
                 running: list[tuple[Adapter, object]] = []
                 deferred: list[tuple[Adapter, object]] = []
@@ -199,7 +200,7 @@ class Runner:
             rep.reason += f"{type(err).__name__}: {err}"
             (workdir / "error.txt").write_text(traceback.format_exc())
         finally:
-            run_commands([["ip", "link", "del", SINK]], check=False)
+            run_commands([["ip", "link", "del", self.sink]], check=False)
         rep.finished_ns = time.time_ns()
         self.progress(label, index, rep.status)
         return rep
@@ -218,7 +219,7 @@ class Runner:
                     item[1].start()
                     running.append(item)
                     continue
-                applied, undo = apply_fault(item, cabling, t0, controller=controller)
+                applied, undo = apply_fault(item, cabling, t0, controller=controller, sink=self.sink)
                 self.progress(rep.mechanism, rep.index, f"fault: {applied.name}")
                 record = FaultRecord(
                     name=f"{applied.name}@{at / 1e3:g}s", kind=applied.kind, target=applied.target,
