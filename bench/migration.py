@@ -12,8 +12,15 @@ total time and stop-and-copy downtime beside the model at the measured rate (and
 nominal rate, which is what the seed's claims are about), and the switch-over as the VM saw it.
 Storage "shared" moves memory only; "shared-nothing" copies the disk image first.
 
-The last line is `shared-nothing/shared <ratio>`: the measured total times of the shared-nothing
-migrations over those of the same migrations with shared storage (ratio of the sums).
+The last line is `shared-nothing/shared <ratio>`: the median, over each memory x dirty x link,
+of the measured total time with shared-nothing storage over that with shared storage.
+
+Measured (--quick, load 2.6, 63 s): at 1 Gbit/s the fabric gave 0.8-0.9 Gbit/s and the totals
+were within 9 % of the model at the rate measured before each run (3.16 s vs 2.90, 5.61 vs 5.37,
+5.47 vs 5.63, 8.88 vs 9.48), rounds as modelled; at "10 Gbit/s" the replay reached only
+0.8-1.4 Gbit/s (the model at 10 Gbit/s: 0.21 s shared, 0.43 s shared-nothing);
+shared-nothing/shared 2.06. The "model s" column (the model at the rate the migration itself
+achieved) checks the rounds and bytes, not the rate.
 
 Honest limits: the replay is one Python TCP stream through the userspace datapath on a shared
 machine, so "10 Gbit/s" reaches what the machine can give; the measured-rate column says how
@@ -23,6 +30,7 @@ much, and the model is compared at that rate. Load average is printed with the n
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -62,7 +70,7 @@ vms:
   web1: {{host: esx1, networks: [vm-web], memory: 256MiB, disk: 512MiB}}
 """
 
-console = Console(width=170)
+console = Console(width=200)
 
 
 def fmt_s(x: float | None) -> str:
@@ -84,9 +92,9 @@ def main(
     # the default budget: quick mode stops after 8, the model with it.
     max_rounds = 8 if quick else 30
     table = Table(box=box.SIMPLE, title=f"vMotion measured vs model (load {os.getloadavg()[0]:.1f})")
-    for col in ("memory", "dirty", "link", "storage", "rate Mb/s", "rounds (model)",
-                "total s", "model s", "err", "downtime ms", "model ms", "nominal s",
-                "switch-over ms"):
+    for col in ("memory", "dirty", "link", "storage", "measured Mb/s", "achieved Mb/s",
+                "rounds (model)", "total s", "model s", "err", "model@measured s",
+                "downtime ms", "model ms", "model@nominal s", "switch-over ms"):
         table.add_column(col, justify="right")
     totals: dict[tuple, dict[str, float]] = {}
     errors: list[float] = []
@@ -108,30 +116,36 @@ def main(
                                           measure_s=measure_s, model=model, name=name).run()
                         v = r["vmotion"]
                         nominal = simulate(model)
-                        err = v["total_error"] if v.get("total_error") is not None else None
-                        # The fabric is the bottleneck when the migration got clearly less than
-                        # the rate measured just before it (other jobs took the CPU meanwhile).
-                        steady = v.get("achieved_rate_bps", 0) >= 0.9 * v["measured_rate_bps"]
-                        if err is not None and steady:
+                        achieved = v.get("achieved_rate_bps") or 0.0
+                        at_achieved = v.get("model_at_achieved_total_s")
+                        err = v["total_s"] / at_achieved - 1 if at_achieved else None
+                        # Steady: the fabric gave the migration the rate measured just before
+                        # it; otherwise other jobs on this machine moved the rate meanwhile.
+                        steady = abs(achieved / v["measured_rate_bps"] - 1) <= 0.10
+                        if err is not None:
                             errors.append(err)
                         totals[(link, memory, dirty, storage)] = v["total_s"]
                         table.add_row(
                             f"{memory // MiB} MiB", f"{dirty_bps / 8e6:.0f} MB/s", link, storage,
-                            f"{v['measured_rate_bps'] / 1e6:.0f}",
+                            f"{v['measured_rate_bps'] / 1e6:.0f}" + ("" if steady else "*"),
+                            f"{achieved / 1e6:.0f}",
                             f"{v['precopy_rounds']} ({v['model_precopy_rounds']})",
-                            fmt_s(v["total_s"]), fmt_s(v["model_total_s"]),
-                            ("-" if err is None else f"{err:+.0%}") + ("" if steady else "*"),
+                            fmt_s(v["total_s"]), fmt_s(at_achieved),
+                            "-" if err is None else f"{err:+.0%}", fmt_s(v["model_total_s"]),
                             f"{v['downtime_s'] * 1e3:.0f}", f"{v['model_downtime_s'] * 1e3:.0f}",
                             fmt_s(nominal.total_s), f"{r['switchover_ms']:.0f}")
     console.print(table)
-    console.print(f"* the migration got under 90 % of the rate measured before it: the fabric "
-                  f"(this shared machine), not the model, set its time. {len(errors)} steady runs, "
-                  f"{sum(abs(e) <= TOLERANCE for e in errors)} within {TOLERANCE:.0%} of the model "
-                  f"at the measured rate. Took {time.monotonic() - started:.0f} s; load "
-                  f"{os.getloadavg()[0]:.1f}; logs and pcaps in {outdir}")
-    shared = sum(t for (l, m, d, s), t in totals.items() if s == "shared")
-    nothing = sum(t for (l, m, d, s), t in totals.items() if s == "shared-nothing")
-    print(f"shared-nothing/shared {nothing / shared:.2f}")
+    console.print(
+        f"model s: the model at the rate the migration achieved on the fabric; err: measured "
+        f"total against it ({sum(abs(e) <= TOLERANCE for e in errors)} of {len(errors)} within "
+        f"{TOLERANCE:.0%}). model@measured: at the rate measured just before (* = the achieved "
+        f"rate differs by more than 10 %: the shared machine, not the model, moved it). "
+        f"model@nominal: at the link's nominal rate. Took {time.monotonic() - started:.0f} s; "
+        f"load {os.getloadavg()[0]:.1f}; logs and pcaps in {outdir}")
+    # Per pair (same memory, dirty rate, link): one noisy run must not decide the ratio.
+    ratios = [totals[(l, m, d, "shared-nothing")] / t for (l, m, d, s_), t in totals.items()
+              if s_ == "shared"]
+    print(f"shared-nothing/shared {statistics.median(ratios):.2f}")
     sys.stdout.flush()
 
 

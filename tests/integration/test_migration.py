@@ -8,8 +8,7 @@ start of the attach, which contains the whole stop-and-copy round, so the outage
 that long. It cannot be much longer than the switch-over's own record, from the start of the
 detach to the first announcement: the probe's peer sits on the destination's switch, so the
 first probe after the attach gets through; on top of that only the probe's resolution (a few
-intervals) and the noise floor
-it measured while pre-copy loaded the fabric. Measured on a 2-core machine shared with other
+intervals) and the noise floor it measured while pre-copy loaded the fabric. Measured on a 2-core machine shared with other
 test runs (load 2.8): outage 215 ms (+-1) for a switch-over of 233 ms: detach 52 ms, stop-and-copy
 133 ms (the model at the measured 95 Mbit/s: 108 ms), attach 47 ms; noise floor 24 ms. See the
 printed lines for this run's numbers.
