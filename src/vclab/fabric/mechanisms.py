@@ -115,6 +115,32 @@ def parse_port_table(text: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+
+def spanning_tree_options(kind: str, bridge: Bridge, hello: int | None, max_age: int | None,
+                          forward_delay: int | None) -> list[str]:
+    """OVS options of a physical bridge running `kind` (stp or rstp): priority and timers."""
+    if bridge.kind != "physical":
+        return []
+    opts = [f"{kind}_enable=true"]
+    if bridge.priority is not None:
+        opts.append(f"other_config:{kind}-priority={bridge.priority}")
+    for key, value in (("hello-time", hello), ("max-age", max_age), ("forward-delay", forward_delay)):
+        if value is not None:
+            opts.append(f"other_config:{kind}-{key}={value}")
+    return opts
+
+
+def spanning_tree_port_options(kind: str, bridge: Bridge, port: Port | Bond) -> list[str]:
+    """Server-facing ports forward at once: RSTP edge ports; OVS's STP has none, so they leave
+    STP (like portfast with BPDU filter). Inter-switch links take the spec's path cost."""
+    if bridge.kind != "physical":
+        return []
+    if port.role == "downlink":
+        return ["other_config:rstp-port-admin-edge=true" if kind == "rstp" else "other_config:stp-enable=false"]
+    if isinstance(port, Port) and port.cost:
+        return [f"other_config:{kind}-path-cost={port.cost}"]
+    return []
+
 @dataclass
 class Rstp(Mechanism):
     """IEEE 802.1w on every physical switch; ports facing servers are edge ports (as a real
@@ -127,25 +153,10 @@ class Rstp(Mechanism):
     name = "rstp"
 
     def bridge_options(self, bridge: Bridge) -> list[str]:
-        if bridge.kind != "physical":
-            return []
-        opts = ["rstp_enable=true"]
-        if bridge.priority is not None:
-            opts.append(f"other_config:rstp-priority={bridge.priority}")
-        for key, value in (("rstp-hello-time", self.hello_time), ("rstp-max-age", self.max_age),
-                           ("rstp-forward-delay", self.forward_delay)):
-            if value is not None:
-                opts.append(f"other_config:{key}={value}")
-        return opts
+        return spanning_tree_options(self.name, bridge, self.hello_time, self.max_age, self.forward_delay)
 
     def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
-        if bridge.kind != "physical":
-            return []
-        if port.role == "downlink":
-            return ["other_config:rstp-port-admin-edge=true"]
-        if isinstance(port, Port) and port.cost:
-            return [f"other_config:rstp-path-cost={port.cost}"]
-        return []
+        return spanning_tree_port_options(self.name, bridge, port)
 
     def converged(self, lab: Runner) -> tuple[bool, str]:
         moving = []
@@ -179,25 +190,10 @@ class Stp(Mechanism):
             self.timeout = 2 * (self.forward_delay or 15) + (self.max_age or 20) + 10.0
 
     def bridge_options(self, bridge: Bridge) -> list[str]:
-        if bridge.kind != "physical":
-            return []
-        opts = ["stp_enable=true"]
-        if bridge.priority is not None:
-            opts.append(f"other_config:stp-priority={bridge.priority}")
-        for key, value in (("stp-hello-time", self.hello_time), ("stp-max-age", self.max_age),
-                           ("stp-forward-delay", self.forward_delay)):
-            if value is not None:
-                opts.append(f"other_config:{key}={value}")
-        return opts
+        return spanning_tree_options(self.name, bridge, self.hello_time, self.max_age, self.forward_delay)
 
     def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
-        if bridge.kind != "physical":
-            return []
-        if port.role == "downlink":
-            return ["other_config:stp-enable=false"]
-        if isinstance(port, Port) and port.cost:
-            return [f"other_config:stp-path-cost={port.cost}"]
-        return []
+        return spanning_tree_port_options(self.name, bridge, port)
 
     def converged(self, lab: Runner) -> tuple[bool, str]:
         moving = []
