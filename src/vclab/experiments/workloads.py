@@ -347,6 +347,7 @@ class IscsiAdapter(Adapter):
             initiators.append(Iscsi.to(target, lab.node(host), self.spec.lun, tracker,
                                        portals=[address(lab, array, n) for n in mine],
                                        pattern=self.spec.pattern, mix=self.spec.mix, seed=k,
+                                       login_timeout_s=10.0, start_timeout=40.0,
                                        name=f"iscsi {host}", workdir=workdir / f"iscsi{self.index}-{host}"))
         return _IscsiGroup(target, initiators)
 
