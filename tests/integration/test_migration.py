@@ -164,3 +164,22 @@ def test_second_migration_back_and_reachability(lab, migrated, tmp_path) -> None
 def test_teardown_after_moves_leaves_nothing(lab) -> None:
     lab.stop()
     assert leftovers(lab.plan) == []
+
+
+def test_sdn_controller_follows_the_moved_vm(tmp_path) -> None:
+    """The controller places MACs from the plan, so the move rewrites its fabric file and it
+    reloads: the VM is reachable on its new hypervisor, after a bounded outage."""
+    lab = Lab(cluster_from_text(CLUSTER.replace("mechanism: none", "mechanism: sdn")),
+              prefix="vcnu", state_dir=tmp_path / "state", workdir=tmp_path / "work")
+    lab.start()
+    try:
+        result = LiveMigration(lab, "web1", "esx2", tmp_path / "m", probe_from="web2",
+                               interval_ms=INTERVAL_MS).run()
+        print(f"\nsdn: outage {result['outage_ms']:.1f} ms, switch-over {result['switchover_ms']:.1f} ms, "
+              f"steps {result['steps_ms']}")
+        assert "reloaded" in (tmp_path / "work" / "controller.log").read_text()
+        assert 0 < result["outage_ms"] < result["switchover_ms"] + 2000
+        assert all(lab.reachability(["vm-web"])["vm-web"].values())
+    finally:
+        lab.stop()
+    assert leftovers(lab.plan) == []

@@ -51,9 +51,18 @@ def main(argv: list[str] | None = None) -> int:
              project="os_ken", default_config_files=[])
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
     logging.getLogger("vclab.controller").info("listening on 127.0.0.1:%d", args.port)
     app_manager.AppManager.run_apps(["vclab.controller.app", "os_ken.controller.ofp_handler"])
     return 0
+
+
+def _reload(signum: int, _frame: object) -> None:
+    """SIGHUP from the build after it rewrote the fabric file (a VM moved)."""
+    from vclab.controller import app
+
+    if app.INSTANCE is not None:
+        app.INSTANCE.reload()
 
 
 def _stop(signum: int, _frame: object) -> None:

@@ -68,11 +68,16 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+INSTANCE: "FabricController | None" = None  # for the SIGHUP handler of __main__
+
+
 class FabricController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        global INSTANCE
+        INSTANCE = self
         self.logger = logging.getLogger("vclab.controller")
         self.spec = model.load(FABRIC_FILE)
         self.datapaths: dict[str, Any] = {}
@@ -202,6 +207,18 @@ class FabricController(app_manager.OSKenApp):
         self.tree = tree
         if len(steps) > 1 and not self.barriers:
             self.converge()
+
+    def reload(self) -> None:
+        """The build rewrote the fabric file (a VM moved to another hypervisor): read it again
+        and send each switch only what changed, the moved MACs' flows."""
+        try:
+            spec = model.load(FABRIC_FILE)
+        except Exception as exc:  # a bad rewrite must not take the fabric down
+            self.logger.error("reload of %s failed, keeping the old fabric: %s", FABRIC_FILE, exc)
+            return
+        self.spec = spec
+        self.converge()
+        self.logger.info("reloaded %s", FABRIC_FILE)
 
     # ------------------------------------------------------------ helpers
 

@@ -77,6 +77,10 @@ class Mechanism:
     def stop(self, lab: Runner) -> None:
         """At teardown, before the bridges are deleted; must not raise."""
 
+    def vm_moved(self, lab: Runner) -> None:
+        """A VM's ports moved to another virtual switch (vMotion's switch-over). Learning
+        fabrics need nothing: the VM's announcement teaches them."""
+
     def action(self, lab: Runner, what: str) -> None:
         raise VclabError(f"mechanism {self.name!r} has no controller to {what}")
 

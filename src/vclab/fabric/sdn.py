@@ -209,6 +209,30 @@ class Sdn(Mechanism):
         else:
             raise VclabError(f"controller action is kill or restart, not {what!r}")
 
+    def vm_moved(self, lab: Runner) -> None:
+        """The controller places MACs from the spec, so it is told: the spec is written again
+        from the moved plan and the controller reloads it (SIGHUP), sending only the moved
+        MACs' flows. Waits for its log to say so (the VM is still paused meanwhile)."""
+        import os
+        import signal as _signal
+        import time as _time
+        from vclab.controller import model
+
+        assert self._workdir is not None and self.log is not None
+        self.spec = fabric_spec(lab.plan, getattr(lab, "cluster", None), self.datapath)
+        model.dump(self.spec, self._workdir / "fabric.json")
+        before = count_lines(self.log.read_text(errors="replace"), "reloaded ")
+        if not self.controller_alive(lab):
+            return  # a killed controller reads the new file when it is restarted
+        os.kill(self.pid, _signal.SIGHUP)
+        deadline = _time.monotonic() + 5.0
+        while _time.monotonic() < deadline:
+            if count_lines(self.log.read_text(errors="replace"), "reloaded ") > before:
+                return
+            _time.sleep(0.005)
+        raise VclabError("the controller did not reload the fabric after the VM moved "
+                         f"(see {self.log})")
+
     # ---- after the build ----
     def start(self, lab: Runner) -> None:
         from vclab.controller import qos
