@@ -91,21 +91,21 @@ def test_short_partition_keeps_the_lock() -> None:
 
 # ---- property tests: interleavings of delays, clock rates, crashes and partitions ----
 
-def faults(drift: float) -> st.SearchStrategy[HostFaults]:
-    interval = st.tuples(st.floats(0.0, 3.0), st.one_of(st.none(), st.floats(0.05, 2.0))).map(
+def faults(drift: float, crashes: bool = True, heal: bool = False,
+           max_partitions: int = 2) -> st.SearchStrategy[HostFaults]:
+    length = st.floats(0.05, 2.0) if heal else st.one_of(st.none(), st.floats(0.05, 2.0))
+    interval = st.tuples(st.floats(0.0, 3.0), length).map(
         lambda p: (p[0], None if p[1] is None else p[0] + p[1]))
     # Extreme clock rates are the interesting ones: draw them often.
     extreme = st.sampled_from([1 - drift, 1 + drift])
     rate = st.one_of(extreme, extreme, st.floats(1 - drift, 1 + drift))
-    return st.builds(
-        HostFaults,
-        rate=rate,
-        crash_at=st.one_of(st.none(), st.none(), st.floats(0.0, 3.0)),
-        partitions=st.lists(interval, max_size=2).map(tuple))
+    crash = st.one_of(st.none(), st.none(), st.floats(0.0, 3.0)) if crashes else st.none()
+    return st.builds(HostFaults, rate=rate, crash_at=crash,
+                     partitions=st.lists(interval, max_size=max_partitions).map(tuple))
 
 
-def scenario(timing: Timing, max_hosts: int = 3) -> st.SearchStrategy:
-    return st.tuples(st.lists(faults(timing.drift), min_size=2, max_size=max_hosts),
+def scenario(timing: Timing, max_hosts: int = 3, **kw) -> st.SearchStrategy:
+    return st.tuples(st.lists(faults(timing.drift, **kw), min_size=2, max_size=max_hosts),
                      st.integers(0, 2**32), st.floats(0.0, timing.io_timeout_s * 0.95))
 
 
@@ -116,7 +116,8 @@ SLOW = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 
 @SLOW
-@given(scenario(SAFE))
+@given(st.one_of(scenario(SAFE),
+                 scenario(SAFE, max_hosts=2, crashes=False, heal=True, max_partitions=1)))
 def test_never_two_writers_when_the_inequality_holds(case) -> None:
     hosts, seed, delay = case
     assert SAFE.problems() == []
@@ -128,9 +129,13 @@ def _find_dual_writer(timing: Timing) -> list:
     found: list = []
 
     # No shrinking: any counterexample will do, and shrinking re-runs hundreds of simulations.
+    # Derandomized: the same search every run, so the test does not depend on luck.
     @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None, phases=[Phase.generate])
-    @given(scenario(timing, max_hosts=2))
+              database=None, phases=[Phase.generate], derandomize=True)
+    # The search space where a dual writer can hide: two hosts, no crash (a crashed owner
+    # writes nothing more), partitions that heal (the owner must come back while it still
+    # believes its lease), any clock rates within the drift.
+    @given(scenario(timing, max_hosts=2, crashes=False, heal=True, max_partitions=1))
     def probe(case) -> None:
         hosts, seed, delay = case
         bad = simulate(timing, hosts, until=5.0, seed=seed, max_delay_s=delay,

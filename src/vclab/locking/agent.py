@@ -315,6 +315,7 @@ class LockAgent:
                 return
             self.disk.register(self.key)
             self.emit("path_up", portal=portal, login_ms=(self.wall() - t0) / 1e6)
+            self.next_hb = now  # renew the lease at once, not a heartbeat interval later
         if now >= self.next_hb:
             self.next_hb = now + self.timing.heartbeat_s
             self.heartbeat()
@@ -374,7 +375,9 @@ class LockAgent:
             h.suspended = True
         # When the gate really closed, not when this loop noticed (a hung command delays us).
         closed = (self.lease.last_ok or now) + self.timing.lease_s - self.timing.write_gate_s
+        last = self.lease.last_ok if self.lease.last_ok is not None else now
         self.emit("lease_lost", t=self.wall() - int((now - closed) * 1e9),
+                  last_heartbeat=self.wall() - int((now - last) * 1e9),
                   noticed_late_ms=(now - closed) * 1e3,
                   held=[self.names.get(v, v) for v in self.held])
 
@@ -576,6 +579,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vm", action="append", default=[], help="NAME=INDEX (lock record index)")
     p.add_argument("--timing", default="{}", help="JSON of model.Timing fields")
     p.add_argument("--primitive", choices=("auto", *PRIMITIVES), default="auto")
+    p.add_argument("--start-timeout-s", type=float, default=10.0,
+                   help="keep trying to log in for this long before giving up")
     p.add_argument("--log", type=Path, required=True)
     return p.parse_args(argv)
 
@@ -607,11 +612,18 @@ def main(argv: list[str] | None = None) -> int:
     initiator = args.initiator or f"iqn.2025-01.lab.vclab:lock-host{args.host_id}"
     disk = Disk(args.portal, args.target, args.lun, initiator, timing.io_timeout_s)
     agent = LockAgent(disk, args.host_id, timing, vms, emit, args.primitive)
-    try:
-        agent.start()
-    except PathDown as e:
-        emit("error", message=f"cannot start: {e}")
-        return 1
+    # A port just set up again, or a busy shared switch, can miss one login: keep trying.
+    deadline = time.monotonic() + args.start_timeout_s
+    while True:
+        try:
+            agent.start()
+            break
+        except PathDown as e:
+            disk.close()
+            if time.monotonic() >= deadline or stopping:
+                emit("error", message=f"cannot start: {e}")
+                return 1
+            time.sleep(0.2)
     emit("ready", pid=os.getpid())
     stdin_open = True
     while not stopping:

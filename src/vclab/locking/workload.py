@@ -32,7 +32,7 @@ class LockAgentProcess:
 
     def __init__(self, node: Any, host_id: int, portals: list[str], iqn: str, lun: int,
                  tracker: ProcessTracker, *, timing: Timing, vms: dict[str, int], workdir: Path,
-                 primitive: str = "auto", start_timeout: float = 15.0) -> None:
+                 primitive: str = "auto", start_timeout: float = 20.0) -> None:
         self.node, self.host_id, self.portals, self.iqn, self.lun = (
             node, host_id, list(portals), iqn, lun)
         self.tracker, self.timing, self.vms = tracker, timing, dict(vms)
