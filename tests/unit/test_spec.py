@@ -130,9 +130,9 @@ def default_with(old: str, new: str) -> str:
      "40:33: vms.web2.networks.0: network 'vmotion' is of kind 'vmotion'; expected vm"),
     ("host: esx2, networks: [vm-web]", "host: esx2, networks: [vm-web, vm-web]",
      "40:22: vms.web2.networks: a network is listed twice"),
-    ("dirty_rate: 20MB/s, disk: 1GiB}\n  web2", "dirty_rate: .inf, disk: 1GiB}\n  web2",
+    ("dirty_rate: 10MB/s, disk: 1GiB}\n  web2", "dirty_rate: .inf, disk: 1GiB}\n  web2",
      "39:58: vms.web1.dirty_rate: Input should be a finite number (got inf)"),
-    ("memory: 256MiB, dirty_rate: 20MB/s, disk: 1GiB}\n  web2", "memory: 256MiB, working_set: 2GiB, disk: 1GiB}\n  web2",
+    ("memory: 256MiB, dirty_rate: 10MB/s, disk: 1GiB}\n  web2", "memory: 256MiB, working_set: 2GiB, disk: 1GiB}\n  web2",
      "39:58: vms.web1.working_set: the working set cannot exceed the VM's memory"),
     ("  vm-web:     {vlan: 100, subnet: 10.100.0.0/24, share: 20%, kind: vm}",
      "  vm-web:     {vlan: 100, subnet: 10.100.0.0/24, share: 20%}",
@@ -160,7 +160,7 @@ def test_self_link_and_unknown_switch_in_long_form():
 
 
 def test_many_mistakes_are_reported_together_structural_first():
-    text = default_with("vlan: 10,", "vlan: 0,").replace("dirty_rate: 20MB/s", "dirty_rate: fast", 1)
+    text = default_with("vlan: 10,", "vlan: 0,").replace("dirty_rate: 10MB/s", "dirty_rate: fast", 1)
     assert [p.split(": ", 2)[1] for p in problems_of_text(text)] == ["networks.management.vlan", "vms.web1.dirty_rate"]
 
 

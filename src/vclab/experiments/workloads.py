@@ -6,6 +6,7 @@ One adapter per kind; each knows its workload's constructor and which numbers ma
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,52 @@ class HeartbeatsAdapter(Adapter):
         return out
 
 
+class _Migration(Workload):
+    """A live migration (vMotion replay + the VM's real switch-over) run in a thread, so it
+    can start at its scheduled time while faults go on being applied."""
+
+    kind = "vmotion"
+
+    def __init__(self, migration):
+        self.migration = migration
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def check(self):
+        self.migration.check()
+
+    def start(self):
+        def run():
+            try:
+                self.result = self.migration.run()
+            except BaseException as e:  # reported by collect(): the repetition records why
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="vmotion", daemon=True)
+        self.thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.thread is None or not self.thread.is_alive()
+
+    def stop(self):
+        # The migration ends by itself; its processes are the lab's to end at teardown.
+        self.wait(0)
+
+    def collect(self):
+        if self.thread is not None and self.thread.is_alive():
+            raise RuntimeError("the migration was still running when the repetition ended")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    @staticmethod
+    def parse(raw):
+        return raw
+
+
 class VmotionAdapter(Adapter):
     kind = "vmotion"
 
@@ -234,37 +281,45 @@ class VmotionAdapter(Adapter):
         return "vmotion"
 
     def make(self, lab, tracker, workdir):
-        from vclab.workloads.vmotion import VmotionReplay
-        from vclab.workloads.vmotion_model import VmotionSpec
+        from vclab.workloads.migration import LiveMigration
 
-        cluster = lab.cluster
-        vm = cluster.vms[self.spec.vm]
-        net = cluster.networks_of_kind("vmotion")[0]
-        link = cluster.defaults.link.rate or 1e9
-        model = VmotionSpec(memory_bytes=vm.memory, dirty_rate_bps=vm.dirty_rate,
-                            working_set_bytes=vm.working_set, link_rate_bps=link,
-                            disk_bytes=vm.disk if self.spec.mode == "shared-nothing" else 0)
-        return VmotionReplay(lab.node(vm.host), lab.node(self.spec.to), address(lab, self.spec.to, net),
-                             model, tracker, workdir / f"vmotion{self.index}", name=self.name)
-
-    def prepare(self, workload) -> None:
-        # The model is judged at the rate the fabric really gives, measured now.
-        workload.measure_rate(1.0)
+        vm = lab.cluster.vms[self.spec.vm]
+        # The VM's outage is probed from a member of its first network that stays put.
+        probe_from = None
+        if vm.networks:
+            others = [h for h, _ in lab.plan.networks[vm.networks[0]].members if h != self.spec.vm]
+            probe_from = others[0] if others else None
+        self.capture_dir = workdir / f"vmotion{self.index}" / f"vmotion{self.index}-capture"
+        return _Migration(LiveMigration(lab, self.spec.vm, self.spec.to, workdir / f"vmotion{self.index}",
+                                        storage=self.spec.mode, probe_from=probe_from, capture=True,
+                                        measure_s=1.0, name=f"vmotion{self.index}"))
 
     def outcome(self, raw, t0_ns, end_ns, faults):
-        from vclab.workloads.vmotion import VmotionReplay
-
         out = Outcome()
         common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
-        m = VmotionReplay.parse(raw)
-        for key, name in (("total_s", "total_ms"), ("downtime_s", "downtime_ms")):
-            if m.get(key) is not None:
-                out.metrics.append(Metric(name=name, value=m[key] * 1e3, **common))
-        if m.get("rounds"):
-            out.events.extend(rounds_as_events(self.name, [{**r, "index": r["round"]} for r in m["rounds"]], _ms_since(t0_ns, m["t_start"] * 1e9)))
-        for key in ("model_total_s", "model_downtime_s"):
-            if m.get(key) is not None:
-                out.metrics.append(Metric(name=key.replace("_s", "_ms"), value=m[key] * 1e3, **common))
+        v = raw["vmotion"]
+        values = {"total_ms": v.get("total_s"), "downtime_ms": v.get("downtime_s"),
+                  "model_total_ms": v.get("model_total_s"), "model_downtime_ms": v.get("model_downtime_s")}
+        for name, seconds in values.items():
+            if seconds is not None:
+                out.metrics.append(Metric(name=name, value=seconds * 1e3, **common))
+        out.metrics.append(Metric(name="switchover_ms", value=raw["switchover_ms"], **common))
+        if raw.get("outage_ms") is not None:
+            # what the VM itself lived through, measured by a probe to it
+            out.metrics.append(Metric(name="vm_outage_ms", value=raw["outage_ms"], **common))
+        if v.get("rounds"):
+            out.events.extend(rounds_as_events(self.name, [{**r, "index": r["round"]} for r in v["rounds"]],
+                                               _ms_since(t0_ns, v["t_start"] * 1e9)))
+        attached = raw["switchover_ns"].get("attached_ns")
+        if attached:
+            out.events.append(Event(self.name, _ms_since(t0_ns, attached), "switch_over",
+                                    {"to": raw["to"], "steps_ms": raw["steps_ms"]}))
+        if raw.get("capture"):
+            # the pcaps stay in the repetition's work directory; the store keeps where, and what
+            # they hold (RARP / gratuitous ARP counts after the switch-over)
+            out.raw.append(Raw(self.name, json.dumps({"pcap_dir": str(self.capture_dir),
+                                                      "counts": raw["capture"].get("counts")}),
+                               "capture.json"))
         return out
 
 

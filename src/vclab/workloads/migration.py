@@ -371,6 +371,7 @@ class LiveMigration:
         vm_host = lab.plan.host(self.vm)
         announcer = Announcer(lab.node(self.vm), vm_host, tracker)
         probe = capture = None
+        capture_error = ""
         t: dict[str, int] = {}
         try:
             replay.check()
@@ -387,8 +388,14 @@ class LiveMigration:
                     ports += [p.name for b in lab.plan.physical for p in b.ports
                               if p.role == "downlink" and p.peer == hv]
                 capture = Capture(ports, self.outdir / f"{self.name}-capture", tracker=tracker)
-                capture.check()
-                capture.start()
+                try:
+                    capture.check()
+                    capture.start()
+                except WorkloadError as e:
+                    # The capture is evidence, not the measurement: migrate without it.
+                    capture_error = str(e)
+                    capture.stop()
+                    capture = None
             if self.probe_from is not None:
                 pnet = self._probe_network()
                 probe = Probe(Endpoint(lab.node(self.probe_from),
@@ -437,6 +444,8 @@ class LiveMigration:
             probe.cleanup()
         if capture is not None:
             result["capture"] = Capture.parse(capture.collect())
+        elif capture_error:
+            result["capture_error"] = capture_error
         (self.outdir / f"{self.name}.json").write_text(json.dumps(result, indent=1, default=str))
         return result
 
