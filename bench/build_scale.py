@@ -16,8 +16,10 @@ fail_mode=secure with no controller, so the looped graph forwards nothing) with 
 
 Per N: times (median over the repetitions), `vclab/mininet <ratio>` of build + tear-down with
 and without the convergence wait, and memory per hypervisor (MemAvailable drop while the
-cluster is up, ovs-vswitchd RSS growth, PSS of the node shells, each divided by N). Last, a
-straight-line fit of time against N (per-hypervisor slope, R^2): linear means R^2 near 1.
+cluster is up, PSS of the node shells, ovs-vswitchd RSS growth, each divided by N; the RSS is a
+high-water mark, so the side built second in a repetition only shows growth beyond the first's
+peak, and MemAvailable moves with everything else on the machine). Last, a straight-line fit of
+time against N (per-hypervisor slope, R^2): linear means a flat ms/hv column and R^2 near 1.
 
 Every process either side starts is tracked and ended by PID; everything is removed in
 `finally`, by the exact names the plans list (Mininet's cleanup is never called). Needs root
@@ -273,42 +275,44 @@ def mib(value: float) -> str:
 
 def report(results: dict[int, tuple[list[Sample], list[Sample]]], datapath: str) -> bool:
     ns = sorted(results)
-    head = (f"{'N':>3} {'vclab build':>11} {'converge':>8} {'teardown':>8} | {'mininet build':>13} "
-            f"{'teardown':>8} | {'ratio':>5} {'w/o conv':>8} | MiB/hypervisor: {'mem':>5} "
-            f"{'ovs':>5} {'shells':>6} (mininet {'mem':>5} {'ovs':>5} {'shells':>6})")
-    print(f"\nbuild and tear-down, seconds (median of {len(results[ns[0]][0])}), {datapath} datapath")
-    print(head)
-    within = True
-    rows = []
+    reps = len(results[ns[0]][0])
+    print(f"\nseconds, median of {reps}, {datapath} datapath; ms/hv = build time per hypervisor")
+    print(f"{'N':>3} | {'vclab build':>11} {'converge':>8} {'teardown':>8} {'ms/hv':>6} | "
+          f"{'mininet build':>13} {'teardown':>8} {'ms/hv':>6} | {'ratio':>5} {'w/o conv':>8}")
+    rows, missed = [], []
     for n in ns:
         v, m = results[n]
         vb, vc, vt = median(v, "build"), median(v, "converge"), median(v, "teardown")
         mb, mt = median(m, "build"), median(m, "teardown")
         ratio = (vb + vt) / (mb + mt)
-        bare = (vb - vc + vt) / (mb + mt)
-        within &= ratio <= TARGET
+        if ratio > TARGET:
+            missed.append(f"N={n} ({ratio:.2f})")
         rows.append((n, vb, vc, vt, mb, mt))
-        print(f"{n:>3} {vb:>11.2f} {vc:>8.2f} {vt:>8.2f} | {mb:>13.2f} {mt:>8.2f} | {ratio:>5.2f} "
-              f"{bare:>8.2f} | {'':>15} {mib(median(v, 'mem') / n):>5} {mib(median(v, 'ovs') / n):>5} "
-              f"{mib(median(v, 'shells') / n):>6} (mininet {mib(median(m, 'mem') / n):>5} "
-              f"{mib(median(m, 'ovs') / n):>5} {mib(median(m, 'shells') / n):>6})")
+        print(f"{n:>3} | {vb:>11.2f} {vc:>8.2f} {vt:>8.2f} {vb / n * 1000:>6.0f} | {mb:>13.2f} "
+              f"{mt:>8.2f} {mb / n * 1000:>6.0f} | {ratio:>5.2f} {(vb - vc + vt) / (mb + mt):>8.2f}")
+    print("\nMiB per hypervisor while up: MemAvailable drop, node shells' PSS, ovs-vswitchd RSS growth")
+    print(f"{'N':>3} | {'vclab mem':>9} {'shells':>6} {'ovs':>5} | {'mininet mem':>11} {'shells':>6} {'ovs':>5}")
+    for n in ns:
+        v, m = results[n]
+        print(f"{n:>3} | {mib(median(v, 'mem') / n):>9} {mib(median(v, 'shells') / n):>6} "
+              f"{mib(median(v, 'ovs') / n):>5} | {mib(median(m, 'mem') / n):>11} "
+              f"{mib(median(m, 'shells') / n):>6} {mib(median(m, 'ovs') / n):>5}")
     print()
     for n, vb, vc, vt, mb, mt in rows:
         print(f"N={n}: vclab/mininet {(vb + vt) / (mb + mt):.2f} "
               f"(build {vb / mb:.2f}, without the convergence wait {(vb - vc) / mb:.2f}, "
               f"teardown {vt / mt:.2f})")
     print()
-    for label, index in (("vclab build", 1), ("vclab teardown", 3), ("mininet build", 4),
-                         ("mininet teardown", 5)):
+    for label, index in (("vclab build", 1), ("vclab converge", 2), ("vclab teardown", 3),
+                         ("mininet build", 4), ("mininet teardown", 5)):
         a, b, r2 = fit(ns, [row[index] for row in rows])
         print(f"{label:>16}: {a:6.2f} s + {b * 1000:6.1f} ms per hypervisor (R^2 {r2:.3f})")
     if len(ns) >= 2:
         mem_fit = fit(ns, [median(results[n][0], "mem") for n in ns])
-        ovs_fit = fit(ns, [median(results[n][0], "ovs") for n in ns])
-        print(f"memory per added hypervisor (vclab): MemAvailable {mib(mem_fit[1])} MiB, "
-              f"ovs-vswitchd {mib(ovs_fit[1])} MiB (slopes of the fits)")
-    print(f"\ntarget vclab/mininet <= {TARGET}: {'met' if within else 'NOT met'} at every N")
-    return within
+        print(f"memory per added hypervisor (vclab, slope of the MemAvailable fit): {mib(mem_fit[1])} MiB")
+    print(f"\ntarget vclab/mininet <= {TARGET}: "
+          + (f"missed at {', '.join(missed)}" if missed else "met at every N"))
+    return not missed
 
 
 def main(argv: list[str] | None = None) -> int:
