@@ -20,6 +20,8 @@ cluster is up, PSS of the node shells, ovs-vswitchd RSS growth, each divided by 
 high-water mark, so the side built second in a repetition only shows growth beyond the first's
 peak, and MemAvailable moves with everything else on the machine). Last, a straight-line fit of
 time against N (per-hypervisor slope, R^2): linear means a flat ms/hv column and R^2 near 1.
+The convergence wait is RSTP starting up on the two inter-switch cables (BPDUs at the 2 s hello):
+1-5 s whatever N, hidden behind the build itself from N = 32 on, so it dominates small N.
 
 Every process either side starts is tracked and ended by PID; everything is removed in
 `finally`, by the exact names the plans list (Mininet's cleanup is never called). Needs root
