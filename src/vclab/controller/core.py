@@ -200,18 +200,26 @@ def _group(dp: Any, kind: int, group_id: int, buckets: list) -> Any:
     return dp.ofproto_parser.OFPGroupMod(dp, dp.ofproto.OFPGC_ADD, kind, group_id, buckets)
 
 
-def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None) -> Any:
+def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None,
+        next_phase: tuple[int, int] | None = None) -> Any:
     """Fast-failover group over fabric `ports`; `in_port` is sent back where it came from.
 
-    A last bucket that watches nothing repeats the first choice: when every cable looks dead
-    at once, BFD is more likely wrong (a stalled ovs-vswitchd misses its packets) than all
-    cables broken, and a truly dead port drops the frame anyway."""
+    `next_phase` (group, phase): when every cable towards this phase's switch is dead, that
+    switch is as good as gone (a whole-switch failure), and the server's bond has moved to its
+    next NIC: so does the frame, from here. A last bucket that watches nothing repeats the
+    first choice: when every cable looks dead at once, BFD is more likely wrong (a stalled
+    ovs-vswitchd misses its packets) than all cables broken, and a truly dead port drops the
+    frame anyway."""
     p, of = dp.ofproto_parser, dp.ofproto
 
     def out(port: int) -> list:
         return [p.OFPActionOutput(of.OFPP_IN_PORT if port == in_port else port)]
     ports = list(ports)
     buckets = [p.OFPBucket(watch_port=port, actions=out(port)) for port in ports]
+    if next_phase is not None:
+        group, phase = next_phase
+        buckets.append(p.OFPBucket(watch_group=group, actions=[
+            p.OFPActionSetField(vlan_pcp=phase), p.OFPActionGroup(group)]))
     if ports:  # OVS wants a watch on every fast-failover bucket: watch one that never fails
         buckets.append(p.OFPBucket(watch_group=ALWAYS_LIVE, actions=out(ports[0])))
     return _group(dp, of.OFPGT_FF, group_id, buckets)
@@ -298,7 +306,8 @@ def _unicast_group(dp: Any, group_id: int, rt: Route, in_port: int | None,
     """Fast-failover group for one route; on the phase's target switch, deliver or move on."""
     p, of = dp.ofproto_parser, dp.ofproto
     if not rt.delivers:
-        return _ff(dp, group_id, rt.main, in_port)
+        return _ff(dp, group_id, rt.main, in_port,
+                   (next_phase, rt.phase + 1) if next_phase is not None else None)
     reset = [p.OFPActionSetField(vlan_pcp=0)] if rt.phase else []
     buckets = [p.OFPBucket(watch_port=rt.main[0],
                            actions=reset + [p.OFPActionOutput(rt.main[0])])]
