@@ -19,8 +19,9 @@ from vclab.errors import ConfigError, VclabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Emulate a virtualized cluster's network and measure failover time.")
-out = Console()
-err = Console(stderr=True)
+# emoji off: `:name:` in a user's value must print as typed, not as a picture
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def friendly(fn):

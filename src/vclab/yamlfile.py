@@ -13,6 +13,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from vclab.errors import ConfigError, Problem
@@ -25,12 +26,16 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
     path = str(path)
     if text is None:
         try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError([Problem(f"cannot read the file: {e.strerror}", path)]) from None
+            raw = Path(path).read_bytes()
+        except (OSError, ValueError) as e:
+            raise ConfigError([Problem(f"cannot read the file: {getattr(e, 'strerror', None) or e}", path)]) from None
+        try:
+            text = raw.decode()
         except UnicodeDecodeError as e:
-            raise ConfigError([Problem(f"not a text file (UTF-8): byte {e.start} is {e.object[e.start:e.start + 1]!r}",
-                                       path)]) from None
+            line = raw[:e.start].count(b"\n") + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            raise ConfigError([Problem(f"not a text file (UTF-8): byte {raw[e.start:e.start + 1]!r} here",
+                                       path, line, col)]) from None
     yaml = YAML(typ="rt")
     yaml.Constructor = _PlacedConstructor
     yaml.allow_duplicate_keys = False
@@ -40,8 +45,12 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
         raise ConfigError(_duplicate_keys(text, path) or [_marked(e, path)]) from None
     except MarkedYAMLError as e:
         raise ConfigError([_marked(e, path)]) from None
+    except ReaderError as e:  # a control character: the reader knows where, by character
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise ConfigError([Problem(f"character {e.character!r} is not allowed in YAML", path, line, col)]) from None
     except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate anchors)
-        raise ConfigError([Problem(f"not valid YAML: {e}", path)]) from None
+        raise ConfigError([Problem(f"not valid YAML: {' '.join(str(e).split())}", path)]) from None
     return data
 
 
@@ -150,7 +159,9 @@ def position(data: Any, loc: tuple) -> tuple[int | None, int | None]:
 
 
 def _field_path(loc: tuple) -> str:
-    return ".".join(str(k) for k in loc)
+    # A key with blanks or control characters is quoted, so a problem stays one honest line.
+    return ".".join(repr(k) if isinstance(k, str) and (not k or not k.isprintable() or any(c.isspace() for c in k))
+                    else str(k) for k in loc)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:

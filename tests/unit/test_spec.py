@@ -172,7 +172,7 @@ def test_unreadable_files(tmp_path):
     binary.write_bytes(b"cluster: lab\n\xff\xfe")
     with pytest.raises(ConfigError) as info:
         load_cluster(binary)
-    assert str(info.value) == f"{binary}: not a text file (UTF-8): byte 13 is b'\\xff'"
+    assert str(info.value) == f"{binary}:2:1: not a text file (UTF-8): byte b'\\xff' here"
 
 
 def test_a_key_that_is_a_mapping():

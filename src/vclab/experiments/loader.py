@@ -90,11 +90,18 @@ def load_experiment(path: Path | str) -> LoadedExperiment:
     data = load_yaml(path)
     text = path.read_text()
     e = validate(Experiment, data, str(path))
-    cluster_file = e.cluster_path(path)
+    try:
+        cluster_file = e.cluster_path(path)
+        found = cluster_file is None or cluster_file.is_file()
+        why = "no such file"
+    except (OSError, ValueError) as err:  # a name too long, a NUL byte
+        cluster_file, found = path.parent / str(e.topology), False
+        why = getattr(err, "strerror", None) or str(err)
     if cluster_file is not None:
-        if not cluster_file.is_file():
+        if not found:
             line, col = position(data, ("topology",))
-            raise ConfigError([Problem(f"no cluster file at {cluster_file}", str(path), line, col, "topology")])
+            raise ConfigError([Problem(f"no cluster file at {str(cluster_file)!r} ({why})", str(path),
+                                       line, col, "topology")])
         cluster_data = load_yaml(cluster_file)
         cluster = validate(Cluster, cluster_data, str(cluster_file), semantic_problems)
         cluster_text = cluster_file.read_text()

@@ -95,7 +95,8 @@ class Link(Strict):
     """Long form of an inter-switch link; the short form is `[tor-a, tor-b]`."""
 
     between: tuple[Name, Name]
-    name: str | None = None
+    # Faults name links by it; it reaches OVS external_ids, so only name-like characters.
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_./#-]{0,63}$")
     rate: LinkRate | None = None
     delay: Duration | None = None
     loss: Percent | None = None
