@@ -90,3 +90,14 @@ def test_isolated_host_is_declared(tmp_path):
     about_esx3 = [e for e in events if e.detail.get("subject") == "esx3" or e.detail.get("agent") == "esx3"]
     assert any(e.kind in ("isolated", "declared_failed", "fdm_unreachable") for e in about_esx3), events
 
+
+
+@pytest.mark.parametrize("rate", ["1g", "10g"])
+def test_vmotion_under_contention_completes_with_and_without_qos(tmp_path, rate):
+    _, store, reps = run(f"vmotion-contention-{rate}", tmp_path)
+    for rep in reps:
+        total = metric(store, rep, "total_ms", workload="vmotion web1>esx2")
+        load = metric(store, rep, "throughput_bps", workload="iperf3 esx1>esx2 vm-web")
+        print(f"\n{rate} {rep.mechanism}: vMotion total {total} ms, VM flow {load} bit/s")
+        # the migration finishes despite a saturating VM flow on the same uplink
+        assert total and total[0] > 0 and load and load[0] > 0
