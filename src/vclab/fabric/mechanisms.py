@@ -145,8 +145,22 @@ def spanning_tree_port_options(kind: str, bridge: Bridge, port: Port | Bond) -> 
         return [f"other_config:{kind}-path-cost={port.cost}"]
     return []
 
+class SpanningTree(Mechanism):
+    """What STP and RSTP share: options named after the protocol, timers from the subclass."""
+
+    hello_time: int | None
+    max_age: int | None
+    forward_delay: int | None
+
+    def bridge_options(self, bridge: Bridge) -> list[str]:
+        return spanning_tree_options(self.name, bridge, self.hello_time, self.max_age, self.forward_delay)
+
+    def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
+        return spanning_tree_port_options(self.name, bridge, port)
+
+
 @dataclass
-class Rstp(Mechanism):
+class Rstp(SpanningTree):
     """IEEE 802.1w on every physical switch; ports facing servers are edge ports (as a real
     hypervisor-facing port is configured), so they forward at once."""
 
@@ -155,12 +169,6 @@ class Rstp(Mechanism):
     forward_delay: int | None = None
     timeout: float = 30.0
     name = "rstp"
-
-    def bridge_options(self, bridge: Bridge) -> list[str]:
-        return spanning_tree_options(self.name, bridge, self.hello_time, self.max_age, self.forward_delay)
-
-    def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
-        return spanning_tree_port_options(self.name, bridge, port)
 
     def converged(self, lab: Runner) -> tuple[bool, str]:
         moving = []
@@ -178,7 +186,7 @@ STP_HELLO, STP_MAX_AGE, STP_FORWARD_DELAY = 1, 6, 4
 
 
 @dataclass
-class Stp(Mechanism):
+class Stp(SpanningTree):
     """IEEE 802.1D on every physical switch. OVS's STP has no edge ports: ports facing servers
     leave STP instead (like portfast with BPDU filter), so only inter-switch links wait through
     listening and learning. Timers default to the tuned ones above; pass None for OVS's."""
@@ -192,12 +200,6 @@ class Stp(Mechanism):
     def __post_init__(self) -> None:
         if self.timeout is None:
             self.timeout = 2 * (self.forward_delay or 15) + (self.max_age or 20) + 10.0
-
-    def bridge_options(self, bridge: Bridge) -> list[str]:
-        return spanning_tree_options(self.name, bridge, self.hello_time, self.max_age, self.forward_delay)
-
-    def port_options(self, bridge: Bridge, port: Port | Bond) -> list[str]:
-        return spanning_tree_port_options(self.name, bridge, port)
 
     def converged(self, lab: Runner) -> tuple[bool, str]:
         moving = []
