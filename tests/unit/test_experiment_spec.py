@@ -116,3 +116,12 @@ def test_flap_and_sweep_expand(tmp_path):
     assert len(sweep) == 2 * len(single_failures(loaded.cluster))
     # 2 switches, 2 links, 8 server NICs, 2 portals in the default cluster
     assert len(single_failures(loaded.cluster)) == 14
+
+
+def test_mechanisms_checked_on_the_cluster_they_would_run(tmp_path):
+    p = write(tmp_path, "mechanisms: [none, {fabric: rstp, team: lacp}, sdn]\n")
+    msgs = problems(p)
+    assert msgs[0].startswith(f"{p}:3:14: mechanisms.0: none: mechanism 'none' would leave the loop")
+    assert msgs[1].startswith(f"{p}:3:20: mechanisms.1: rstp+lacp: hypervisors.esx1.team.mode: "
+                              "LACP across independent switches needs MLAG")
+    assert not any("mechanisms.2" in m for m in msgs)  # sdn with active-backup teams is fine

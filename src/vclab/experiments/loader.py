@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vclab.errors import ConfigError, Problem
-from vclab.experiments.spec import Experiment, Fault, Sweep
-from vclab.topology.spec import Cluster, semantic_problems
+from vclab.errors import ConfigError, Problem, VclabError
+from vclab.experiments.spec import Experiment, Fault, MechanismChoice, Sweep
+from vclab.topology.spec import Cluster, Team, semantic_problems
 from vclab.yamlfile import load_yaml, position, validate
 
 
@@ -18,6 +18,36 @@ class LoadedExperiment:
     path: Path
     text: str  # stored verbatim with the results
     cluster_text: str
+
+
+def cluster_for(cluster: Cluster, choice: MechanismChoice) -> Cluster:
+    """The cluster with the mechanism's team mode on every server with more than one NIC."""
+    if choice.team is None:
+        return cluster
+    def reteam(servers):
+        return {n: s.model_copy(update={"team": Team(mode=choice.team, primary=s.team.primary)})
+                if len(s.nics) > 1 else s for n, s in servers.items()}
+    return cluster.model_copy(update={"hypervisors": reteam(cluster.hypervisors),
+                                      "management": reteam(cluster.management)})
+
+
+def mechanism_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
+    """Each mechanism checked on the cluster it will run (its team mode applied) before
+    anything is built: LACP across two switches, `none` on a looped fabric, sdn with LACP."""
+    from vclab.fabric.mechanisms import get_mechanism
+    from vclab.topology.plan import build_plan
+
+    out: list[tuple[tuple, str]] = []
+    for i, choice in enumerate(e.mechanisms):
+        teamed = cluster_for(c, choice)
+        found = [f"{'.'.join(str(k) for k in path)}: {why}" for path, why in semantic_problems(teamed)]
+        if not found:
+            try:
+                get_mechanism(choice.fabric).check(build_plan(teamed, "vc"))
+            except VclabError as err:
+                found.append(str(err))
+        out += [(("mechanisms", i), f"{choice.label}: {why}") for why in found]
+    return out
 
 
 def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
@@ -114,7 +144,7 @@ def load_experiment(path: Path | str) -> LoadedExperiment:
                 object.__setattr__(p, "field", "topology." + p.field if p.field else "topology")
             raise
         cluster_text = ""
-    problems = reference_problems(e, cluster)
+    problems = reference_problems(e, cluster) + mechanism_problems(e, cluster)
     if problems:
         raise ConfigError([Problem(text_, str(path), *position(data, loc), ".".join(str(k) for k in loc))
                            for loc, text_ in problems])

@@ -19,27 +19,15 @@ from typing import Callable
 from vclab.errors import VclabError
 from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import apply as apply_fault, expand_schedule, run_commands, sink_commands, sink_name
-from vclab.experiments.loader import LoadedExperiment
+from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
 from vclab.experiments.workloads import Adapter, adapter_for
 from vclab.results.model import FaultRecord, RepetitionResult
 from vclab.results.store import ResultStore
-from vclab.topology.spec import Cluster, Team
 
 MIGRATION_WAIT_S = 300.0
 
 Progress = Callable[[str, int, str], None]  # (mechanism label, repetition, phase)
-
-
-def cluster_for(cluster: Cluster, choice: MechanismChoice) -> Cluster:
-    """The cluster with the mechanism's team mode on every server with more than one NIC."""
-    if choice.team is None:
-        return cluster
-    def reteam(servers):
-        return {n: s.model_copy(update={"team": Team(mode=choice.team, primary=s.team.primary)})
-                if len(s.nics) > 1 else s for n, s in servers.items()}
-    return cluster.model_copy(update={"hypervisors": reteam(cluster.hypervisors),
-                                      "management": reteam(cluster.management)})
 
 
 def shard_units(mechanisms: list[MechanismChoice], repetitions: int,
