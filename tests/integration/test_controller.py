@@ -477,7 +477,10 @@ def test_bfd_catches_silent_cable_loss(rig):
         finally:
             for end in ends:
                 sh("ovs-appctl", "bfd/set-forwarding", end, "normal", check=False)
-        assert alarm.outage_ms < 50, "last-resort buckets should keep traffic going"
+        # A false alarm on every cable looks like the far switch died: frames move to the
+        # server's next NIC, which its bond ignores, so traffic stops until BFD sees the cables
+        # again, and only then (the price of surviving a real switch failure in the datapath).
+        assert alarm.outage_ms < 1500 + 3 * interval + 150, "traffic must come back with BFD"
     finally:
         heal()
         for end in ends:
