@@ -151,8 +151,10 @@ def test_a_mistake_in_an_anchor_is_reported_for_every_alias_at_the_anchor():
 
 
 def test_self_link_and_unknown_switch_in_long_form():
-    found = problems_of_text(default_with("  - [tor-a, tor-b]\n  - [tor-a, tor-b]",
-                                          "  - [tor-a, tor-a]\n  - {between: [tor-a, tor-z], rate: 1Gbit}"))
+    found = problems_of_text(default_with(
+        "  - {between: [tor-a, tor-b], cost: 2000}     # (spanning trees forward on it, block the other)\n"
+        "  - {between: [tor-a, tor-b], cost: 4000}",
+        "  - [tor-a, tor-a]\n  - {between: [tor-a, tor-z], rate: 1Gbit}"))
     assert found == [
         "c.yaml:23:5: links.0.between: a link joins two different switches, not 'tor-a' to itself",
         "c.yaml:24:23: links.1.between.1: unknown switch 'tor-z'; switches are: tor-a, tor-b",
