@@ -27,6 +27,19 @@ from vclab.results.store import ResultStore
 
 MIGRATION_WAIT_S = 300.0
 
+# Processes that must live through a whole repetition (the others end on their own, and a
+# workload whose tool died shows it in its own output).
+MUST_LIVE = ("vclab controller", "tgtd:")
+
+
+def dead_processes(tracked) -> list[str]:
+    """Tracked processes that should be running and are not: the repetition measured a
+    fabric without its controller, or storage without its target."""
+    from vclab.procs import alive
+
+    return [f"{t.label} (pid {t.pid})" for t in tracked
+            if t.label.startswith(MUST_LIVE) and not alive(t.pid, t.started)]
+
 Progress = Callable[[str, int, str], None]  # (mechanism label, repetition, phase)
 
 
@@ -164,6 +177,10 @@ class Runner:
                     self.progress(label, index, "faults")
                     self._drive(schedule, deferred, running, cabling, t0, duration_ms, rep,
                                 controller=lab.controller_action)
+                    dead = dead_processes(tracker.tracked)
+                    if dead:
+                        rep.status = "failed"
+                        rep.reason += f"died during the run: {', '.join(dead)}; "
                     self.progress(label, index, "collecting")
                 finally:
                     for a, w in running:
