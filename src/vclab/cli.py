@@ -47,15 +47,30 @@ def friendly(fn):
 
 @app.command()
 @friendly
-def check(file: Path = typer.Argument(..., help="cluster YAML"),
+def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
           strict: bool = typer.Option(False, help="exit 1 on any error or warning (notes only inform)")):
-    """Validate a cluster file and analyse it (single points of failure, missing networks)."""
+    """Validate a cluster or experiment file and analyse the cluster (single points of
+    failure, missing networks). Nothing is built."""
     from vclab.topology.analysis import analyse
     from vclab.topology.loader import load_cluster
     from vclab.yamlfile import load_yaml, position
 
-    cluster = load_cluster(file)
     data = load_yaml(file)
+    if isinstance(data, dict) and "experiment" in data:
+        # An experiment file: validated with its cluster, nothing built.
+        from vclab.experiments.faults import expand_schedule
+        from vclab.experiments.loader import load_experiment
+
+        loaded = load_experiment(file)
+        e = loaded.experiment
+        out.print(f"{file}: experiment {e.experiment!r} is valid: {len(e.mechanisms)} mechanisms "
+                  f"({', '.join(m.label for m in e.mechanisms)}) x {e.repetitions} repetitions, "
+                  f"{len(e.workloads)} workloads, {len(expand_schedule(e, loaded.cluster))} faults; "
+                  f"cluster {loaded.cluster.cluster!r}", highlight=False)
+        file, cluster = (loaded.experiment.cluster_path(loaded.path) or file), loaded.cluster
+        data = load_yaml(file) if file != loaded.path else data.get("topology")
+    else:
+        cluster = load_cluster(file)
     findings = analyse(cluster)
     out.print(f"{file}: cluster {cluster.cluster!r} is valid: {len(cluster.switches)} switches, "
               f"{len(cluster.hypervisors)} hypervisors, {len(cluster.storage)} storage arrays, "

@@ -125,3 +125,14 @@ def test_mechanisms_checked_on_the_cluster_they_would_run(tmp_path):
     assert msgs[1].startswith(f"{p}:3:20: mechanisms.1: rstp+lacp: hypervisors.esx1.team.mode: "
                               "LACP across independent switches needs MLAG")
     assert not any("mechanisms.2" in m for m in msgs)  # sdn with active-backup teams is fine
+
+
+def test_vclab_check_validates_an_experiment_without_building(tmp_path):
+    from typer.testing import CliRunner
+
+    from vclab.cli import app
+
+    ok = CliRunner().invoke(app, ["check", str(ROOT / "experiments" / "default.yaml")])
+    assert ok.exit_code == 0 and "experiment 'uplink-and-switch-failure' is valid" in ok.output
+    refused = CliRunner().invoke(app, ["check", str(ROOT / "experiments" / "missing-vmotion.yaml")])
+    assert refused.exit_code == 2 and "web1 cannot migrate to esx3" in refused.output
