@@ -66,7 +66,7 @@ def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
         out.print(f"{file}: experiment {e.experiment!r} is valid: {len(e.mechanisms)} mechanisms "
                   f"({', '.join(m.label for m in e.mechanisms)}) x {e.repetitions} repetitions, "
                   f"{len(e.workloads)} workloads, {len(expand_schedule(e, loaded.cluster))} faults; "
-                  f"cluster {loaded.cluster.cluster!r}", highlight=False)
+                  f"cluster {loaded.cluster.cluster!r}", highlight=False, soft_wrap=True)
         file, cluster = (loaded.experiment.cluster_path(loaded.path) or file), loaded.cluster
         data = load_yaml(file) if file != loaded.path else data.get("topology")
     else:
@@ -75,7 +75,7 @@ def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
     out.print(f"{file}: cluster {cluster.cluster!r} is valid: {len(cluster.switches)} switches, "
               f"{len(cluster.hypervisors)} hypervisors, {len(cluster.storage)} storage arrays, "
               f"{len(cluster.management)} management servers, {len(cluster.vms)} VMs, "
-              f"{len(cluster.networks)} networks", highlight=False)
+              f"{len(cluster.networks)} networks", highlight=False, soft_wrap=True)
     if not findings:
         out.print("analysis: no findings")
         return
