@@ -52,7 +52,9 @@ def main() -> int:
     phases: list[tuple[float, str, int, str]] = []
 
     def progress(mechanism: str, index: int, phase: str) -> None:
-        phases.append((time.monotonic(), mechanism, index, phase.split(":")[0]))
+        # "faults" starts the schedule, "fault: NAME" marks each one: one phase for both
+        name = phase.split(":")[0]
+        phases.append((time.monotonic(), mechanism, index, "faults" if name == "fault" else name))
 
     with tempfile.TemporaryDirectory(prefix="vclab-overhead-") as tmp:
         exp = Path(tmp) / "exp.yaml"
@@ -68,11 +70,14 @@ def main() -> int:
     spent: dict[str, float] = {}
     for (t, m, i, phase), nxt in zip(phases, phases[1:] + [(started + wall, "", 0, "")]):
         spent[phase] = spent.get(phase, 0.0) + nxt[0] - t
-    print(f"{'phase':<22}{'seconds':>9}")
+    print(f"{'phase':<28}{'seconds':>9}")
+    labels = {"building": "build + converge", "starting workloads": "start + warm-up",
+              "faults": "fault schedule", "collecting": "collect + teardown + store"}
     for phase, seconds in spent.items():
-        print(f"{phase:<22}{seconds:>9.1f}")
-    print(f"{'wall time':<22}{wall:>9.1f}")
-    print(f"{'scheduled':<22}{scheduled:>9.1f}   ({len(e.mechanisms)} mechanisms x {reps} "
+        if phase in labels:
+            print(f"{labels[phase]:<28}{seconds:>9.1f}")
+    print(f"{'wall time':<28}{wall:>9.1f}")
+    print(f"{'scheduled':<28}{scheduled:>9.1f}   ({len(e.mechanisms)} mechanisms x {reps} "
           f"repetitions x (warm-up + duration))")
     print(f"repetitions ok {summary.ok}, failed {summary.failed}; load {os.getloadavg()[0]:.1f}")
     print(f"runner/scheduled {wall / scheduled:.2f}")
