@@ -272,8 +272,10 @@ def test_single_path_waits_out_the_cut(fabric, tracker, tmp_path) -> None:
     assert res["failed"] == 0 and res["unfinished"] == 0, raw["trailer"]
     assert res["paths_down"] == [] and res["path_switches"] == []
     # It cannot end before the path is back, and ends at TCP's next retransmission after that
-    # (RTO doubling from 200 ms: the next one is due at most ~cut later).
-    assert cut_s * 1000 * 0.95 < res["fault_stall_ms"] < cut_s * 1000 * 2 + 500
+    # (RTO doubling from 200 ms: the next one is due at most ~cut later). On a busy userspace
+    # switch that first retransmission can be lost too, and the one after is due ~2 cuts later
+    # again (seen once in three CI runs: 6.7 s after a 2.5 s cut).
+    assert cut_s * 1000 * 0.95 < res["fault_stall_ms"] < cut_s * 1000 * 4 + 1000
     assert res["longest_io"]["attempts"] == 1
 
 
