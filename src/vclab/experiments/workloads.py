@@ -54,6 +54,11 @@ class Adapter:
     def traffic_class(self) -> str:
         return getattr(self.spec, "network", "")
 
+    @property
+    def common(self) -> dict:
+        """What every series and metric of this workload carries."""
+        return dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+
     def make(self, lab, tracker: ProcessTracker, workdir: Path) -> Workload:
         raise NotImplementedError
 
@@ -64,12 +69,16 @@ class Adapter:
         raise NotImplementedError
 
 
-class ProbeAdapter(Adapter):
-    kind = "probe"
+class _BetweenTwo(Adapter):
+    """A workload from one host to another on one network (probe, iperf3)."""
 
     @property
     def name(self) -> str:
-        return f"probe {self.spec.src}>{self.spec.dst} {self.spec.network}"
+        return f"{self.kind} {self.spec.src}>{self.spec.dst} {self.spec.network}"
+
+
+class ProbeAdapter(_BetweenTwo):
+    kind = "probe"
 
     def make(self, lab, tracker, workdir):
         from vclab.workloads.probe import Endpoint, Probe
@@ -92,7 +101,7 @@ class ProbeAdapter(Adapter):
         # The floor is measured after the warm-up (ARP and MAC learning are done) and before
         # the first fault; the last fault's window ends with the run, not with the probes' tail.
         floor = max(probe_metrics.noise_floor(s, t0_ns, first or end_ns).noise_floor_ms for s in (ab, ba))
-        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        common = self.common
         out.metrics.append(Metric(name="noise_floor_ms", value=floor, **common))
         for i, f in enumerate(applied):
             start = f.applied_ns - margin
@@ -119,12 +128,8 @@ class ProbeAdapter(Adapter):
         return out
 
 
-class Iperf3Adapter(Adapter):
+class Iperf3Adapter(_BetweenTwo):
     kind = "iperf3"
-
-    @property
-    def name(self) -> str:
-        return f"iperf3 {self.spec.src}>{self.spec.dst} {self.spec.network}"
 
     def make(self, lab, tracker, workdir, duration_s: float = 10.0):
         from vclab.workloads.iperf import Iperf3
@@ -139,7 +144,7 @@ class Iperf3Adapter(Adapter):
         from vclab.workloads.iperf import Iperf3
 
         out = Outcome()
-        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        common = self.common
         out.raw.append(Raw(self.name, json.dumps(raw.get("client", {})), "iperf3.json"))
         m = Iperf3.parse(raw)
         points = [(_ms_since(t0_ns, iv["t"] * 1e9 + (iv["end_s"] - iv["start_s"]) * 1e9), iv["bits_per_second"])
@@ -202,7 +207,7 @@ class HeartbeatsAdapter(Adapter):
         from vclab.workloads.heartbeats import Heartbeats
 
         out = Outcome()
-        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        common = self.common
         m = Heartbeats.parse(raw, failures={}, start=t0_ns / 1e9, end=end_ns / 1e9)
         out.metrics.append(Metric(name="false_failures", value=m["false_declaration_count"], **common))
         # Host-to-host heartbeats only: the management server's own beat is every 10 s.
@@ -296,7 +301,7 @@ class VmotionAdapter(Adapter):
 
     def outcome(self, raw, t0_ns, end_ns, faults):
         out = Outcome()
-        common = dict(workload=self.name, kind=self.kind, traffic_class=self.traffic_class)
+        common = self.common
         v = raw["vmotion"]
         values = {"total_ms": v.get("total_s"), "downtime_ms": v.get("downtime_s"),
                   "model_total_ms": v.get("model_total_s"), "model_downtime_ms": v.get("model_downtime_s")}
