@@ -4,6 +4,8 @@ Only vclab's own: processes recorded by PID (vclab.procs), OVS bridges named wit
 AND carrying external_ids:vclab-name (a bridge somebody else named vc... stays), links and named
 namespaces with the prefix. With `run_id`, only what that run created (its bridges, their ports'
 veths and its recorded processes), so a test can clean up after itself while other runs go on.
+With a longer `prefix` (a lab built with `--prefix vcy`), only objects named with it; processes
+are those recorded in the state directory (VCLAB_STATE_DIR), which names no prefix.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from vclab import PREFIX
+from vclab.errors import VclabError
 from vclab.procs import STATE_DIR, end_recorded
 
 
@@ -23,8 +26,8 @@ def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProce
     return subprocess.run(args, input=stdin, capture_output=True, text=True)
 
 
-def vclab_bridges(run_id: str | None = None) -> dict[str, str]:
-    """{bridge: its user name} for the bridges vclab created (of one run, if given)."""
+def vclab_bridges(run_id: str | None = None, prefix: str = PREFIX) -> dict[str, str]:
+    """{bridge: its user name} for the bridges vclab created (of one run, or one prefix)."""
     p = _run(["ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,external_ids",
               "list", "bridge"])
     if p.returncode != 0:
@@ -32,7 +35,7 @@ def vclab_bridges(run_id: str | None = None) -> dict[str, str]:
     out = {}
     for name, ids in json.loads(p.stdout)["data"]:
         ids = dict(ids[1]) if isinstance(ids, list) and ids[0] == "map" else {}
-        if not name.startswith(PREFIX) or "vclab-name" not in ids:
+        if not name.startswith(prefix) or "vclab-name" not in ids:
             continue
         if run_id is not None and ids.get("vclab-run") != run_id:
             continue
@@ -52,11 +55,14 @@ def _end_processes(run_id: str | None, state_dir: Path) -> list[str]:
         return end_recorded(Path(tmp))
 
 
-def clean(run_id: str | None = None, state_dir: Path | None = None) -> list[str]:
+def clean(run_id: str | None = None, state_dir: Path | None = None,
+          prefix: str = PREFIX) -> list[str]:
     """Remove vclab's leftovers; returns what was removed, one line per object."""
+    if not prefix.startswith(PREFIX):
+        raise VclabError(f"a lab's name prefix must start with {PREFIX!r}, not {prefix!r}")
     removed = [f"process {p}" for p in _end_processes(run_id, state_dir or STATE_DIR)]
 
-    bridges = vclab_bridges(run_id)
+    bridges = vclab_bridges(run_id, prefix)
     ports: list[str] = []
     if bridges:
         for bridge in bridges:
@@ -71,7 +77,7 @@ def clean(run_id: str | None = None, state_dir: Path | None = None) -> list[str]
     if run_id is None:
         # A bridge that stays (not vclab's) keeps its own device of the same name.
         others = set(_run(["ovs-vsctl", "--timeout=10", "list-br"]).stdout.split())
-        links = sorted(n for n in present if n.startswith(PREFIX) and n not in others)
+        links = sorted(n for n in present if n.startswith(prefix) and n not in others)
     else:
         links = sorted(n for n in ports if n in present)
     if links:
@@ -84,6 +90,6 @@ def clean(run_id: str | None = None, state_dir: Path | None = None) -> list[str]
         names = [line.split()[0] for line in _run(["ip", "netns", "list"]).stdout.splitlines()
                  if line.strip()]
         for ns in names:
-            if ns.startswith(PREFIX) and _run(["ip", "netns", "del", ns]).returncode == 0:
+            if ns.startswith(prefix) and _run(["ip", "netns", "del", ns]).returncode == 0:
                 removed.append(f"netns {ns}")
     return removed

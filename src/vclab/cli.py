@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # emoji off: `:name:` in a user's value must print as typed, not as a picture
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
+PREFIX_HELP = ("name prefix of every bridge, link and namespace built (starts with vc): two labs "
+               "side by side need different ones; `vclab clean --prefix` removes one's leftovers")
 
 
 def friendly(fn):
@@ -150,13 +152,14 @@ def _matrix_table(network: str, matrix: dict) -> Table:
 @friendly
 def up(file: Path = typer.Argument(..., help="cluster YAML"),
        mechanism: Optional[str] = typer.Option(None, help="loop protection: overrides the file's"),
-       cli: bool = typer.Option(False, "--cli", help="leave the Mininet CLI open after the checks")):
+       cli: bool = typer.Option(False, "--cli", help="leave the Mininet CLI open after the checks"),
+       prefix: str = typer.Option("vc", help=PREFIX_HELP)):
     """Build the cluster, check reachability on every network and VLAN isolation, tear down."""
     from vclab.topology.build import Lab
     from vclab.topology.loader import load_cluster
 
     cluster = load_cluster(file)
-    with Lab(cluster, mechanism=mechanism, cli=False) as lab:
+    with Lab(cluster, mechanism=mechanism, cli=False, prefix=prefix) as lab:
         out.print(f"built {cluster.cluster!r} in {lab.build_seconds:.1f} s on the "
                   f"[bold]{lab.datapath}[/] datapath, fabric: {lab.mechanism}")
         matrices = lab.reachability()
@@ -188,7 +191,8 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
         resume: bool = typer.Option(False, "--resume", help="continue the last interrupted run"),
         repetitions: Optional[int] = typer.Option(None, help="override the file's repetitions"),
         report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end"),
-        shard: str = typer.Option("1/1", help="run only shard I of N (I/N) of the repetitions; `vclab merge` joins them")):
+        shard: str = typer.Option("1/1", help="run only shard I of N (I/N) of the repetitions; `vclab merge` joins them"),
+        prefix: str = typer.Option("vc", help=PREFIX_HELP)):
     """Run an experiment: each mechanism x repetition, faults on schedule, results stored."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -218,7 +222,7 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
                     bar.console.print(f"[red]{mechanism} repetition {index} failed[/] (see compare)")
 
         summary = Runner(loaded, results, resume=resume, repetitions=reps, progress=progress,
-                         shard=(i, n)).run()
+                         shard=(i, n), lab_prefix=None if prefix == "vc" else prefix).run()
     out.print(f"{summary.ok} repetitions ok, {summary.failed} failed in {summary.seconds:.0f} s; "
               f"results in {summary.results}", highlight=False)
     if summary.interrupted:
@@ -282,11 +286,13 @@ def merge(shards: list[Path] = typer.Argument(..., help="results directories of 
 
 @app.command()
 @friendly
-def clean():
+def clean(prefix: str = typer.Option("vc", help="only objects named with this prefix (a lab "
+                                                "built with --prefix); processes: those recorded "
+                                                "in VCLAB_STATE_DIR (default /run/vclab)")):
     """Remove every namespace, veth, bridge and process vclab created (its own prefix only)."""
     from vclab.clean import clean as do_clean
 
-    removed = do_clean()
+    removed = do_clean(prefix=prefix)
     if removed:
         for item in removed:
             out.print(f"removed {item}", highlight=False)

@@ -1,0 +1,348 @@
+"""Fault injection into vclab itself: the real `vclab run` is sent SIGINT or SIGKILL at a random
+moment, again and again on the same results directory, and after each blow:
+
+- SIGINT: the process ends by itself within a bound and leaves nothing: no `vcy*` bridge, OVS
+  interface, link, namespace or qdisc, no process it started, no process record;
+- SIGKILL: `vclab clean --prefix vcy` (the real CLI) removes everything the killed run left;
+- either way the store opens, `PRAGMA integrity_check` says ok, every repetition it holds is
+  whole (faults, series and metrics of both probes) and none recorded earlier was lost or
+  changed; finally `vclab run --resume` finishes the rest and the count is right.
+
+The moments are random but seeded: the seed is printed, `VCLAB_CHAOS_SEED=N` replays a run.
+Processes: the test makes itself a child subreaper, so whatever vclab started (and whatever that
+started) is re-parented to the test when vclab dies, never to init: "nothing left" is then
+checked on the whole process tree, not only on what vclab recorded.
+
+Root only. Lab prefix `vcy` and a state directory of its own, so other labs are never touched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from vclab.results.store import ResultStore
+
+PREFIX = "vcy"
+VCLAB = str(Path(sys.executable).with_name("vclab"))
+SIGINT_BOUND_S = 30.0  # a SIGINT'd run must be gone this long after the signal
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(shutil.which("ovs-vsctl") is None or subprocess.run(
+        ["ovs-vsctl", "--timeout=3", "show"], capture_output=True).returncode != 0,
+        reason="Open vSwitch is not running"),
+    pytest.mark.skipif(not Path(VCLAB).exists(), reason=f"no {VCLAB}"),
+]
+
+CLUSTER = """
+cluster: chaos
+mechanism: rstp
+networks:
+  management: {vlan: 10, subnet: 10.10.0.0/24}
+  vmotion:    {vlan: 20, subnet: 10.20.0.0/24}
+  storage:    {vlan: 30, subnet: 10.30.0.0/24, kind: storage}
+switches:
+  tor-a: {priority: 4096}
+  tor-b: {priority: 8192}
+links:
+  - {between: [tor-a, tor-b], cost: 2000}
+  - {between: [tor-a, tor-b], cost: 4000}
+hypervisors:
+  esx1: &host
+    nics: {vmnic0: tor-a, vmnic1: tor-b}
+    team: {mode: active-backup}
+    networks: [management, vmotion, storage]
+  esx2: *host
+"""
+
+# One repetition is ~6 s of wall time here (build + converge, 2.3 s of traffic, teardown).
+EXPERIMENT = """
+experiment: chaos
+topology: cluster.yaml
+mechanisms: [rstp]
+repetitions: 1
+warmup: 300ms
+duration: 2s
+workloads:
+  - probe: {from: esx1, to: esx2, network: vmotion}
+  - probe: {from: esx2, to: esx1, network: management}
+faults:
+  - {at: 700ms, link: tor-a/tor-b#1, action: down}
+  - {at: 1400ms, link: tor-a/tor-b#1, action: up}
+"""
+PROBES = ("probe esx1>esx2 vmotion", "probe esx2>esx1 management")
+FAULTS = ("link tor-a/tor-b#1 down@0.7s", "link tor-a/tor-b#1 up@1.4s")
+
+
+# ---- processes: the whole tree under the test ----
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(on: bool) -> None:
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _table() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, state)} of every process."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(")") + 2:].split()
+        out[int(name)] = (int(rest[1]), rest[0])
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return "?"
+
+
+def descendants(root: int | None = None) -> dict[int, str]:
+    """Live processes under `root` (default: this test), with their command lines. Zombies
+    re-parented to the test are reaped on the way: they are dead, just not yet waited for."""
+    root = root or os.getpid()
+    table = _table()
+    for pid, (ppid, state) in table.items():
+        if ppid == os.getpid() and state == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        if table[pid][1] != "Z":
+            found[pid] = _cmdline(pid)
+    return found
+
+
+def processes_left(baseline: set[int], wait_s: float = 3.0) -> dict[int, str]:
+    """Processes under the test that were not there before, after up to `wait_s` for the ones
+    being ended right now (SIGTERM, then SIGKILL after a grace) to go."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = {p: c for p, c in descendants().items() if p not in baseline}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+# ---- kernel and OVS objects ----
+
+def _out(args: list[str]) -> str:
+    return subprocess.run(args, capture_output=True, text=True).stdout
+
+
+def objects_left(prefix: str = PREFIX) -> list[str]:
+    """Every bridge, OVS interface record, link, named namespace and qdisc named with `prefix`."""
+    found = [f"bridge {b}" for b in _out(["ovs-vsctl", "--timeout=10", "list-br"]).split()
+             if b.startswith(prefix)]
+    found += [f"ovs interface {i}" for i in _out(["ovs-vsctl", "--timeout=10", "--bare",
+                                                 "--columns=name", "list", "interface"]).split()
+              if i.startswith(prefix)]
+    found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(prefix)]
+    found += [f"netns {line.split()[0]}" for line in _out(["ip", "netns", "list"]).splitlines()
+              if line.startswith(prefix)]
+    found += [f"qdisc {line}" for line in _out(["tc", "qdisc", "show"]).splitlines()
+              if f" dev {prefix}" in line]
+    return found
+
+
+# ---- the store ----
+
+def check_store(results: Path) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """Open the store as a user would and check it whole; returns {(mechanism, index): (row
+    id, started_ns, finished_ns)} of the repetitions it holds (empty before the first one)."""
+    db = results / "results.sqlite"
+    if not db.exists():
+        return {}
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        raw.close()
+    held = {}
+    with ResultStore(results, create=False) as store:
+        runs = store.runs()
+        assert len(runs) <= 1, f"a resumed run must continue, not start over: {runs}"
+        for run in runs:
+            for rep in store.repetitions(run.id):
+                assert rep.status == "ok", f"{rep.mechanism} {rep.index}: {rep.status} {rep.reason}"
+                assert rep.finished_ns > rep.started_ns
+                assert [f.name for f in store.faults(rep.id)] == list(FAULTS)
+                series = store.series(rep.id, name="rtt_ms")
+                assert sorted(s.workload for s in series) == sorted(PROBES)
+                assert all(len(s.points) > 100 for s in series), [len(s.points) for s in series]
+                got = {(m.workload, m.name, m.fault) for m in store.metrics(rep.id)}
+                for probe in PROBES:
+                    assert (probe, "noise_floor_ms", "") in got
+                    for fault in FAULTS:
+                        assert (probe, "outage_ms", fault) in got
+                store.events(rep.id)
+                store.raw(rep.id)
+                held[(rep.mechanism, rep.index)] = (rep.id, rep.started_ns, rep.finished_ns)
+    return held
+
+
+def run_status(results: Path) -> str | None:
+    if not (results / "results.sqlite").exists():
+        return None
+    with ResultStore(results, create=False) as store:
+        runs = store.runs()
+        return runs[-1].status if runs else None
+
+
+# ---- the injections ----
+
+@dataclass
+class Blow:
+    signal: str
+    delay_s: float
+    outcome: str = ""
+    exit_s: float = 0.0
+    cleaned: list[str] = field(default_factory=list)
+    stored: int = 0
+
+
+def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[Blow]:
+    rng = random.Random(seed)
+    exp = tmp_path / "exp.yaml"
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    exp.write_text(EXPERIMENT)
+    results = tmp_path / "res"
+    state = tmp_path / "state"
+    env = {**os.environ, "VCLAB_STATE_DIR": str(state)}
+    base = [VCLAB, "run", str(exp), "--results", str(results), "--prefix", PREFIX,
+            "--repetitions", str(repetitions), "--no-report"]
+    # Both signals at least once, then at random.
+    kinds = ["SIGINT", "SIGKILL"] + [rng.choice(["SIGINT", "SIGKILL"]) for _ in range(injections - 2)]
+    rng.shuffle(kinds)
+    blows: list[Blow] = []
+    held: dict = {}
+    baseline = set(descendants())
+    assert objects_left() == [], "a vcy lab is up already: `vclab clean --prefix vcy`"
+    finished = False
+    for k, kind in enumerate(kinds):
+        # Anywhere from the start of the process to well into its second repetition.
+        blow = Blow(kind, round(rng.uniform(0.0, 13.0), 2))
+        blows.append(blow)
+        log = tmp_path / f"run{k}.log"
+        with log.open("w") as f:
+            proc = subprocess.Popen(base + (["--resume"] if k else []), env=env,
+                                    stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            try:
+                proc.wait(blow.delay_s)
+                finished = True  # the whole run ended before the blow: nothing left to resume
+            except subprocess.TimeoutExpired:
+                pass
+            if finished:
+                blow.outcome = f"run finished first (exit {proc.returncode})"
+                assert proc.returncode == 0, log.read_text()[-3000:]
+                break
+            sent = time.monotonic()
+            proc.send_signal(getattr(signal, kind))
+            try:
+                code = proc.wait(SIGINT_BOUND_S if kind == "SIGINT" else 10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"injection {k} ({kind} at {blow.delay_s} s): vclab still "
+                                     f"running {SIGINT_BOUND_S} s after the signal") from None
+            blow.exit_s = time.monotonic() - sent
+            stderr = log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        where = f"injection {k} ({kind} after {blow.delay_s} s, seed {seed})"
+        if kind == "SIGINT":
+            # 130 from vclab's own handler; -SIGINT if it came before Python had set one up.
+            assert code in (130, -signal.SIGINT), f"{where}: exit {code}\n{stderr[-2000:]}"
+            blow.outcome = f"exit {code} after {blow.exit_s:.2f} s"
+            assert objects_left() == [], where
+            assert processes_left(baseline) == {}, where
+            assert sorted(p.name for p in state.glob("*.procs")) == [], where
+            assert run_status(results) in (None, "interrupted"), where
+        else:
+            assert code == -signal.SIGKILL
+            blow.outcome = "killed"
+            clean = subprocess.run([VCLAB, "clean", "--prefix", PREFIX], env=env,
+                                   capture_output=True, text=True, timeout=120)
+            assert clean.returncode == 0, clean.stderr
+            blow.cleaned = [line for line in clean.stdout.splitlines() if line.startswith("removed")]
+            assert objects_left() == [], f"{where}: after vclab clean"
+            assert processes_left(baseline) == {}, f"{where}: after vclab clean"
+            assert sorted(p.name for p in state.glob("*.procs")) == [], where
+        now = check_store(results)
+        lost = {key: row for key, row in held.items() if now.get(key) != row}
+        assert not lost, f"{where}: finished repetitions lost or changed: {lost}"
+        held = now
+        blow.stored = len(held)
+    if not finished:
+        done = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        missing = repetitions - len(held)
+        assert f"{missing} repetitions ok, 0 failed" in done.stdout, done.stdout[-2000:]
+    final = check_store(results)
+    assert sorted(final) == [("rstp", i) for i in range(1, repetitions + 1)]
+    assert all(final[key] == row for key, row in held.items()), "resume rewrote a finished repetition"
+    assert run_status(results) == "finished"
+    assert objects_left() == [] and processes_left(baseline) == {}
+    return blows
+
+
+def _run_chaos(tmp_path: Path, injections: int, repetitions: int) -> None:
+    seed = int(os.environ.get("VCLAB_CHAOS_SEED", time.time_ns() % 1_000_000))
+    print(f"\nchaos seed {seed} (VCLAB_CHAOS_SEED={seed} replays it)")
+    started = time.monotonic()
+    _subreaper(True)
+    try:
+        blows = chaos(tmp_path, injections, repetitions, seed)
+    finally:
+        _subreaper(False)
+        # Whatever a failed check left: end it the way a user would.
+        subprocess.run([VCLAB, "clean", "--prefix", PREFIX], capture_output=True,
+                       env={**os.environ, "VCLAB_STATE_DIR": str(tmp_path / "state")})
+        descendants()
+    for i, b in enumerate(blows):
+        extra = f", clean removed {len(b.cleaned)} objects" if b.cleaned else ""
+        print(f"  {i}: {b.signal:7} at {b.delay_s:5.2f} s: {b.outcome}{extra}; "
+              f"{b.stored} repetitions stored")
+    print(f"  {len(blows)} injections, {repetitions} repetitions complete in "
+          f"{time.monotonic() - started:.0f} s")
+
+
+def test_chaos_three_blows(tmp_path):
+    _run_chaos(tmp_path, injections=3, repetitions=3)
+
+
+@pytest.mark.slow
+def test_chaos_twelve_blows(tmp_path):
+    _run_chaos(tmp_path, injections=12, repetitions=5)
