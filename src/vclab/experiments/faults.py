@@ -35,6 +35,8 @@ class Cabling(Protocol):
     def management_links(self, host: str) -> list[str]:
         """The cables that carry a server's management traffic (its NICs)."""
 
+    # storage-partition reads the host's access ports off the build plan (`plan`)
+
 
 def _down(ifname: str) -> list[str]:
     return ["ip", "link", "set", "dev", ifname, "down"]
@@ -63,6 +65,21 @@ def sink_commands(sink: str = SINK) -> list[list[str]]:
     return [["ip", "link", "add", sink, "type", "ifb"]]
 
 
+def storage_ports(build_plan, host: str) -> list[tuple[str, str]]:
+    """(virtual switch, access port) of each of `host`'s storage networks. Pure."""
+    h = build_plan.host(host)
+    return [(i.bridge, i.port) for i in h.interfaces
+            if build_plan.networks[i.network].kind == "storage"]
+
+
+def port_config_commands(bridge: str, port: str, passing: bool) -> list[list[str]]:
+    """Stop (or resume) a virtual switch port's traffic both ways with carrier up: OpenFlow
+    port config no-receive/no-forward, honoured by the userspace datapath. Inside the switch,
+    so the host's namespace is never entered and the mechanism's own flows stay untouched."""
+    words = ("receive", "forward") if passing else ("no-receive", "no-forward")
+    return [["ovs-ofctl", "mod-port", bridge, port, w] for w in words]
+
+
 def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[str]], list[list[str]]]:
     """(commands that apply the fault, commands that undo it). Pure."""
     if fault.link is not None:
@@ -81,10 +98,17 @@ def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[st
         ends = [e for link in cabling.switch_links(fault.switch) for e in cabling.link_ends(link)]
         down, up = [_down(x) for x in ends], [_up(x) for x in ends]
         return (down, up) if fault.action == "fail" else (up, [])
+    if fault.host is not None and fault.action in ("storage-partition", "storage-rejoin"):
+        ports = storage_ports(cabling.plan, fault.host)  # type: ignore[attr-defined]
+        cut = [c for b, p in ports for c in port_config_commands(b, p, passing=False)]
+        mend = [c for b, p in ports for c in port_config_commands(b, p, passing=True)]
+        return (cut, mend) if fault.action == "storage-partition" else (mend, [])
     if fault.host is not None:
+        # a crash cuts every cable of the server as isolation does (its processes are killed
+        # by apply()); only the cables come back at teardown
         ends = [e for link in cabling.management_links(fault.host) for e in cabling.link_ends(link)]
         down, up = [_down(x) for x in ends], [_up(x) for x in ends]
-        return (down, up) if fault.action == "isolate" else (up, [])
+        return (down, up) if fault.action in ("isolate", "crash") else (up, [])
     raise ValueError(f"no commands for {fault}")
 
 
@@ -125,14 +149,49 @@ def run_commands(cmds: list[list[str]], check: bool = True) -> tuple[int, float]
     return time.time_ns(), time.perf_counter() - t0
 
 
+def crash_victims(tracked, hosts: list[str], spare: set[int]) -> list:
+    """The tracked processes a crash of these hosts ends: every one started in their
+    namespaces (labelled `host: ...` by the build), except the namespaces' own shells, which
+    the lab needs to tear down. One entry per PID. Pure."""
+    prefixes = tuple(f"{h}: " for h in hosts)
+    out, seen = [], set()
+    for t in tracked:
+        if t.label.startswith(prefixes) and t.pid not in spare and t.pid not in seen:
+            seen.add(t.pid)
+            out.append(t)
+    return out
+
+
+def kill_now(victims) -> list[str]:
+    """SIGKILL, no SIGTERM first: a crashed host says goodbye to nobody (a lock agent that got
+    SIGTERM would release its locks). Returns `label (pid)` of those that were alive."""
+    import os
+    import signal
+
+    from vclab.procs import alive
+
+    killed = []
+    for t in victims:
+        if alive(t.pid, t.started):
+            try:
+                os.kill(t.pid, signal.SIGKILL)
+                killed.append(f"{t.label} ({t.pid})")
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 def fault_name(fault: Fault) -> str:
     return f"{fault.target_kind} {fault.target} {fault.action or fault.controller}"
 
 
 def apply(fault: Fault, cabling: Cabling, t0_ns: int,
           controller: Callable[[str], None] | None = None,
-          sink: str = SINK) -> tuple[AppliedFault, list[list[str]]]:
-    """Apply now; returns the record and the commands that undo it."""
+          sink: str = SINK,
+          crash: Callable[[str], list[str]] | None = None) -> tuple[AppliedFault, list[list[str]]]:
+    """Apply now; returns the record and the commands that undo it. A host crash first calls
+    `crash(host)` (kill its processes; what it killed goes in the record), then cuts its
+    cables: the applied time is after both, the uncertainty covers both."""
     record = AppliedFault(fault_name(fault), fault.target_kind, fault.target,
                           fault.action or str(fault.controller), fault.at)
     if fault.controller is not None:
@@ -144,7 +203,14 @@ def apply(fault: Fault, cabling: Cabling, t0_ns: int,
         undo: list[list[str]] = []
     else:
         cmds, undo = plan(fault, cabling, sink)
+        t_start = time.perf_counter()
+        if fault.action == "crash":
+            if crash is None:
+                raise RuntimeError("host crashes need the lab's processes (crash=)")
+            record.detail["killed"] = crash(fault.host)
+            record.detail["killed_ns"] = time.time_ns()
         now, took = run_commands(cmds)
+        took = time.perf_counter() - t_start
         record.detail["commands"] = [" ".join(c) for c in cmds]
     record.applied_ns = now
     record.applied_ms = (now - t0_ns) / 1e6

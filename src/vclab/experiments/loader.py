@@ -94,6 +94,8 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
                 need(base + ("lun",), s.lun, set(c.storage[array].luns), "LUN")
         elif w.kind == "heartbeats" and s.isolation_address is not None:
             need(base + ("isolation_address",), s.isolation_address, hosts, "host")
+        elif w.kind == "locking":
+            out += locking_problems(e, c, i)
 
     links = {l.name for l in c.link_list()}
     links |= {f"{h}.{nic}" for h, s in c.servers().items() for nic in s.nics}
@@ -109,9 +111,76 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
         elif f.switch is not None:
             need(base + ("switch",), f.switch, set(c.switches), "switch")
         elif f.host is not None:
-            need(base + ("host",), f.host, set(c.servers()), "server")
+            if need(base + ("host",), f.host, set(c.servers()), "server") and \
+                    f.action in ("storage-partition", "storage-rejoin") and \
+                    not set(c.servers()[f.host].networks) & set(c.networks_of_kind("storage")):
+                out.append((base + ("host",), f"{f.host} is on no storage network: nothing to "
+                            f"partition ({', '.join(c.networks_of_kind('storage')) or 'none'})"))
         elif f.controller is not None and not any(m.fabric == "sdn" for m in e.mechanisms):
             out.append((base + ("controller",), "controller faults need the sdn mechanism among `mechanisms`"))
+    return out
+
+
+def locking_problems(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str]]:
+    """A `locking` workload against its cluster: hosts that mount the datastore, the LUN (big
+    enough for the VMs' lock records and disks), who runs each VM and where HA restarts it,
+    and the other workloads that would clash with it."""
+    from vclab.locking.layout import lun_bytes_needed
+
+    s = e.workloads[i].locking
+    base = ("workloads", i, "locking")
+    out: list[tuple[tuple, str]] = []
+    storage_nets = set(c.networks_of_kind("storage"))
+    for j, h in enumerate(s.hosts):
+        if h not in c.hypervisors:
+            out.append((base + ("hosts", j), f"unknown hypervisor {h!r}; hypervisors are: "
+                        f"{', '.join(sorted(c.hypervisors)) or '(none)'}"))
+    array = s.array or (sorted(c.storage)[0] if c.storage else None)
+    if array is None:
+        return out + [(base, "the cluster has no storage array")]
+    if array not in c.storage:
+        return out + [(base + ("array",), f"unknown storage array {array!r}; storage arrays are: "
+                       f"{', '.join(sorted(c.storage)) or '(none)'}")]
+    luns = c.storage[array].luns
+    if s.lun not in luns:
+        out.append((base + ("lun",), f"unknown LUN {s.lun!r}; LUNs of {array} are: "
+                    f"{', '.join(sorted(luns)) or '(none)'}"))
+    elif luns[s.lun] < lun_bytes_needed(len(s.vms)):
+        out.append((base + ("lun",), f"LUN {s.lun} ({luns[s.lun]} bytes) is too small for "
+                    f"{len(s.vms)} VMs' lock records and disk logs: it needs "
+                    f"{lun_bytes_needed(len(s.vms))} bytes"))
+    portals = set(c.storage[array].portals)
+    for j, h in enumerate(s.hosts):
+        if h in c.hypervisors and not set(c.hypervisors[h].networks) & portals & storage_nets:
+            out.append((base + ("hosts", j), f"{h} is on none of {array}'s storage networks "
+                        f"({', '.join(sorted(portals))}): it cannot reach the datastore"))
+    if s.failover_host is not None and s.failover_host not in s.hosts:
+        out.append((base + ("failover_host",), f"{s.failover_host!r} is not among hosts "
+                    f"({', '.join(s.hosts)}): only they mount the datastore"))
+    for j, vm in enumerate(s.vms):
+        if vm not in c.vms:
+            out.append((base + ("vms", j), f"unknown VM {vm!r}; VMs are: "
+                        f"{', '.join(sorted(c.vms)) or '(none)'}"))
+            continue
+        runs_on = c.vms[vm].host
+        if runs_on not in s.hosts:
+            out.append((base + ("vms", j), f"{vm} runs on {runs_on}, which is not among hosts "
+                        f"({', '.join(s.hosts)}): nobody would hold its lock"))
+        elif s.failover_host == runs_on:
+            out.append((base + ("failover_host",), f"{vm} already runs on {runs_on}: HA restarts "
+                        "it on another host"))
+    for k, other in enumerate(e.workloads):
+        if other.kind == "iscsi" and (other.iscsi.array or sorted(c.storage)[0]) == array:
+            out.append((base + ("array",), f"workloads.{k} (iscsi) also serves {array}: each "
+                        "starts its own iSCSI target on the array's portals; use one"))
+        elif other.kind == "locking" and k < i and \
+                (other.locking.array or sorted(c.storage)[0]) == array:
+            out.append((base + ("array",), f"workloads.{k} is already a locking workload on "
+                        f"{array}: give it all the hosts and VMs"))
+        elif other.kind == "vmotion" and other.vmotion.vm in s.vms and \
+                other.vmotion.to not in s.hosts:
+            out.append((base + ("hosts",), f"workloads.{k} migrates {other.vmotion.vm} to "
+                        f"{other.vmotion.to}, which does not mount the datastore: add it to hosts"))
     return out
 
 

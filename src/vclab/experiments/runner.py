@@ -18,7 +18,7 @@ from typing import Callable
 
 from vclab.errors import VclabError
 from vclab.experiments.cabling import PlanCabling
-from vclab.experiments.faults import apply as apply_fault, expand_schedule, run_commands, sink_commands, sink_name
+from vclab.experiments.faults import apply as apply_fault, crash_victims, expand_schedule, kill_now, run_commands, sink_commands, sink_name
 from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
 from vclab.experiments.workloads import Adapter, adapter_for
@@ -167,6 +167,8 @@ class Runner:
                     w.check()
                     (deferred if a.start_at_ms is not None else running).append((a, w))
                 for a, w in running + deferred:
+                    a.connect(w, running + deferred)
+                for a, w in running + deferred:
                     a.prepare(w)
                 try:
                     for a, w in running:
@@ -176,7 +178,7 @@ class Runner:
                     rep.started_ns = t0
                     self.progress(label, index, "faults")
                     self._drive(schedule, deferred, running, cabling, t0, duration_ms, rep,
-                                controller=lab.controller_action)
+                                controller=lab.controller_action, crash=host_crasher(lab, tracker))
                     dead = dead_processes(tracker.tracked)
                     if dead:
                         rep.status = "failed"
@@ -211,7 +213,7 @@ class Runner:
         return rep
 
     def _drive(self, schedule, deferred, running, cabling, t0, duration_ms, rep,
-               controller=None) -> None:
+               controller=None, crash=None) -> None:
         """Apply each fault (and start each deferred workload) at its time; wait out the run;
         mend whatever is still broken so the workloads end on a whole fabric."""
         timeline = sorted([(f.at, 0, f) for f in schedule] +
@@ -224,7 +226,8 @@ class Runner:
                     item[1].start()
                     running.append(item)
                     continue
-                applied, undo = apply_fault(item, cabling, t0, controller=controller, sink=self.sink)
+                applied, undo = apply_fault(item, cabling, t0, controller=controller, sink=self.sink,
+                                            crash=crash)
                 self.progress(rep.mechanism, rep.index, f"fault: {applied.name}")
                 record = FaultRecord(
                     name=f"{applied.name}@{at / 1e3:g}s", kind=applied.kind, target=applied.target,
@@ -236,6 +239,8 @@ class Runner:
                 elif undo:
                     broken[applied.target] = (record, undo)
                 rep.faults.append(record)
+                for a, w in running:
+                    a.on_fault(w, record)
             _sleep_until(t0 + int(duration_ms * 1e6))
             # A migration that started is waited for (up to MIGRATION_WAIT_S): a slow one is
             # the finding, a cut-short one would be no measurement at all.
@@ -247,6 +252,17 @@ class Runner:
             for record, undo in reversed(list(broken.values())):
                 run_commands(undo, check=False)
                 record.undone_ms = (time.time_ns() - t0) / 1e6
+
+
+def host_crasher(lab, tracker) -> Callable[[str], list[str]]:
+    """What a host crash does to processes: SIGKILL every one vclab started in the host and in
+    the VMs it runs (not the namespaces' shells: the lab tears them down)."""
+    def crash(host: str) -> list[str]:
+        hosts = [host] + [vm for vm, spec in lab.cluster.vms.items() if spec.host == host]
+        spare = {lab.node(h).pid for h in hosts}
+        victims = crash_victims(tracker.tracked, hosts, spare)
+        return kill_now(victims)
+    return crash
 
 
 def _terminate(signum, frame):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo,
+                      field_validator, model_validator)
 
 from vclab.topology.spec import Cluster, Mechanism, Name, TeamMode, semantic_problems
 from vclab.units import Millis, Percent, Rate
@@ -72,8 +73,88 @@ class Iperf3Spec(Strict):
     rate: Union[Literal["max"], Rate] = "max"
 
 
+class LockingSpec(Strict):
+    """Lock managers on the hypervisors that share one datastore LUN (VMFS-style: each host
+    heartbeats its slot; a VM's files are locked by the host running it). Each VM's lock is
+    taken at start by the host the cluster runs it on. When that host crashes or loses its
+    storage path, HA restarts the VM on its failover host, which breaks the stale lock once the
+    owner's heartbeat stood still for `break_after`; a vMotion of a locked VM hands its lock
+    over inside the switch-over.
+
+    The timers must keep two writers apart without a shared clock (locking/model.py):
+    break_after > lease * (1 + clock_drift) / (1 - clock_drift), and lease > heartbeat +
+    (io_timeout + 50 ms) * (1 + clock_drift)."""
+
+    hosts: list[Name] = Field(min_length=2)  # hypervisors that mount the datastore
+    array: Name | None = None  # default: the cluster's first storage array
+    lun: Name
+    vms: list[Name] = Field(min_length=1, max_length=64)  # VMs whose files are locked
+    failover_host: Name | None = None  # where HA restarts them; default: the first other host
+    restart_after: Millis = 0.0  # HA's failure detection before the restart attempt
+    heartbeat: Millis = 200.0
+    io_timeout: Millis = 500.0  # TCP_USER_TIMEOUT of the agents' iSCSI sessions
+    clock_drift: float = Field(0.001, ge=0, lt=0.5)  # max clock rate error, as a fraction
+    lease: Millis = 1500.0
+    break_after: Millis = 3000.0
+    primitive: Literal["auto", "compare-and-write", "persistent-reservation"] = "auto"
+
+    @field_validator("hosts", "vms")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"named more than once: {', '.join(twice)}")
+        return names
+
+    @field_validator("heartbeat", "io_timeout", "lease", "break_after")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0 ms")
+        return value
+
+    @field_validator("restart_after")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_outlasts_a_heartbeat(cls, lease: float, info: ValidationInfo) -> float:
+        d = info.data
+        if {"heartbeat", "io_timeout", "clock_drift"} <= d.keys():
+            least = d["heartbeat"] + (d["io_timeout"] + 50.0) * (1 + d["clock_drift"])
+            if lease <= least:
+                raise ValueError(f"lease {lease:g} ms must exceed heartbeat + (io_timeout + 50 ms)"
+                                 f" * (1 + clock_drift) = {least:.4g} ms, or an owner stops "
+                                 "writing between two good heartbeats")
+        return lease
+
+    @field_validator("break_after")
+    @classmethod
+    def _no_split_brain(cls, break_after: float, info: ValidationInfo) -> float:
+        d = info.data
+        if {"lease", "clock_drift"} <= d.keys():
+            least = d["lease"] * (1 + d["clock_drift"]) / (1 - d["clock_drift"])
+            if break_after <= least:
+                raise ValueError(f"break_after {break_after:g} ms must exceed lease * (1 + "
+                                 f"clock_drift) / (1 - clock_drift) = {least:.5g} ms: a host "
+                                 "could break a lock whose owner still writes (split brain)")
+        return break_after
+
+    def timing(self):
+        """The agents' timers (locking.model.Timing), in seconds."""
+        from vclab.locking.model import Timing
+
+        return Timing(heartbeat_s=self.heartbeat / 1e3, lease_s=self.lease / 1e3,
+                      break_after_s=self.break_after / 1e3, io_timeout_s=self.io_timeout / 1e3,
+                      drift=self.clock_drift)
+
+
 WORKLOAD_KINDS = {"probe": ProbeSpec, "heartbeats": HeartbeatsSpec, "vmotion": VmotionSpec,
-                  "iscsi": IscsiSpec, "iperf3": Iperf3Spec}
+                  "iscsi": IscsiSpec, "iperf3": Iperf3Spec, "locking": LockingSpec}
 
 
 class Workload(Strict):
@@ -82,6 +163,7 @@ class Workload(Strict):
     vmotion: VmotionSpec | None = None
     iscsi: IscsiSpec | None = None
     iperf3: Iperf3Spec | None = None
+    locking: LockingSpec | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -112,9 +194,13 @@ class Fault(Strict):
     link: str | None = None  # `tor-a/tor-b#1` or a NIC's cable `esx1.vmnic0`
     switch: Name | None = None
     controller: Literal["kill", "restart"] | None = None
-    host: Name | None = None  # with action isolate/rejoin: its management NICs
+    # host: isolate/rejoin cut/mend its management NICs; crash SIGKILLs every process vclab
+    # started in it and cuts all its cables (mended at teardown); storage-partition/-rejoin
+    # silently drop/pass its storage networks only (management stays up)
+    host: Name | None = None
     action: Literal["down", "up", "silent", "restore", "flap", "fail", "recover",
-                    "isolate", "rejoin"] | None = None
+                    "isolate", "rejoin", "crash", "storage-partition",
+                    "storage-rejoin"] | None = None
     direction: Literal["both", "forward", "reverse"] = "both"  # silent loss: one way only
     period: Millis | None = None  # flap
     count: int | None = Field(default=None, ge=1, le=1000)  # flap
@@ -126,7 +212,8 @@ class Fault(Strict):
             raise ValueError("a fault names exactly one of link, switch, controller, host; got "
                              f"{', '.join(targets) or 'none'}")
         allowed = {"link": ("down", "up", "silent", "restore", "flap"),
-                   "switch": ("fail", "recover"), "host": ("isolate", "rejoin"),
+                   "switch": ("fail", "recover"),
+                   "host": ("isolate", "rejoin", "crash", "storage-partition", "storage-rejoin"),
                    "controller": (None,)}[targets[0]]
         if targets[0] != "controller" and self.action not in allowed:
             raise ValueError(f"a {targets[0]} fault's action is one of {', '.join(allowed)}")

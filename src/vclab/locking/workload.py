@@ -171,12 +171,19 @@ class LockManager(Workload):
 
     def __init__(self, target: IscsiTarget, hosts: list[Any], tracker: ProcessTracker, *,
                  lun: str = "datastore1", vms: dict[str, int] | None = None,
-                 timing: Timing | None = None, workdir: Path, primitive: str = "auto") -> None:
+                 timing: Timing | None = None, workdir: Path, primitive: str = "auto",
+                 portals: list[list[str]] | None = None,
+                 host_names: list[str] | None = None) -> None:
+        """`portals[i]`: the portals host i reaches (default: all of the target's), in the
+        order it tries them; `host_names`: the user's names of the hosts (for messages)."""
         self.target, self.hosts, self.tracker, self.lun = target, list(hosts), tracker, lun
         self.vms = vms or {"vm1": 0}
         self.timing = timing or Timing()
         self.workdir, self.primitive = Path(workdir), primitive
-        self.agents = [LockAgentProcess(h, i + 1, target.portals, target.iqn,
+        self.host_names = host_names or [str(getattr(h, "name", i + 1))
+                                         for i, h in enumerate(self.hosts)]
+        portals = portals or [target.portals] * len(self.hosts)
+        self.agents = [LockAgentProcess(h, i + 1, portals[i] or target.portals, target.iqn,
                                         target.lun_numbers[lun], tracker, timing=self.timing,
                                         vms=self.vms, workdir=self.workdir, primitive=primitive)
                        for i, h in enumerate(self.hosts)]
