@@ -7,9 +7,11 @@ One experiment per mechanism on topologies/default.yaml, run by vclab's experime
 inter-switch cable tor-a/tor-b#1 (esx1's team prefers vmnic0 on tor-a, the array's storage-b
 portal is on tor-b; RSTP/STP's root port on tor-b and the controller's first choice are both
 that cable). Faults on it: carrier loss (link down, then up) and silent loss (every frame
-dropped, carrier kept, then restored); bond rows: esx1.vmnic0 down, then up. The table gives
-median and max over the repetitions, the probe's noise floor without a fault, and last the
-two ratios sdn/rstp of the median outages. `--quick`: 2 repetitions, and STP / Linux STP skip
+dropped, carrier kept, then restored); uplink rows: esx1.vmnic0 down and up, then silent and
+restored, with the topology's active-backup team (rstp, sdn) and each other team mode under
+rstp (LACP on a copy of the cluster whose teams end on one switch). The table gives median and
+max over the repetitions, each median against rstp's for the same fault (`x rstp`), the probe's
+noise floor without a fault, and last the two ratios sdn/rstp of the median outages. `--quick`: 2 repetitions, and STP / Linux STP skip
 silent loss (it takes max-age plus two forward delays, ~15 s each, to heal).
 """
 
@@ -35,12 +37,15 @@ from vclab.topology.loader import load_cluster  # noqa: E402
 TOPOLOGY = ROOT / "topologies" / "default.yaml"
 ISL = "tor-a/tor-b#1"
 NIC = "esx1.vmnic0"
+SILENT_UPLINK_HOLD = 5.0  # s: longer than LACP's 3 s, so a team that never notices shows as such
 PROBE = {"probe": {"from": "esx1", "to": "array1", "network": "storage-b", "every": 1.0}}
 
 # Fault kinds as the table names them: (target, action) -> row label.
 LABELS = {(ISL, "down"): "carrier loss", (ISL, "up"): "carrier restore",
           (ISL, "silent"): "silent loss", (ISL, "restore"): "silent restore",
-          (NIC, "down"): "uplink down", (NIC, "up"): "uplink up"}
+          (NIC, "down"): "uplink down", (NIC, "up"): "uplink up",
+          (NIC, "silent"): "uplink silent", (NIC, "restore"): "uplink restore"}
+TEAMS = ("balance-slb", "lacp")  # the topology's own active-backup team is the rstp row's
 
 
 def schedule(steps: list[tuple[str, str, float]]) -> tuple[list[dict], float]:
@@ -59,31 +64,48 @@ def plans(quick: bool) -> list[tuple[object, list[tuple[str, str, float]]]]:
     carrier = lambda hold: [(ISL, "down", hold), (ISL, "up", hold)]  # noqa: E731
     silent = lambda hold: [(ISL, "silent", hold), (ISL, "restore", hold)]  # noqa: E731
     uplink = [(NIC, "down", 2.0), (NIC, "up", 2.0)]
+    # A team that only watches carrier never sees a silent NIC: the hold is then the outage
+    # (reported as such); LACP fast needs 3 missed PDUs at 1 s, BFD 3 x 50 ms.
+    uplink_silent = [(NIC, "silent", SILENT_UPLINK_HOLD), (NIC, "restore", 2.0)]
     stp_steps = carrier(13.0) + ([] if quick else silent(20.0))
     return [
-        ("rstp", carrier(2.0) + silent(10.0)[:1] + [(ISL, "restore", 4.0)] + uplink),
-        ("sdn", carrier(1.5) + silent(1.5) + uplink),
-        ({"fabric": "rstp", "team": "balance-slb"}, uplink),
+        ("rstp", carrier(2.0) + silent(10.0)[:1] + [(ISL, "restore", 4.0)] + uplink
+         + uplink_silent),
+        ("sdn", carrier(1.5) + silent(1.5) + uplink + uplink_silent),
+        *[({"fabric": "rstp", "team": team}, uplink + uplink_silent) for team in TEAMS],
         ("stp", stp_steps),
         ("linux-stp", stp_steps),
     ]
 
 
+def lacp_topology(results: Path) -> Path:
+    """The default cluster with each hypervisor's two NICs on tor-a: a LACP team ends on one
+    switch (vclab refuses one across two, which would need MLAG)."""
+    path = results / "default-lacp.yaml"
+    text = TOPOLOGY.read_text()
+    single = text.replace("nics: {vmnic0: tor-a, vmnic1: tor-b}", "nics: {vmnic0: tor-a, vmnic1: tor-a}")
+    if single == text:
+        raise SystemExit(f"{TOPOLOGY}: hypervisor NICs not found where the LACP row expects them")
+    path.write_text(single)
+    return path
+
+
 def run(results: Path, reps: int, quick: bool, only: list[str] | None) -> list[tuple[str, int]]:
-    cluster = load_cluster(TOPOLOGY)
     runs = []
     for mechanism, steps in plans(quick):
         label = mechanism if isinstance(mechanism, str) else f"{mechanism['fabric']}+{mechanism['team']}"
         if only and label not in only:
             continue
+        topology = lacp_topology(results) if label.endswith("+lacp") else TOPOLOGY
+        cluster = load_cluster(topology)
         faults, duration = schedule(steps)
         name = "failover-" + label.replace("+", "-")
         e = Experiment.model_validate({
-            "experiment": name, "topology": str(TOPOLOGY), "mechanisms": [mechanism],
+            "experiment": name, "topology": str(topology), "mechanisms": [mechanism],
             "repetitions": reps, "warmup": 1500.0, "settle": 500.0, "duration": duration,
             "workloads": [PROBE], "faults": faults})
-        loaded = LoadedExperiment(e, cluster, TOPOLOGY, e.model_dump_json(by_alias=True),
-                                  TOPOLOGY.read_text())
+        loaded = LoadedExperiment(e, cluster, topology, e.model_dump_json(by_alias=True),
+                                  topology.read_text())
 
         def progress(mech: str, index: int, phase: str) -> None:
             if not phase.startswith("fault"):
@@ -100,11 +122,15 @@ def run(results: Path, reps: int, quick: bool, only: list[str] | None) -> list[t
 
 
 def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
+    """One row per (mechanism, fault kind); `x rstp` is the median against rstp's median for
+    the same fault kind in this run (the team rows against rstp's own active-backup team)."""
     store = ResultStore(results)
-    lines = [f"{'mechanism':<20} {'fault':<16} {'n':>2} {'median ms':>10} {'max ms':>10}"]
+    lines = [f"{'mechanism':<20} {'fault':<16} {'n':>2} {'median ms':>10} {'max ms':>10} "
+             f"{'x rstp':>7}"]
     medians: dict[tuple[str, str], float] = {}
     floors: list[float] = []
     failures = []
+    rows_out: list[tuple[str, str, list[float]]] = []
     for label, run_id in runs:
         rows = store.metric_rows(run_id)
         failures += [f"{label} #{r.index}: {r.reason}" for r in store.repetitions(run_id)
@@ -118,11 +144,17 @@ def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
             kind = LABELS.get((target_action[0], target_action[1]), r.fault)
             by_fault.setdefault(kind, []).append(r.value)
         for kind in [k for k in LABELS.values() if k in by_fault]:
-            values = by_fault[kind]
-            medians[(label, kind)] = statistics.median(values)
-            lines.append(f"{label:<20} {kind:<16} {len(values):>2} "
-                         f"{statistics.median(values):>10.1f} {max(values):>10.1f}")
+            medians[(label, kind)] = statistics.median(by_fault[kind])
+            rows_out.append((label, kind, by_fault[kind]))
     store.close()
+    for label, kind, values in rows_out:
+        median, rstp = medians[(label, kind)], medians.get(("rstp", kind))
+        ratio = f"{median / rstp:7.2f}" if rstp else f"{'-':>7}"
+        note = ""
+        if kind == "uplink silent" and median >= 0.95 * SILENT_UPLINK_HOLD * 1000:
+            note = "  not detected: lasts until the restore"
+        lines.append(f"{label:<20} {kind:<16} {len(values):>2} {median:>10.1f} "
+                     f"{max(values):>10.1f} {ratio}{note}")
     if floors:
         lines.append(f"{'noise floor':<20} {'no fault':<16} {len(floors):>2} "
                      f"{statistics.median(floors):>10.1f} {max(floors):>10.1f}")
@@ -146,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     reps = args.reps or (2 if args.quick else 5)
     results = args.results or Path(tempfile.mkdtemp(prefix="vclab-failover-"))
+    results.mkdir(parents=True, exist_ok=True)
     print(f"results in {results}; {reps} repetitions; load {os.getloadavg()[0]:.1f}",
           file=sys.stderr, flush=True)
     runs = run(results, reps, args.quick, args.only)
