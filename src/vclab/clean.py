@@ -5,7 +5,8 @@ AND carrying external_ids:vclab-name (a bridge somebody else named vc... stays),
 namespaces with the prefix. With `run_id`, only what that run created (its bridges, their ports'
 veths and its recorded processes), so a test can clean up after itself while other runs go on.
 With a longer `prefix` (a lab built with `--prefix vcy`), only objects named with it; processes
-are those recorded in the state directory (VCLAB_STATE_DIR), which names no prefix.
+are those recorded in the state directory (VCLAB_STATE_DIR), which names no prefix. Without
+`run_id`, also whatever a killed capability probe left (vclab.doctor names it by its PID).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from vclab import PREFIX
 from vclab.errors import VclabError
-from vclab.procs import STATE_DIR, end_recorded
+from vclab.doctor import probe_owner
+from vclab.procs import STATE_DIR, alive, end_recorded
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -41,6 +43,13 @@ def vclab_bridges(run_id: str | None = None, prefix: str = PREFIX) -> dict[str, 
             continue
         out[name] = ids["vclab-name"]
     return out
+
+
+def _dead_probes(names) -> list[str]:
+    """The names a `vclab doctor` probe (vclab.doctor.probe_name) gave objects and left
+    behind: their owner's PID is gone."""
+    owners = {n: probe_owner(n) for n in names}
+    return sorted(n for n, pid in owners.items() if pid is not None and not alive(pid, None))
 
 
 def _end_processes(run_id: str | None, state_dir: Path) -> list[str]:
@@ -73,11 +82,23 @@ def clean(run_id: str | None = None, state_dir: Path | None = None,
         _run(args)
         removed += [f"bridge {b} ({friendly})" for b, friendly in bridges.items()]
 
+    if run_id is None:
+        # A capability probe killed mid-way (SIGKILL in a run's first second) left its bridge
+        # or veth; its name says whose, and a dead owner's objects are garbage for any prefix.
+        dead = _dead_probes(_run(["ovs-vsctl", "--timeout=10", "list-br"]).stdout.split())
+        if dead:
+            args = ["ovs-vsctl", "--timeout=30"]
+            for bridge in dead:
+                args += ["--", "--if-exists", "del-br", bridge]
+            _run(args)
+            removed += [f"bridge {b} (a killed capability probe's)" for b in dead]
+
     present = set(os.listdir("/sys/class/net"))
     if run_id is None:
         # A bridge that stays (not vclab's) keeps its own device of the same name.
         others = set(_run(["ovs-vsctl", "--timeout=10", "list-br"]).stdout.split())
-        links = sorted(n for n in present if n.startswith(prefix) and n not in others)
+        links = sorted(n for n in present if n not in others and
+                       (n.startswith(prefix) or n in _dead_probes(present)))
     else:
         links = sorted(n for n in ports if n in present)
     if links:

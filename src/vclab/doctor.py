@@ -1,15 +1,33 @@
 """What this kernel and userland offer, probed for real, and what each missing piece means.
 
-Each probe creates a throw-away object (prefix `vcd`) and removes it: the only reliable way to
-know whether e.g. netem or 802.1Q works is to try, since a kernel without loadable modules may
-list a feature it cannot load."""
+Each probe creates a throw-away object and removes it: the only reliable way to know whether
+e.g. netem or 802.1Q works is to try, since a kernel without loadable modules may list a feature
+it cannot load. The objects are named `vcd_<PID in hex>_...` (see `probe_name`): two runs starting
+at once never delete each other's, and `vclab clean` removes those of a probe that was killed."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+
+
+PROBE_NAME = re.compile(r"^vcd_([0-9a-f]+)_")
+
+
+def probe_name(suffix: str, pid: int | None = None) -> str:
+    """`vcd_<pid hex>_<suffix>`: at most 14 characters with the suffixes used here
+    (interface names allow 15)."""
+    return f"vcd_{os.getpid() if pid is None else pid:x}_{suffix}"
+
+
+def probe_owner(name: str) -> int | None:
+    """The PID whose probe created an object of this name, or None if it is no probe's."""
+    m = PROBE_NAME.match(name)
+    return int(m.group(1), 16) if m else None
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,8 @@ def _ovs_kernel_datapath() -> tuple[bool, str]:
     if "system" not in out:
         return False, f"datapath types {out}"
     # The type is listed even without the kernel module: try a bridge and read its error.
-    br = "vcd-br"
+    br = probe_name("br")
+    _quiet(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", br])  # a dead namesake's
     try:
         ok, _ = _ok(["ovs-vsctl", "--timeout=5", "add-br", br, "--", "set", "bridge", br,
                      "datapath_type=system"])
@@ -58,12 +77,12 @@ def _ovs_kernel_datapath() -> tuple[bool, str]:
 
 
 def _with_veth(check) -> tuple[bool, str]:
-    a, b = "vcd-a", "vcd-b"
+    a, b = probe_name("a"), probe_name("b")
     _quiet(["ip", "link", "del", a])
-    ok, out = _ok(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
-    if not ok:
-        return False, f"no veth: {out}"
-    try:
+    try:  # from the add on: Ctrl-C while `ip` runs may come after it created the pair
+        ok, out = _ok(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        if not ok:
+            return False, f"no veth: {out}"
         return check(a)
     finally:
         _quiet(["ip", "link", "del", a])
@@ -78,18 +97,20 @@ def _qdisc(kind: str, *params: str):
 
 def _vlan() -> tuple[bool, str]:
     def check(dev: str) -> tuple[bool, str]:
-        ok, out = _ok(["ip", "link", "add", "link", dev, "name", "vcd-a.5", "type", "vlan", "id", "5"])
-        _quiet(["ip", "link", "del", "vcd-a.5"])
+        ok, out = _ok(["ip", "link", "add", "link", dev, "name", f"{dev}.5", "type", "vlan", "id", "5"])
+        _quiet(["ip", "link", "del", f"{dev}.5"])
         return ok, "works" if ok else out
     return _with_veth(check)
 
 
 def _link_kind(kind: str, *extra: str):
     def probe() -> tuple[bool, str]:
-        name = "vcd-x"
+        name = probe_name("x")
         _quiet(["ip", "link", "del", name])
-        ok, out = _ok(["ip", "link", "add", name, "type", kind, *extra])
-        _quiet(["ip", "link", "del", name])
+        try:
+            ok, out = _ok(["ip", "link", "add", name, "type", kind, *extra])
+        finally:  # Ctrl-C in a run's first second must not leave the probe's device
+            _quiet(["ip", "link", "del", name])
         return ok, "works" if ok else out
     return probe
 

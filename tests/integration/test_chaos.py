@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from vclab.doctor import probe_owner
 from vclab.results.store import ResultStore
 
 PREFIX = "vcy"
@@ -160,14 +161,17 @@ def _out(args: list[str]) -> str:
     return subprocess.run(args, capture_output=True, text=True).stdout
 
 
-def objects_left(prefix: str = PREFIX) -> list[str]:
-    """Every bridge, OVS interface record, link, named namespace and qdisc named with `prefix`."""
-    found = [f"bridge {b}" for b in _out(["ovs-vsctl", "--timeout=10", "list-br"]).split()
-             if b.startswith(prefix)]
+def objects_left(pids: set[int] = frozenset(), prefix: str = PREFIX) -> list[str]:
+    """Every bridge, OVS interface record, link, named namespace and qdisc named with `prefix`,
+    and every object the capability probes of the vclab processes `pids` named as theirs."""
+    def ours(name: str) -> bool:
+        return name.startswith(prefix) or probe_owner(name) in pids
+
+    found = [f"bridge {b}" for b in _out(["ovs-vsctl", "--timeout=10", "list-br"]).split() if ours(b)]
     found += [f"ovs interface {i}" for i in _out(["ovs-vsctl", "--timeout=10", "--bare",
                                                  "--columns=name", "list", "interface"]).split()
-              if i.startswith(prefix)]
-    found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(prefix)]
+              if ours(i)]
+    found += [f"link {n}" for n in os.listdir("/sys/class/net") if ours(n)]
     found += [f"netns {line.split()[0]}" for line in _out(["ip", "netns", "list"]).splitlines()
               if line.startswith(prefix)]
     found += [f"qdisc {line}" for line in _out(["tc", "qdisc", "show"]).splitlines()
@@ -247,17 +251,21 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
     rng.shuffle(kinds)
     blows: list[Blow] = []
     held: dict = {}
+    pids: set[int] = set()
     baseline = set(descendants())
-    assert objects_left() == [], "a vcy lab is up already: `vclab clean --prefix vcy`"
+    assert objects_left(pids) == [], "a vcy lab is up already: `vclab clean --prefix vcy`"
     finished = False
     for k, kind in enumerate(kinds):
-        # Anywhere from the start of the process to well into its second repetition.
-        blow = Blow(kind, round(rng.uniform(0.0, 13.0), 2))
+        # Anywhere from the start of the process to well into its second repetition; one in
+        # four in the first 1.5 s (capability probes, opening the store, the first build).
+        blow = Blow(kind, round(rng.uniform(0.0, 1.5) if rng.random() < 0.25
+                                else rng.uniform(0.0, 13.0), 2))
         blows.append(blow)
         log = tmp_path / f"run{k}.log"
         with log.open("w") as f:
             proc = subprocess.Popen(base + (["--resume"] if k else []), env=env,
                                     stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        pids.add(proc.pid)
         try:
             try:
                 proc.wait(blow.delay_s)
@@ -286,7 +294,7 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
             # 130 from vclab's own handler; -SIGINT if it came before Python had set one up.
             assert code in (130, -signal.SIGINT), f"{where}: exit {code}\n{stderr[-2000:]}"
             blow.outcome = f"exit {code} after {blow.exit_s:.2f} s"
-            assert objects_left() == [], where
+            assert objects_left(pids) == [], where
             assert processes_left(baseline) == {}, where
             assert sorted(p.name for p in state.glob("*.procs")) == [], where
             assert run_status(results) in (None, "interrupted"), where
@@ -297,7 +305,7 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
                                    capture_output=True, text=True, timeout=120)
             assert clean.returncode == 0, clean.stderr
             blow.cleaned = [line for line in clean.stdout.splitlines() if line.startswith("removed")]
-            assert objects_left() == [], f"{where}: after vclab clean"
+            assert objects_left(pids) == [], f"{where}: after vclab clean"
             assert processes_left(baseline) == {}, f"{where}: after vclab clean"
             assert sorted(p.name for p in state.glob("*.procs")) == [], where
         now = check_store(results)
@@ -314,7 +322,7 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
     assert sorted(final) == [("rstp", i) for i in range(1, repetitions + 1)]
     assert all(final[key] == row for key, row in held.items()), "resume rewrote a finished repetition"
     assert run_status(results) == "finished"
-    assert objects_left() == [] and processes_left(baseline) == {}
+    assert objects_left(pids) == [] and processes_left(baseline) == {}
     return blows
 
 
@@ -337,6 +345,39 @@ def _run_chaos(tmp_path: Path, injections: int, repetitions: int) -> None:
               f"{b.stored} repetitions stored")
     print(f"  {len(blows)} injections, {repetitions} repetitions complete in "
           f"{time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.parametrize("kind", ["SIGINT", "SIGKILL"])
+def test_blow_during_the_capability_probes(tmp_path, kind):
+    """The run's first half second: `vclab doctor`'s throw-away veths exist. A SIGINT must
+    remove them on the way out, a SIGKILL's must go with `vclab clean --prefix`."""
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    (tmp_path / "exp.yaml").write_text(EXPERIMENT)
+    env = {**os.environ, "VCLAB_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen([VCLAB, "run", str(tmp_path / "exp.yaml"), "--results",
+                             str(tmp_path / "res"), "--prefix", PREFIX, "--no-report"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not any(probe_owner(n) == proc.pid for n in os.listdir("/sys/class/net")):
+            assert time.monotonic() < deadline and proc.poll() is None, "no probe device seen"
+            time.sleep(0.005)
+        seen = sorted(n for n in os.listdir("/sys/class/net") if probe_owner(n) == proc.pid)
+        proc.send_signal(getattr(signal, kind))
+        code = proc.wait(SIGINT_BOUND_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"\n{kind} with {seen} up: exit {code}")
+    if kind == "SIGINT":
+        assert code in (130, -signal.SIGINT)
+    else:
+        assert objects_left({proc.pid}) != [], "the kill should have left the probe's objects"
+        clean = subprocess.run([VCLAB, "clean", "--prefix", PREFIX], env=env, capture_output=True,
+                               text=True, timeout=60)
+        print(clean.stdout.strip())
+    assert objects_left({proc.pid}) == []
 
 
 def test_chaos_three_blows(tmp_path):
