@@ -511,7 +511,7 @@ class _LockGroup(Workload):
                 a = self.agent(host)
                 mark = a.mark()
                 a.send(f"acquire {vm}")
-                a.wait_for("acquired", timeout=20, since=mark, vm=vm)
+                a.wait_for("acquired", timeout=START_TIMEOUT_S, since=mark, vm=vm)
         except BaseException:
             self.stop()
             raise
@@ -647,6 +647,10 @@ def locking_measurements(raw: dict[str, Any]) -> dict[str, Any]:
             "overlaps": {vm: c.get("overlaps", []) for vm, c in lun.items() if c.get("overlaps")}}
 
 
+# A shared, busy Open vSwitch can stall every port for seconds: keep logging in that long.
+START_TIMEOUT_S = 40.0
+
+
 class LockingAdapter(Adapter):
     kind = "locking"
 
@@ -684,7 +688,7 @@ class LockingAdapter(Adapter):
                               lun=self.spec.lun, vms={vm: i for i, vm in enumerate(self.spec.vms)},
                               timing=self.spec.timing(), workdir=workdir / f"locking{self.index}",
                               primitive=self.spec.primitive, portals=portals,
-                              host_names=list(self.spec.hosts))
+                              host_names=list(self.spec.hosts), start_timeout=START_TIMEOUT_S)
         owners, failover = self.assignments(cluster)
         return _LockGroup(target, manager, owners, failover, self.spec.restart_after / 1e3)
 

@@ -52,6 +52,7 @@ class LockAgentProcess:
         args = [sys.executable, "-m", "vclab.locking.agent", "--host-id", str(self.host_id),
                 "--target", self.iqn, "--lun", str(self.lun), "--timing",
                 self.timing.model_dump_json(), "--primitive", self.primitive,
+                "--start-timeout-s", f"{max(1.0, self.start_timeout - 5):g}",
                 "--log", str(self.log)]
         for p in self.portals:
             args += ["--portal", p]
@@ -60,6 +61,11 @@ class LockAgentProcess:
         return args
 
     def start(self) -> dict:
+        self.launch()
+        return self.ready()
+
+    def launch(self) -> None:
+        """Start the agent and return at once (ready() waits for it to log in)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         err = (self.workdir / f"{self.name}.err").open("wb")
         self.proc = self.node.popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -68,6 +74,9 @@ class LockAgentProcess:
         self.tracker.track(self.proc.pid, self.name)
         self._reader = threading.Thread(target=self._read, daemon=True, name=self.name)
         self._reader.start()
+
+    def ready(self) -> dict:
+        """Its `ready` event; stops it and raises if it could not start."""
         try:
             return self.wait_for(("ready", "error"), timeout=self.start_timeout, check=False)
         finally:
@@ -173,7 +182,7 @@ class LockManager(Workload):
                  lun: str = "datastore1", vms: dict[str, int] | None = None,
                  timing: Timing | None = None, workdir: Path, primitive: str = "auto",
                  portals: list[list[str]] | None = None,
-                 host_names: list[str] | None = None) -> None:
+                 host_names: list[str] | None = None, start_timeout: float = 20.0) -> None:
         """`portals[i]`: the portals host i reaches (default: all of the target's), in the
         order it tries them; `host_names`: the user's names of the hosts (for messages)."""
         self.target, self.hosts, self.tracker, self.lun = target, list(hosts), tracker, lun
@@ -185,7 +194,8 @@ class LockManager(Workload):
         portals = portals or [target.portals] * len(self.hosts)
         self.agents = [LockAgentProcess(h, i + 1, portals[i] or target.portals, target.iqn,
                                         target.lun_numbers[lun], tracker, timing=self.timing,
-                                        vms=self.vms, workdir=self.workdir, primitive=primitive)
+                                        vms=self.vms, workdir=self.workdir, primitive=primitive,
+                                        start_timeout=start_timeout)
                        for i, h in enumerate(self.hosts)]
 
     def check(self) -> None:
@@ -203,9 +213,12 @@ class LockManager(Workload):
             raise WorkloadError("locking: " + "; ".join(problems))
 
     def start(self) -> None:
+        # All log in at once: on a busy machine one login can take seconds.
         try:
             for a in self.agents:
-                a.start()
+                a.launch()
+            for a in self.agents:
+                a.ready()
         except BaseException:
             self.stop()
             raise
