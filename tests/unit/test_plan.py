@@ -12,8 +12,9 @@ import pytest
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import NoProtection, Rstp, Stp, get_mechanism, parse_port_table
 from vclab.topology.loader import cluster_from_text, load_cluster
-from vclab.topology.plan import (Bond, build_plan, describe_loop, find_loop, host_commands,
-                                 ovs_commands, shape_commands, tc_commands, Shape)
+from vclab.topology.plan import (Bond, build_commands, build_plan, describe_loop, find_loop,
+                                 host_commands, merge_transactions, ovs_commands, shape_commands,
+                                 tc_commands, Shape)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "topologies" / "default.yaml"
@@ -166,6 +167,48 @@ def test_ovs_commands_one_transaction_per_bridge_with_rstp_at_creation(plan):
     assert "other_config:rstp-port-admin-edge=true" not in tor_a[i:i + 6]
     # virtual switches run no loop protection
     assert not any("rstp" in arg for arg in cmds[2])
+
+
+def test_build_runs_every_bridge_in_one_transaction(plan):
+    """What a build runs: the per-bridge transactions joined with `--`, nothing lost, nothing
+    reordered, every bridge's RSTP still set in the operations that create it."""
+    per_bridge = ovs_commands(plan, "netdev", Rstp(), run_id="run1")
+    (merged,) = build_commands(plan, "netdev", Rstp(), run_id="run1")
+    assert merged[0] == "ovs-vsctl"
+    assert merged[1] == f"--timeout={30 * len(plan.bridges)}"
+    ops = merged[2:]
+    joined: list[str] = []
+    for cmd in per_bridge:
+        joined += (["--"] if joined else []) + cmd[2:]
+    assert ops == joined
+    tor_a = ops.index("vcs0")
+    assert ops.index("rstp_enable=true", tor_a) < ops.index("add-port", tor_a)
+
+
+def test_merge_transactions_keeps_other_commands_in_place():
+    a = ["ovs-vsctl", "--timeout=30", "add-br", "x"]
+    b = ["ovs-vsctl", "--timeout=10", "add-br", "y", "--", "set", "bridge", "y", "stp_enable=true"]
+    ip = ["ip", "link", "set", "dev", "x", "up"]
+    waitless = ["ovs-vsctl", "--no-wait", "add-br", "z"]
+    assert merge_transactions([a, b, ip, a, waitless]) == [
+        ["ovs-vsctl", "--timeout=40", "add-br", "x", "--", "add-br", "y", "--", "set", "bridge",
+         "y", "stp_enable=true"], ip, a, waitless]
+    # a size cap splits between transactions, never inside one
+    split = merge_transactions([a, b, a], max_bytes=30)
+    assert split == [a, ["ovs-vsctl", "--timeout=10", *b[2:]], a]
+    # the merged timeout is capped
+    assert merge_transactions([a] * 20)[0][1] == "--timeout=300"
+
+
+def test_build_commands_one_server_and_the_mechanisms_commands(plan):
+    from vclab.fabric.linux_stp import LinuxStp
+
+    stp = LinuxStp(vlan_filtering=False)
+    everything = build_commands(plan, "netdev", stp)
+    assert everything[0][0] == "ovs-vsctl" and everything[1][:3] == ["ip", "link", "add"]
+    assert everything[1:] == stp.commands(plan)
+    (one,) = build_commands(plan, "netdev", Rstp(), bridges={"vcv2"})
+    assert one[2:4] == ["add-br", "vcv2"] and "vcs0" not in one
 
 
 def test_ovs_commands_vswitch_bond_and_access(plan):

@@ -36,7 +36,7 @@ from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, get_mechanism
 from vclab.procs import ProcessTracker, alive
-from vclab.topology.plan import BuildPlan, build_plan, host_commands, ovs_commands, tc_commands
+from vclab.topology.plan import BuildPlan, build_commands, build_plan, host_commands, tc_commands
 from vclab.topology.spec import Cluster
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -207,7 +207,7 @@ class Lab:
                         intfName2=veth.b.ifname, addr1=veth.a.mac, addr2=veth.b.mac,
                         port1=ofport.get((veth.a.node, veth.a.ifname)),
                         port2=ofport.get((veth.b.node, veth.b.ifname)))
-        for cmd in ovs_commands(plan, self.datapath, self.mechanism, self.run_id):
+        for cmd in build_commands(plan, self.datapath, self.mechanism, self.run_id):
             self.sh(cmd)
         tc = tc_commands(plan)
         if tc:
@@ -218,7 +218,9 @@ class Lab:
         self.mechanism.start(self)
 
     def _converge(self) -> None:
-        """Poll the mechanism until the fabric has settled (two readings in a row)."""
+        """Poll the mechanism until the fabric has settled (two readings in a row, 50 ms
+        apart: one poll of rstp/show costs ~10 ms, and RSTP settles in tens of ms when the
+        fabric comes up in one transaction, so a coarser poll would be most of the wait)."""
         started = time.monotonic()
         deadline = started + float(self.mechanism.timeout)
         settled = 0
@@ -230,7 +232,7 @@ class Lab:
             if time.monotonic() > deadline:
                 raise VclabError(f"the fabric did not converge within {self.mechanism.timeout:g} s "
                                  f"with {self.mechanism.name}; still moving: {moving}")
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.converge_seconds = time.monotonic() - started
 
     # ---- checks ----
