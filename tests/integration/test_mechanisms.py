@@ -145,3 +145,36 @@ def test_sdn_controller_kill_and_restart_keeps_forwarding(tmp_path):
         print(f"\ncontroller restarted, fabric resynced in {settled:.1f} s")
         assert log.count("switch tor-a (dpid") >= 2
         assert failures(lab) == []
+
+
+def test_sdn_silent_nic_is_left_by_the_team(tmp_path):
+    """A server NIC that drops everything while its carrier stays up: BFD on both ends of the
+    cable (the server's vswitch and the switch port) takes it out of the team and out of the
+    groups, in ~3 x 50 ms, where a carrier-watching team would never leave it."""
+    from vclab.experiments.faults import restore_commands, run_commands, silent_commands, \
+        sink_commands, sink_name
+
+    from vclab.fabric.sdn import Sdn
+
+    with Lab(load_cluster(DEFAULT), mechanism=Sdn(bfd_nics=True), prefix=PREFIX,
+             state_dir=tmp_path / "state", workdir=tmp_path) as lab:
+        a, b = next((v.a.ifname, v.b.ifname) for v in lab.plan.veths if v.name == NIC)
+        sink = sink_name(PREFIX)
+        run_commands(sink_commands(sink))
+        try:
+            run_commands([c for end in (a, b) for c in silent_commands(end, sink)])
+            took = resume_seconds(lab, 5.0)
+            print(f"\n{NIC} silent: esx1 -> array1 (storage-b) back after "
+                  f"{'never' if took is None else f'{took * 1000:.0f} ms'} "
+                  f"(load {os.getloadavg()[0]:.1f})")
+            assert took is not None and took < 2.0
+        finally:
+            run_commands([c for end in (a, b) for c in restore_commands(end)], check=False)
+            run_commands([["ip", "link", "del", sink]], check=False)
+        wait_converged(lab, 30.0)
+        started = time.monotonic()
+        missing = failures(lab)
+        while missing and time.monotonic() - started < 10.0:  # a BFD false alarm on a busy host
+            time.sleep(1.0)
+            missing = failures(lab)
+        assert missing == [], "whole again once the NIC works"

@@ -10,7 +10,7 @@ from vclab.controller import model
 from vclab.errors import VclabError
 from vclab.fabric.linux_stp import LinuxStp, judge
 from vclab.fabric.mechanisms import Rstp, Stp, get_mechanism
-from vclab.fabric.sdn import Sdn, _field, fabric_spec
+from vclab.fabric.sdn import Sdn, bfd_sessions, fabric_spec
 from vclab.topology.loader import load_cluster
 from vclab.topology.plan import build_plan, ovs_commands
 
@@ -73,7 +73,12 @@ def test_sdn_bridges_are_secure_openflow13_with_a_controller_and_bfd(plan):
     assert tor_a.count("bfd:enable=true") == 2
     vswitch = cmds[2]
     assert "fail_mode=standalone" in vswitch and "controller" not in " ".join(vswitch)
-    assert Sdn(bfd_nics=True).interface_options(plan.bridge("esx1"), plan.bridge("esx1").ports[0])
+    # with bfd_nics the server NICs run BFD too, on both ends
+    uplink = next(p for p in plan.bridge("esx1").ports if p.role == "uplink")
+    downlink = next(p for p in plan.bridge("tor-a").ports if p.role == "downlink")
+    assert "bfd:enable=true" in Sdn(bfd_nics=True).interface_options(plan.bridge("esx1"), uplink)
+    assert "bfd:enable=true" in Sdn(bfd_nics=True).interface_options(plan.bridge("tor-a"), downlink)
+    assert Sdn().interface_options(plan.bridge("esx1"), uplink) == []
 
 
 def test_sdn_refuses_lacp_teams():
@@ -123,7 +128,11 @@ def test_every_named_mechanism_exists():
         Rstp().action(None, "kill")
 
 
-def test_bfd_status_fields():
-    status = '{diagnostic="No Diagnostic", flap_count="3", forwarding="true", state=up}'
-    assert _field(status, "state") == "up" and _field(status, "flap_count") == "3"
-    assert _field("{}", "state") == ""
+def test_bfd_sessions_from_one_listing():
+    listing = ('{"data":[["vcs0p1",["map",[["diagnostic","No Diagnostic"],["flap_count","3"],'
+               '["forwarding","true"],["state","up"]]]],["vcv0p1",["map",[]]]],'
+               '"headings":["name","bfd_status"]}')
+    sessions = bfd_sessions(listing)
+    assert sessions["vcs0p1"]["state"] == "up" and sessions["vcs0p1"]["flap_count"] == "3"
+    assert sessions["vcv0p1"] == {}
+    assert bfd_sessions("") == {} and bfd_sessions("ovs-vsctl: no db") == {}

@@ -5,7 +5,11 @@ controller on 127.0.0.1 before the bridges exist (so they connect at once), crea
 physical bridges with `fail_mode=secure` (nothing forwards, so nothing loops, until the
 controller's rules are in), runs BFD on every inter-switch cable so a silent cable clears the
 port's LIVE flag that the fast-failover buckets watch, and applies the per-network egress
-queues (controller/qos.py) on every physical switch port. The fabric has converged when every
+classes (controller/qos.py) on every physical switch port and, as vSphere's NIOC does on a
+distributed switch, on every server's uplinks: a saturating flow on one network cannot starve
+another below its share where the contention really is, at the hypervisor's own NIC (network
+kind is a fabric-independent idea, but only this mechanism applies it: rstp/stp runs are the
+no-QoS baseline the shipped experiments compare against). The fabric has converged when every
 switch holds all the groups and flows the controller computes for it and every BFD session is
 up. The controller is a process of the lab (tracked by PID), and the runner's controller faults
 kill and restart it: the switches keep forwarding on their rules meanwhile.
@@ -13,7 +17,8 @@ kill and restart it: the switches keep forwarding on their rules meanwhile.
 
 from __future__ import annotations
 
-import re
+import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -50,6 +55,13 @@ def _uplinks_in_order(vswitch: Bridge) -> list[Port]:
     ups = [p for p in vswitch.ports if p.role == "uplink"]
     primary = next((b.primary for b in vswitch.bonds if b.primary), None)
     return sorted(ups, key=lambda p: (p.name != primary, p.ofport))
+
+
+def vswitch_uplinks(plan: BuildPlan) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """(device, VLANs it carries, cable rate in bit/s) of every server's NIC on its own virtual
+    switch: where NIOC's shares go (controller.qos.uplink_qos_commands). Pure."""
+    return [(p.name, p.vlans, p.shape.rate if p.shape else None)
+            for b in plan.vswitches for p in b.ports if p.role == "uplink"]
 
 
 def fabric_spec(plan: BuildPlan, cluster, datapath: str = "netdev"):
@@ -90,8 +102,10 @@ def fabric_spec(plan: BuildPlan, cluster, datapath: str = "netdev"):
     for net in plan.networks.values():
         dscp = model.default_dscp(net.kind, taken)
         taken.add(dscp)
-        share = cluster.networks[net.name].share or 0.0 if cluster is not None else 0.0
-        networks.append(model.Network(net.name, net.vlan, net.kind, float(share), dscp))
+        spec_net = cluster.networks[net.name] if cluster is not None else None
+        share = (spec_net.share or 0.0) if spec_net is not None else 0.0
+        cap = spec_net.cap / 1e6 if spec_net is not None and spec_net.cap else None
+        networks.append(model.Network(net.name, net.vlan, net.kind, float(share), dscp, cap))
     rates = [v.shape.rate for v in plan.veths if v.shape is not None and v.shape.rate]
     options = model.Options(use_set_queue=datapath == "system",
                             link_mbps=min(rates) / 1e6 if rates else 1000.0)
@@ -108,7 +122,12 @@ class Sdn(Mechanism):
     # alarms on a loaded 2-core machine (ovs-vswitchd stalls of 0.1-1 s while it installs
     # hundreds of rules or reconfigures); 50 ms still finds a silent cable in ~150 ms.
     bfd_ms: int = 50
-    bfd_nics: bool = False  # BFD on server NICs too (both ends): bonds and groups see silent NICs
+    # BFD on server NICs too (both ends are OVS: the server's vswitch and the switch port), so
+    # a silent NIC is seen like a silent inter-switch cable: the team moves off it and the
+    # groups stop delivering through it (like vSphere's beacon probing, in ~150 ms). Off by
+    # default: 28 sessions at 50 ms on the default cluster false-alarm on a loaded 2-core host
+    # (every port flapped at load 4), and each false alarm is an outage of its own.
+    bfd_nics: bool = False
     timeout: float = 30.0
     bfd_steady: float = 1.0  # seconds without a BFD flap before the fabric counts as settled
     port: int = 0  # the controller's OpenFlow port on 127.0.0.1; chosen in prepare()
@@ -234,32 +253,49 @@ class Sdn(Mechanism):
                          f"(see {self.log})")
 
     # ---- after the build ----
-    def start(self, lab: Runner) -> None:
+    def qos_commands(self, lab: Runner) -> list[list[str]]:
+        """Every HTB tree this mechanism puts on the lab: per network on each physical switch
+        port (filled by the controller's DSCP marks, or set_queue on the kernel datapath) and
+        NIOC's per network shares on each server uplink (filled by VLAN)."""
         from vclab.controller import qos
 
-        # After the cables' own shaping: OVS's linux-htb replaces the root qdisc, at the same
-        # port rate, and adds one class per network (netdev: filled by DSCP filters).
-        for cmd in qos.fabric_qos_commands(self.spec):
-            lab.sh(cmd)
-            if cmd[0] == "ovs-vsctl":
-                self._qos_ports.append(cmd[cmd.index("port") + 1])
+        return (qos.fabric_qos_commands(self.spec)
+                + qos.uplink_qos_commands(vswitch_uplinks(lab.plan), self.spec.networks,
+                                          kernel_datapath=self.datapath == "system"))
+
+    def start(self, lab: Runner) -> None:
+        self.apply_qos(lab)
+
+    def apply_qos(self, lab: Runner) -> None:
+        # After the cables' own shaping, which each tree replaces at the same rate. One tc
+        # process for all: hundreds of commands on a bigger cluster.
+        cmds = self.qos_commands(lab)
+        if cmds:
+            lab.sh(["tc", "-batch", "-"], stdin="".join(shlex.join(c[1:]) + "\n" for c in cmds))
+        self._qos_ports = sorted({c[c.index("dev") + 1] for c in cmds})
+
+    def clear_qos(self, lab: Runner, check: bool = False) -> None:
+        """Put the plain cable shaping back where apply_qos put a tree (a port without a
+        rate gets no qdisc of its own again)."""
+        from vclab.topology.plan import shape_commands
+
+        shapes = {e.ifname: v.shape for v in lab.plan.veths for e in (v.a, v.b) if e.in_root}
+        lines = []
+        for dev in self._qos_ports:
+            shape = shapes.get(dev)
+            cmds = shape_commands(dev, shape) if shape is not None and shape.rate else []
+            lines += [shlex.join(c[1:]) for c in cmds] or [f"qdisc del dev {dev} root"]
+        if lines:
+            lab.sh(["tc", "-batch", "-"], stdin="".join(line + "\n" for line in lines),
+                   check=check)
+        self._qos_ports = []
 
     def stop(self, lab: Runner) -> None:
-        from vclab.controller import qos
-
         if self.pid:
             lab.tracker.end(self.pid)
-        # QoS and Queue rows are roots in OVSDB: they outlive the port unless destroyed.
-        for ifname in self._qos_ports:
-            uuid = lab.sh(["ovs-vsctl", "--if-exists", "get", "port", ifname, "qos"],
-                          check=False).strip()
-            if not uuid or uuid == "[]":
-                continue
-            queues = lab.sh(["ovs-vsctl", "get", "qos", uuid, "queues"], check=False).strip()
-            ids = [q.split("=")[1].strip() for q in queues.strip("{}").split(",") if "=" in q]
-            for cmd in qos.removal_commands(ifname, uuid, ids):
-                lab.sh(cmd, check=False)
-        self._qos_ports.clear()
+        # The trees are plain tc on the lab's veths and leave with them; putting the cable
+        # shaping back costs one tc process and leaves the ports as the build made them.
+        self.clear_qos(lab)
 
     def converged(self, lab: Runner) -> tuple[bool, str]:
         if not self.controller_alive(lab):
@@ -285,14 +321,17 @@ class Sdn(Mechanism):
                                          bridge.name], check=False), "cookie=")
             if have_g < groups or have_f < flows:
                 moving.append(f"{bridge.friendly}: {have_g}/{groups} groups, {have_f}/{flows} flows")
+        # Both ends of a cable run BFD: a server's team and its single-NIC ports stay off a
+        # NIC until the vswitch end's session is up too, not only the switch end's.
+        sessions = bfd_sessions(lab.sh(["ovs-vsctl", "--format=json", "--columns=name,bfd_status",
+                                        "list", "interface"], check=False))
+        for bridge in lab.plan.bridges:
             for port in bridge.ports:
                 if self.interface_options(bridge, port):
-                    status = lab.sh(["ovs-vsctl", "get", "interface", port.name,
-                                     "bfd_status"], check=False)
-                    state = _field(status, "state")
-                    flaps += int(_field(status, "flap_count") or 0)
-                    if state != "up":
-                        moving.append(f"{bridge.friendly}:{port.name} BFD {state or 'off'}")
+                    status = sessions.get(port.name, {})
+                    flaps += int(status.get("flap_count") or 0)
+                    if status.get("state") != "up":
+                        moving.append(f"{bridge.friendly}:{port.name} BFD {status.get('state', 'off')}")
         # A session that came up and went down again is a fabric still shaking (or a host too
         # loaded for this BFD interval): the controller would be moving the flood tree.
         now = time.monotonic()
@@ -303,10 +342,14 @@ class Sdn(Mechanism):
         return not moving, ", ".join(moving)
 
 
-def _field(status: str, key: str) -> str:
-    """One key of an OVSDB map as `ovs-vsctl get` prints it: {flap_count="3", state=up}."""
-    m = re.search(rf'\b{key}="?([^",}}]*)"?', status)
-    return m.group(1) if m else ""
+def bfd_sessions(listing: str) -> dict[str, dict[str, str]]:
+    """{interface: its bfd_status map} from `ovs-vsctl --format=json --columns=name,bfd_status
+    list interface`: one process for every session, where a `get` per port cost ~10 ms each."""
+    try:
+        data = json.loads(listing)["data"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {name: dict(status[1]) for name, status in data if isinstance(status, list)}
 
 
 def count_lines(text: str, marker: str) -> int:
