@@ -79,14 +79,22 @@ def plans(quick: bool) -> list[tuple[object, list[tuple[str, str, float]]]]:
 
 
 def lacp_topology(results: Path) -> Path:
-    """The default cluster with each hypervisor's two NICs on tor-a: a LACP team ends on one
+    """The default cluster with every server's two NICs on tor-a: a LACP team ends on one
     switch (vclab refuses one across two, which would need MLAG)."""
     path = results / "default-lacp.yaml"
-    text = TOPOLOGY.read_text()
-    single = text.replace("nics: {vmnic0: tor-a, vmnic1: tor-b}", "nics: {vmnic0: tor-a, vmnic1: tor-a}")
-    if single == text:
-        raise SystemExit(f"{TOPOLOGY}: hypervisor NICs not found where the LACP row expects them")
+    single = text = TOPOLOGY.read_text()
+    for nics in ("{vmnic0: tor-a, vmnic1: tor-b}", "{eth0: tor-a, eth1: tor-b}"):
+        if nics not in single:
+            raise SystemExit(f"{TOPOLOGY}: no NICs {nics}, where the LACP row expects them")
+        single = single.replace(nics, nics.replace("tor-b", "tor-a"))
     path.write_text(single)
+    from vclab.experiments.loader import mechanism_problems
+    e = Experiment.model_validate({"experiment": "lacp", "topology": str(path),
+                                   "mechanisms": [{"fabric": "rstp", "team": "lacp"}],
+                                   "duration": 1000.0, "workloads": [PROBE]})
+    problems = mechanism_problems(e, load_cluster(path))
+    if problems:
+        raise SystemExit(f"{path}: {problems}")
     return path
 
 
