@@ -609,6 +609,7 @@ def locking_measurements(raw: dict[str, Any]) -> dict[str, Any]:
         epochs = lun.get(vm_index.get(r["vm"], -1), {}).get("epochs", [])
         if got is not None:
             out["taker_broke_ms"] = (got["t"] - fault_ns) / 1e6
+            out["break_rmw_ms"] = got.get("rmw_ms")  # the atomic update itself, on a busy fabric
             new = next((e for e in epochs if e["generation"] == got["generation"]), None)
             old = [e for e in epochs if e["generation"] < got["generation"]
                    and r["owner_id"] in e["hosts"]]
@@ -721,7 +722,7 @@ class LockingAdapter(Adapter):
                                                                "previous_owner", "error")}
                 out.events.append(Event(self.name, _ms_since(t0_ns, ev["t"]), ev["event"], detail))
         for t in m["takeovers"]:
-            for name in ("taker_broke_ms", "vm_restarted_ms", "owner_stopped_ms",
+            for name in ("taker_broke_ms", "break_rmw_ms", "vm_restarted_ms", "owner_stopped_ms",
                          "owner_lease_lost_ms"):
                 if t.get(name) is not None:
                     out.metrics.append(Metric(name=name, value=t[name], fault=t["fault"], **common))
