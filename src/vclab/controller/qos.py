@@ -1,17 +1,56 @@
-"""Egress QoS for the fabric ports, as commands (argv lists) to run; nothing is run here.
+"""Egress QoS as tc commands (argv lists) to run; nothing is run here.
 
-Each network gets its own HTB class with its guaranteed share of the port (`min-rate`), able to
-borrow up to the port rate or to the network's cap. OVS creates the classes (`qos
-type=linux-htb`: queue n is tc class 1:(n+1), queue 0 = class 1:1 takes whatever no filter
-claims). On the kernel datapath the controller's `set_queue` picks the queue. The userspace
-(netdev) datapath ignores `set_queue`, so there the controller marks each network's DSCP and a
-tc u32 filter per network moves its frames into its class. Measured on OVS 3.1 netdev: the
-filter sees the IP header at offset 0 even though the frame leaves VLAN-tagged.
+One HTB tree per port, wherever it is used (fabric switch ports, hypervisor uplinks):
+
+    root 1: (default 1:1)
+      1:fffe     the cable's rate
+        1:1      traffic no network claims: the shares' remainder
+        1:(q+1)  network q (1-based): its share guaranteed (`rate`), borrowing up to the cable
+                 rate or its cap (`ceil`); spare bandwidth is lent in proportion to the shares
+
+The numbering is OVS's own (queue q = class 1:(q+1)), so on the kernel datapath OpenFlow
+`set_queue` picks the class (it sets the skb priority). The userspace (netdev) datapath ignores
+`set_queue`; there filters fill the classes:
+- fabric switch ports: the controller marks each network's DSCP where frames enter the fabric,
+  and a u32 filter per network matches it (OVS 3.1 netdev: u32 offset 0 is the IP header even
+  though the frame leaves VLAN-tagged);
+- hypervisor uplinks (vSphere's NIOC: shares on the virtual switch's uplinks, before the cable):
+  a frame's VLAN is its network. netdev sends the 802.1Q tag in the packet data, so a u32 filter
+  matches TPID and VLAN id just before the IP header (flower and basic are not in every kernel;
+  measured: 20/20 pings per VLAN in their class). The kernel datapath carries the tag as skb
+  metadata, which only `basic match meta(vlan)` sees (not measured here: no kernel datapath).
+
+The tree replaces the root qdisc, so it replaces the cable's own shaping at the same rate;
+`topology.plan.shape_commands` puts the plain cable back.
+
+Short class queues on netdev: ovs-vswitchd sends on every port through ONE AF_PACKET socket
+with one 208 KiB send buffer (net.core.wmem_default). Frames waiting in any port's qdisc hold
+that buffer, and once it is full every send on every port fails (EAGAIN, dropped before any
+classifier sees it). A saturating UDP flow into a class with the default 1000-packet queue
+fills it, and the storage class starves anyway (measured: storage TCP 0.1-0.4 Mbit/s of a
+100 Mbit/s cable with its 40 % class; with 8-packet queues 48 Mbit/s).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from vclab.controller.model import FabricSpec, Network
+
+NETDEV_QUEUE_PACKETS = 8  # per class, userspace datapath (see above)
+FRAME = 1518  # bytes of a full-size tagged frame: the HTB quantum unit
+
+
+# TCP payload per tagged full-size frame: 1448 of 1518 bytes (20 IP + 32 TCP with timestamps,
+# 18 Ethernet + 4 tag; the preamble and gap do not exist on a veth).
+TCP_GOODPUT = 1448 / 1518
+
+
+def share_floor_bps(share: float, rate_bps: float, tolerance: float = 0.1) -> float:
+    """The least TCP goodput a class with `share` % of a `rate_bps` cable must measure to
+    count as having had its share: the share's frames minus their headers, minus `tolerance`
+    (HTB's token timing and iperf3's interval edges on a busy machine)."""
+    return share / 100 * rate_bps * TCP_GOODPUT * (1 - tolerance)
 
 
 def queue_of(spec: FabricSpec, net: Network) -> int:
@@ -19,25 +58,55 @@ def queue_of(spec: FabricSpec, net: Network) -> int:
     return list(spec.networks).index(net) + 1
 
 
-def port_qos_commands(ifname: str, networks: tuple[Network, ...], link_mbps: float,
-                      use_set_queue: bool = False) -> list[list[str]]:
-    """HTB queues on one OVS port, plus (netdev) the DSCP filters that fill them."""
-    rate = int(link_mbps * 1e6)
+def _burst(rate_bps: float) -> int:
+    # 1 ms at the rate, at least 64 KiB (one TSO segment), as the cable shaping does.
+    return max(int(rate_bps) // 8 // 1000, 65536)
+
+
+def htb_tree_commands(dev: str, rate_bps: float, networks: Sequence[Network],
+                      classify: str = "dscp", queue_packets: int | None = None) -> list[list[str]]:
+    """The HTB tree on `dev` with one class per network, and the filters that fill them.
+
+    classify: "dscp" (u32 on the IP header), "vlan" (u32 on the 802.1Q tag in the packet
+    data: netdev), "vlan-meta" (the tag as skb metadata: kernel datapath) or "queue" (no
+    filters: OpenFlow set_queue chooses). queue_packets: each class's pfifo limit (None: the
+    device's default)."""
+    if classify not in ("dscp", "vlan", "vlan-meta", "queue"):
+        raise ValueError(f"classify is dscp, vlan, vlan-meta or queue, not {classify!r}")
+    rate = int(rate_bps)
+    burst = _burst(rate)
     rest = max(100.0 - sum(n.share for n in networks), 1.0)  # unclassified traffic's share
-    cmd = ["ovs-vsctl", "--", "set", "port", ifname, "qos=@q", "--", "--id=@q", "create", "qos",
-           "type=linux-htb", f"other-config:max-rate={rate}"]
-    cmd += [f"queues:{q}=@q{q}" for q in range(len(networks) + 1)]
-    shares = [(rest, None)] + [(n.share, n.cap_mbps) for n in networks]
-    for q, (share, cap) in enumerate(shares):
-        ceiling = int(min(cap * 1e6, rate)) if cap else rate
-        cmd += ["--", f"--id=@q{q}", "create", "queue",
-                f"other-config:min-rate={int(rate * share / 100)}",
-                f"other-config:max-rate={ceiling}"]
-    out = [cmd]
-    if not use_set_queue:
-        for q, net in enumerate(networks, start=1):
-            out += dscp_filter_commands(ifname, net.dscp, f"1:{q + 1:x}", prio=q)
+    out = [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"],
+           ["tc", "class", "replace", "dev", dev, "parent", "1:", "classid", "1:fffe", "htb",
+            "rate", f"{rate}bit", "ceil", f"{rate}bit", "burst", str(burst), "cburst", str(burst)]]
+    for q, (share, cap_mbps) in enumerate([(rest, None)] + [(n.share, n.cap_mbps) for n in networks]):
+        ceil = int(min(cap_mbps * 1e6, rate)) if cap_mbps else rate
+        guaranteed = max(int(rate * share / 100), 8000)  # HTB needs a rate; a share of 0 borrows only
+        classid = f"1:{q + 1:x}"
+        # Quantum in proportion to the share: what is spare is lent by shares, as NIOC does.
+        quantum = FRAME * max(1, round(share / 5))
+        out.append(["tc", "class", "replace", "dev", dev, "parent", "1:fffe", "classid", classid,
+                    "htb", "rate", f"{guaranteed}bit", "ceil", f"{ceil}bit",
+                    "burst", str(_burst(guaranteed)), "cburst", str(burst), "quantum", str(quantum)])
+        if queue_packets:
+            out.append(["tc", "qdisc", "replace", "dev", dev, "parent", classid,
+                        "handle", f"{q + 0x10:x}:", "pfifo", "limit", str(queue_packets)])
+    for q, net in enumerate(networks, start=1):
+        classid = f"1:{q + 1:x}"
+        if classify == "dscp":
+            out += dscp_filter_commands(dev, net.dscp, classid, prio=q)
+        elif classify in ("vlan", "vlan-meta"):
+            out.append(vlan_filter_command(dev, net.vlan, classid, prio=q,
+                                           in_data=classify == "vlan"))
     return out
+
+
+def port_qos_commands(ifname: str, networks: Sequence[Network], link_mbps: float,
+                      use_set_queue: bool = False) -> list[list[str]]:
+    """The tree on one fabric switch port: netdev fills it by DSCP, the kernel by set_queue."""
+    return htb_tree_commands(ifname, link_mbps * 1e6, networks,
+                             "queue" if use_set_queue else "dscp",
+                             None if use_set_queue else NETDEV_QUEUE_PACKETS)
 
 
 def dscp_filter_commands(ifname: str, dscp: int, classid: str, prio: int) -> list[list[str]]:
@@ -52,6 +121,21 @@ def dscp_filter_commands(ifname: str, dscp: int, classid: str, prio: int) -> lis
     return [v4, v6]
 
 
+def vlan_filter_command(ifname: str, vlan: int, classid: str, prio: int,
+                        in_data: bool = True) -> list[str]:
+    """A filter sending frames of `vlan` to `classid`.
+
+    In the packet data the tag sits right before the network header, which is where u32
+    offsets count from: TPID at -6, VLAN id (low 12 bits of the TCI) at -4. The TPID check
+    keeps untagged frames out (their -6 is inside the source MAC)."""
+    base = ["tc", "filter", "add", "dev", ifname, "parent", "1:", "protocol", "all",
+            "prio", str(prio)]
+    if in_data:
+        return base + ["u32", "match", "u16", "0x8100", "0xffff", "at", "-6",
+                       "match", "u16", f"{vlan:#06x}", "0x0fff", "at", "-4", "flowid", classid]
+    return base + ["basic", "match", f"meta(vlan mask 0xfff eq {vlan})", "classid", classid]
+
+
 def fabric_qos_commands(spec: FabricSpec) -> list[list[str]]:
     """Commands for every fabric-switch port whose kernel name the spec gives."""
     names = [lk.a_ifname for lk in spec.links] + [lk.b_ifname for lk in spec.links]
@@ -61,6 +145,23 @@ def fabric_qos_commands(spec: FabricSpec) -> list[list[str]]:
         if ifname:
             out += port_qos_commands(ifname, spec.networks, spec.options.link_mbps,
                                      spec.options.use_set_queue)
+    return out
+
+
+def uplink_qos_commands(uplinks: Iterable[tuple[str, Sequence[int], float | None]],
+                        networks: Sequence[Network], kernel_datapath: bool = False
+                        ) -> list[list[str]]:
+    """NIOC: the tree on each (device, VLANs it carries, cable rate) uplink of a virtual
+    switch, classified by VLAN. Only the networks an uplink carries get a class; an uplink
+    that carries one network or none with a share, or has no rate to share out, is left as
+    it is (a storage array's portal carries one VLAN)."""
+    out: list[list[str]] = []
+    for dev, vlans, rate_bps in uplinks:
+        mine = [n for n in networks if n.vlan in vlans]
+        if not rate_bps or len(mine) < 2 or not any(n.share for n in mine):
+            continue
+        out += htb_tree_commands(dev, rate_bps, mine, "vlan-meta" if kernel_datapath else "vlan",
+                                 None if kernel_datapath else NETDEV_QUEUE_PACKETS)
     return out
 
 
@@ -77,8 +178,9 @@ def meter_commands(spec: FabricSpec, bridge: str) -> list[list[str]]:
 
 
 def removal_commands(ifname: str, qos_uuid: str, queue_uuids: list[str]) -> list[list[str]]:
-    """Undo `port_qos_commands`: QoS and Queue rows outlive their port, so name them by UUID
-    (read them with `ovs-vsctl get port IF qos` and `ovs-vsctl get qos UUID queues`)."""
+    """Undo an OVS QoS row (`qos type=linux-htb`) on a port. vclab's own trees are plain tc
+    and leave with their veth; QoS and Queue rows outlive their port, so they are named by
+    UUID (read them with `ovs-vsctl get port IF qos` and `ovs-vsctl get qos UUID queues`)."""
     cmd = ["ovs-vsctl", "--if-exists", "clear", "port", ifname, "qos",
            "--", "--if-exists", "destroy", "qos", qos_uuid]
     for uuid in queue_uuids:
