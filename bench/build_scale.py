@@ -7,9 +7,9 @@
 The cluster is generated in Python: 2 top-of-rack switches joined by two cables, N hypervisors
 with two teamed NICs (one per switch), one storage array with a portal on each switch, one
 management server, the default networks (topologies/default.yaml's). vclab builds it with
-`Lab(cluster, prefix="vcb").start()` (its real path: Mininet hosts, one ovs-vsctl transaction
-per bridge with VLANs, bonds and RSTP, addresses, then the wait until RSTP has converged, shown
-apart) and `.stop()`. Plain Mininet builds the same graph from the same plan (prefix `vcz`:
+`Lab(cluster, prefix="vcb").start()` (its real path: Mininet hosts, every bridge with its VLANs,
+bonds and RSTP in one ovs-vsctl transaction, addresses, then the wait until RSTP has converged,
+shown apart) and `.stop()`. Plain Mininet builds the same graph from the same plan (prefix `vcz`:
 the same bridges, veths and hosts; `OVSSwitch` on the same datapath, Mininet's default
 fail_mode=secure with no controller, so the looped graph forwards nothing) with `Mininet(topo)`,
 `start()` and `stop()`: no VLANs, bonds, loop protection or addresses beyond Mininet's own.
@@ -20,8 +20,13 @@ cluster is up, PSS of the node shells, ovs-vswitchd RSS growth, each divided by 
 high-water mark, so the side built second in a repetition only shows growth beyond the first's
 peak, and MemAvailable moves with everything else on the machine). Last, a straight-line fit of
 time against N (per-hypervisor slope, R^2): linear means a flat ms/hv column and R^2 near 1.
-The convergence wait is RSTP starting up on the two inter-switch cables (BPDUs at the 2 s hello):
-1-5 s whatever N, hidden behind the build itself from N = 32 on, so it dominates small N.
+The convergence wait is RSTP on the second inter-switch cable: every port is point-to-point (OVS's
+default) or an edge port, so the rest settles in tens of ms, but OVS's alternate ports never send
+the agreement a designated port's proposal asks for (rstp-state-machines.c, ALTERNATE_PORT,
+compares fdWhile with forwardDelay(), which is the hello time under RSTP, instead of FwdDelay),
+so the designated end of that cable forwards only when its edge-detection delay (3 s) runs out.
+Whether it gets that far depends on the order OVS brings the ports up: 0.1 s or ~3 s at any N,
+hidden behind the rest of the build from N = 32 on, so it dominates small N.
 
 Every process either side starts is tracked and ended by PID; everything is removed in
 `finally`, by the exact names the plans list (Mininet's cleanup is never called). Needs root

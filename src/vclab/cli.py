@@ -9,7 +9,7 @@ import json
 import sys
 from functools import wraps
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -153,15 +153,33 @@ def _matrix_table(network: str, matrix: dict) -> Table:
 def up(file: Path = typer.Argument(..., help="cluster YAML"),
        mechanism: Optional[str] = typer.Option(None, help="loop protection: overrides the file's"),
        cli: bool = typer.Option(False, "--cli", help="leave the Mininet CLI open after the checks"),
-       prefix: str = typer.Option("vc", help=PREFIX_HELP)):
+       prefix: str = typer.Option("vc", help=PREFIX_HELP),
+       servers: Optional[str] = typer.Option(
+           None, help="cluster mode: spread the cluster over these servers (a,b or "
+                      "localhost=ADDR,b=ADDR; ssh + passwordless sudo to each)"),
+       pin: List[str] = typer.Option(
+           [], help="with --servers: put a switch or server on a server (tor-a=b); repeatable")):
     """Build the cluster, check reachability on every network and VLAN isolation, tear down."""
     from vclab.topology.build import Lab
     from vclab.topology.loader import load_cluster
+    from vclab.topology.placement import describe
 
     cluster = load_cluster(file)
-    with Lab(cluster, mechanism=mechanism, cli=False, prefix=prefix) as lab:
+    pins = {}
+    for item in pin:
+        node, sep, server = item.partition("=")
+        if not sep or not node or not server:
+            raise VclabError(f"--pin {item!r}: write NODE=SERVER, e.g. tor-a=b")
+        pins[node.strip()] = server.strip()
+    if pins and not servers:
+        raise VclabError("--pin needs --servers")
+    with Lab(cluster, mechanism=mechanism, cli=False, prefix=prefix, servers=servers,
+             pins=pins) as lab:
         out.print(f"built {cluster.cluster!r} in {lab.build_seconds:.1f} s on the "
                   f"[bold]{lab.datapath}[/] datapath, fabric: {lab.mechanism}")
+        if lab.placement is not None:
+            for line in describe(lab.placement, lab.plan):
+                out.print(f"  {line}")
         matrices = lab.reachability()
         failures = 0
         for network, matrix in matrices.items():

@@ -100,7 +100,7 @@ def test_tunnel_commands_keep_the_cable_ends_name_and_mac(plan):
     add, up = tunnel_commands(t.a, t.vni)
     assert add == ["ip", "link", "add", t.a.ifname, "address", t.a.mac, "type", "vxlan", "id",
                    str(t.vni), "local", t.a.local, "remote", t.a.remote, "dstport", "4789"]
-    assert up == ["ip", "link", "set", t.a.ifname, "up"]
+    assert up == ["ip", "link", "set", t.a.ifname, "mtu", str(TUNNEL_MTU), "up"]
     assert t.a.ifname in plan.root_links() and t.b.ifname in plan.root_links()
 
 

@@ -11,6 +11,11 @@ interrupted build (Ctrl-C, SIGTERM) removes what it created before the exception
     with Lab(cluster) as lab:
         lab.reachability()   # {network: {(src, dst): reached}}
         lab.isolation()      # [(vm, management network, reached)]
+
+Cluster mode (`Lab(cluster, servers=["localhost=10.0.0.1", "b"])`): the nodes are Mininet's
+cluster edition's `RemoteHost` / `RemoteOVSSwitch` in a `MininetCluster`, each on the server
+`placement.place` chose; the cables between servers are VXLAN tunnels; every root command goes
+to the server holding what it names (ssh + sudo for the remote ones, as Mininet's own).
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ from pathlib import Path
 
 from mininet.link import Intf, Link
 from mininet.net import Mininet
-from mininet.node import Host, OVSSwitch
+from mininet.node import Host, Node, OVSSwitch
 
 from vclab import PREFIX
 from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, get_mechanism
 from vclab.procs import ProcessTracker, alive
+from vclab.topology.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
+                                      place, remote_command, server_for, tunnel_commands)
 from vclab.topology.plan import BuildPlan, build_commands, build_plan, host_commands, tc_commands
 from vclab.topology.spec import Cluster
 
@@ -80,6 +87,37 @@ class VclabSwitch(_TrackedNode, OVSSwitch):
         pass
 
 
+def _cluster_classes():
+    """Mininet's cluster edition lives in its examples (imported only in cluster mode)."""
+    from mininet.examples.cluster import MininetCluster, RemoteHost, RemoteOVSSwitch
+
+    class LocalLikeMininet:
+        """The cluster edition makes every process of a node a process-group leader, and
+        `mnexec -d` then forks and its parent exits 0 at once: a local node's shell PID and a
+        ping's exit status would be those of the wrong process (every ping "answered").
+        Local nodes start processes as plain Mininet does; remote ones skip -d (ssh is
+        already apart from our process group)."""
+
+        def _popen(self, cmd, sudo=True, tt=True, **params):
+            if not self.isRemote:
+                return Node._popen(self, cmd, **params)
+            return super()._popen(cmd, sudo=sudo, tt=tt, **params)
+
+        def popen(self, *args, **kwargs):
+            if self.isRemote:
+                kwargs.setdefault("mncmd", ["mnexec", "-a", str(self.pid)])
+            return super().popen(*args, **kwargs)
+
+    class VclabRemoteHost(_TrackedNode, LocalLikeMininet, RemoteHost):
+        pass
+
+    class VclabRemoteSwitch(_TrackedNode, LocalLikeMininet, RemoteOVSSwitch):
+        def start(self, controllers):  # the plan configures the bridge
+            pass
+
+    return MininetCluster, VclabRemoteHost, VclabRemoteSwitch
+
+
 class PresetIntf(Intf):
     """The veth is created with its MAC already: skip Mininet's ifconfig down/hw ether/up."""
 
@@ -95,7 +133,8 @@ class Lab:
     def __init__(self, cluster: Cluster, mechanism: str | Mechanism | None = None,
                  cli: bool = False, run_id: str | None = None,
                  state_dir: Path | None = None, prefix: str = PREFIX,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, servers: str | list[str] | None = None,
+                 pins: dict[str, str] | None = None, ssh_user: str | None = None) -> None:
         # `prefix` lets two labs (e.g. tests of different helpers) run side by side; it must
         # start with vclab's own prefix so `vclab clean` still recognises everything.
         if not prefix.startswith(PREFIX):
@@ -104,6 +143,16 @@ class Lab:
         self.plan: BuildPlan = build_plan(cluster, prefix)
         self.mechanism: Mechanism = get_mechanism(mechanism or cluster.mechanism)
         self.mechanism.check(self.plan)
+        # Cluster mode: None builds on this machine alone, as plain Mininet.
+        self.placement: Placement | None = (
+            place(self.plan, parse_servers(servers), pins) if servers else None)
+        self.ssh_user = ssh_user or os.environ.get("SUDO_USER") or None
+        if self.placement is not None and self.placement.remote and \
+                self.mechanism.name in ("sdn", "linux-stp"):
+            raise VclabError(
+                f"mechanism {self.mechanism.name!r} does not run across servers yet (sdn's "
+                "controller listens on 127.0.0.1; linux-stp reads this machine's /sys): use "
+                "rstp or stp, or one server")
         self.cli = cli
         self.run_id = run_id or f"up-{os.getpid()}-{secrets.token_hex(3)}"
         self.tracker = ProcessTracker(self.run_id, state_dir)
@@ -131,8 +180,13 @@ class Lab:
             self.stop()
 
     # ---- running commands ----
-    def sh(self, args: list[str], check: bool = True, stdin: str | None = None) -> str:
-        """Run a command in the root namespace; a failure raises VclabError with its stderr."""
+    def sh(self, args: list[str], check: bool = True, stdin: str | None = None,
+           server: str | None = None) -> str:
+        """Run a command in the root namespace; a failure raises VclabError with its stderr.
+        In cluster mode it runs on `server`, by default the one holding what it names."""
+        target = self._server(args, server)
+        if target is not None:
+            args = remote_command(target, args, self.ssh_user)
         p = subprocess.run(args, input=stdin, capture_output=True, text=True)
         if check and p.returncode != 0:
             raise VclabError(f"{shlex.join(args)[:200]} failed: {(p.stderr or p.stdout).strip()}")
@@ -140,7 +194,26 @@ class Lab:
 
     def host_sh(self, host: str, args: list[str], check: bool = True) -> str:
         """Run a command inside a host's namespace, without going through its shell."""
-        return self.sh(["mnexec", "-a", str(self.node(host).pid), *args], check=check)
+        server = self.placement.nodes[host] if self.placement is not None else None
+        return self.sh(["mnexec", "-a", str(self.node(host).pid), *args], check=check,
+                       server=server)
+
+    def _server(self, args: list[str], server: str | None) -> Server | None:
+        """The remote server a command must run on, or None for this machine."""
+        if self.placement is None or not self.placement.remote:
+            return None
+        name = server if server is not None else server_for(args, self.placement)
+        if name is None:
+            return None
+        target = self.placement.server(name)
+        return None if target.local else target
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers the lab runs on ([localhost] without cluster mode)."""
+        if self.placement is None:
+            return ["localhost"]
+        return [s.name for s in self.placement.servers]
 
     def node(self, name: str):
         """A Mininet node by host name, bridge name (vcs0) or the user's switch name (tor-a)."""
@@ -180,10 +253,15 @@ class Lab:
         if self.datapath == "netdev":
             tso, _ = _probe("ovs-userspace-tso")
             self._tx_offload_off = not tso
-        bridges = set(self.sh(["ovs-vsctl", "--timeout=5", "list-br"]).split())
-        links = set(os.listdir("/sys/class/net"))
-        taken = [b.name for b in self.plan.bridges if b.name in bridges | links]
-        taken += [n for n in self.plan.root_links() if n in links]
+        taken = []
+        for server in self.servers:
+            remote = self._server([], server) is not None
+            bridges = set(self.sh(["ovs-vsctl", "--timeout=5", "list-br"], server=server).split())
+            links = set((self.sh(["ls", "/sys/class/net"], server=server) if remote
+                         else "\n".join(os.listdir("/sys/class/net"))).split())
+            mine = self._on(server)
+            taken += [b.name for b in self.plan.bridges if b.name in mine and b.name in bridges | links]
+            taken += [n for n in self.plan.root_links() if n in mine and n in links]
         if taken:
             raise VclabError(
                 f"{', '.join(taken[:6])}{' ...' if len(taken) > 6 else ''} already exist: another "
@@ -191,29 +269,81 @@ class Lab:
         self._owned = True
         self.mechanism.prepare(self)  # e.g. sdn: the controller listens before bridges exist
 
+    def _on(self, server: str) -> set[str]:
+        """The bridges and root-namespace devices of the plan that live on `server`."""
+        if self.placement is None:
+            return {b.name for b in self.plan.bridges} | set(self.plan.root_links())
+        return {d for d, s in self.placement.devices.items() if s == server}
+
+    def _mininet(self) -> Mininet:
+        """Plain Mininet, or in cluster mode Mininet's cluster edition with vclab's placement."""
+        common = dict(topo=None, controller=None, build=False, waitConnected=False, link=Link,
+                      intf=PresetIntf)
+        if self.placement is None:
+            return Mininet(host=VclabHost, switch=VclabSwitch, **common)
+        cluster, host, switch = _cluster_classes()
+        servers = self.placement.servers
+        # precheck=False: _preflight already ran a command as root on each server over ssh,
+        # with an error vclab can report (Mininet's precheck exits the process).
+        return cluster(host=host, switch=switch, servers=[s.name for s in servers],
+                       serverIP={s.name: s.address for s in servers},
+                       user=self.ssh_user or "root", precheck=False, **common)
+
+    def _node_params(self, name: str) -> dict:
+        params = dict(tracker=self.tracker, shells=self._shells)
+        if self.placement is not None:
+            server = self.placement.server(self.placement.nodes[name])
+            params.update(server=server.name, serverIP=server.address,
+                          user=self.ssh_user or "root")
+        return params
+
+    def _make_tunnel_end(self, end: TunnelEnd, vni: int) -> None:
+        """One end of a cable between servers, on its server (before OVS adds it as a port)."""
+        for cmd in tunnel_commands(end, vni):
+            self.sh(cmd, server=end.server)
+
     def _build(self) -> None:
         plan = self.plan
-        self.net = net = Mininet(topo=None, controller=None, build=False, waitConnected=False,
-                                 host=VclabHost, switch=VclabSwitch, link=Link, intf=PresetIntf)
+        self.net = net = self._mininet()
         for host in plan.hosts:
-            net.addHost(host.name, ip=None, tracker=self.tracker, shells=self._shells)
+            net.addHost(host.name, ip=None, **self._node_params(host.name))
         for bridge in plan.bridges:
             net.addSwitch(bridge.name, dpid=bridge.dpid, failMode="standalone",
                           datapath="user" if self.datapath == "netdev" else "kernel",
-                          tracker=self.tracker, shells=self._shells)
+                          **self._node_params(bridge.name))
         ofport = {(p.bridge, p.name): p.ofport for b in plan.bridges for p in b.ports}
+        placement = self.placement
         for veth in plan.veths:
+            if placement is not None and placement.crosses(veth.a.node, veth.b.node):
+                continue  # a tunnel, below
             net.addLink(veth.a.node, veth.b.node, intfName1=veth.a.ifname,
                         intfName2=veth.b.ifname, addr1=veth.a.mac, addr2=veth.b.mac,
                         port1=ofport.get((veth.a.node, veth.a.ifname)),
                         port2=ofport.get((veth.b.node, veth.b.ifname)))
-        for cmd in build_commands(plan, self.datapath, self.mechanism, self.run_id):
+        for tunnel in placement.tunnels if placement is not None else ():
+            for end in (tunnel.a, tunnel.b):
+                self._make_tunnel_end(end, tunnel.vni)
+        if placement is None:
+            ovs = build_commands(plan, self.datapath, self.mechanism, self.run_id)
+        else:
+            # One transaction per server (each ovs-vswitchd knows only its own bridges), then
+            # the mechanism's commands, each sent where the devices it names are.
+            ovs = [cmd for server in self.servers for cmd in build_commands(
+                plan, self.datapath, self.mechanism, self.run_id,
+                bridges=placement.bridges_on(server, plan))]
+            ovs += self.mechanism.commands(plan)
+        for cmd in ovs:
             self.sh(cmd)
         tc = tc_commands(plan)
-        if tc:
-            self.sh(["tc", "-batch", "-"], stdin="".join(shlex.join(c[1:]) + "\n" for c in tc))
+        for server in self.servers:
+            mine = self._on(server)
+            batch = [c for c in tc if c[4] in mine]  # tc qdisc|class VERB dev NAME ...
+            if batch:
+                self.sh(["tc", "-batch", "-"], server=server,
+                        stdin="".join(shlex.join(c[1:]) + "\n" for c in batch))
+        mtu = TUNNEL_MTU if placement is not None and placement.tunnels else None
         for host in plan.hosts:
-            script = " && ".join(shlex.join(c) for c in host_commands(host, self._tx_offload_off))
+            script = " && ".join(shlex.join(c) for c in host_commands(host, self._tx_offload_off, mtu))
             self.host_sh(host.name, ["sh", "-c", script])
         self.mechanism.start(self)
 
@@ -325,6 +455,12 @@ class Lab:
                                                moved_cluster, moved_plan)
 
         problems = migration_problems(self.cluster, vm, to_hypervisor)
+        if self.placement is not None and not problems:
+            here = self.placement.nodes[self.plan.host(vm).vswitch]
+            there = self.placement.nodes[self.plan.host(to_hypervisor).vswitch]
+            if here != there:
+                problems.append(f"{to_hypervisor} runs on server {there} and {vm} on {here}: a "
+                                "VM's ports cannot move between machines")
         if problems:
             raise VclabError(f"cannot migrate {vm} to {to_hypervisor}: " + "; ".join(problems))
         after = moved_plan(self.plan, vm, to_hypervisor)
@@ -397,17 +533,8 @@ class Lab:
                     self.mechanism.stop(self)
                 except Exception as err:  # the bridges and cables must go regardless
                     print(f"vclab: {self.mechanism.name} teardown: {err}", file=sys.stderr)
-                args = ["ovs-vsctl", "--timeout=30"]
-                for bridge in self.plan.bridges:
-                    args += ["--", "--if-exists", "del-br", bridge.name]
-                self.sh(args, check=False)
-                # Deleting the root end of a veth deletes both ends at once; a namespace's own
-                # clean-up would remove them later, asynchronously.
-                present = set(os.listdir("/sys/class/net"))
-                gone = [n for n in self.plan.root_links() if n in present]
-                if gone:
-                    self.sh(["ip", "-force", "-batch", "-"], check=False,
-                            stdin="".join(f"link del {n}\n" for n in gone))
+                for server in self.servers:
+                    self._remove(server)
             # Interactive bash ignores SIGTERM: hang up each shell's session, as Mininet does.
             for entry in self.tracker.tracked:
                 if entry.pid in shells and alive(entry.pid, entry.started):
@@ -422,6 +549,25 @@ class Lab:
         finally:
             for sig, handler in restore.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def _remove(self, server: str) -> None:
+        """Delete this lab's bridges and root-namespace devices on one server."""
+        mine = self._on(server)
+        args = ["ovs-vsctl", "--timeout=30"]
+        for bridge in self.plan.bridges:
+            if bridge.name in mine:
+                args += ["--", "--if-exists", "del-br", bridge.name]
+        if len(args) > 2:
+            self.sh(args, check=False, server=server)
+        # Deleting the root end of a veth deletes both ends at once; a namespace's own
+        # clean-up would remove them later, asynchronously. Tunnel ends go the same way.
+        names = [n for n in self.plan.root_links() if n in mine]
+        if self._server([], server) is None:
+            present = set(os.listdir("/sys/class/net"))
+            names = [n for n in names if n in present]
+        if names:
+            self.sh(["ip", "-force", "-batch", "-"], check=False, server=server,
+                    stdin="".join(f"link del {n}\n" for n in names))
 
     @staticmethod
     def _release(node) -> None:

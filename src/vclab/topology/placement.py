@@ -220,10 +220,11 @@ def _with_tunnels(plan: BuildPlan, servers: list[Server], nodes: dict[str, str])
 
 def tunnel_commands(end: TunnelEnd, vni: int, port: int = VXLAN_PORT) -> list[list[str]]:
     """Make one end of a cable's tunnel on its server: a VXLAN device with the cable end's
-    name and MAC, up (OVS then adds it as the port the plan says)."""
+    name and MAC, at the MTU a 1500-byte underlay leaves, up (OVS then adds it as the port
+    the plan says)."""
     return [["ip", "link", "add", end.ifname, "address", end.mac, "type", "vxlan", "id",
              str(vni), "local", end.local, "remote", end.remote, "dstport", str(port)],
-            ["ip", "link", "set", end.ifname, "up"]]
+            ["ip", "link", "set", end.ifname, "mtu", str(TUNNEL_MTU), "up"]]
 
 
 def server_for(args: list[str], placement: Placement) -> str | None:
