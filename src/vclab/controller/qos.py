@@ -175,14 +175,3 @@ def meter_commands(spec: FabricSpec, bridge: str) -> list[list[str]]:
                         f"meter={i + 1},kbps,burst,band=type=drop,rate={kbps},"
                         f"burst_size={max(kbps // 10, 1)}"])
     return out
-
-
-def removal_commands(ifname: str, qos_uuid: str, queue_uuids: list[str]) -> list[list[str]]:
-    """Undo an OVS QoS row (`qos type=linux-htb`) on a port. vclab's own trees are plain tc
-    and leave with their veth; QoS and Queue rows outlive their port, so they are named by
-    UUID (read them with `ovs-vsctl get port IF qos` and `ovs-vsctl get qos UUID queues`)."""
-    cmd = ["ovs-vsctl", "--if-exists", "clear", "port", ifname, "qos",
-           "--", "--if-exists", "destroy", "qos", qos_uuid]
-    for uuid in queue_uuids:
-        cmd += ["--", "--if-exists", "destroy", "queue", uuid]
-    return [cmd]
