@@ -106,6 +106,17 @@ def test_references_checked_against_the_cluster(tmp_path):
     assert "workloads.0.locking.vms.1: unknown VM 'web7'" in text
 
 
+def test_a_run_longer_than_the_disk_log_is_refused(tmp_path):
+    p = write(tmp_path, "duration: 30s\nworkloads:\n  - locking: {hosts: [esx1, esx2], "
+                        "lun: datastore1, vms: [web1]}\n")
+    (msg,) = problems(p)
+    assert "workloads.0.locking.write_every: each owner's disk log holds 1024 writes: at one per 20 ms it " \
+           "wraps after 20.48 s, before the run ends (31 s with the warm-up)" in msg
+    p = write(tmp_path, "duration: 30s\nworkloads:\n  - locking: {hosts: [esx1, esx2], "
+                        "lun: datastore1, vms: [web1], write_every: 50ms}\n")
+    assert load_experiment(p).experiment.workloads[0].locking.timing().write_interval_s == 0.05
+
+
 def test_failover_host_must_differ_from_the_vms_host(tmp_path):
     p = write(tmp_path, "workloads:\n  - locking: {hosts: [esx1, esx2], lun: datastore1, "
                         "vms: [web1], failover_host: esx1}\n")

@@ -125,12 +125,18 @@ def locking_problems(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str
     """A `locking` workload against its cluster: hosts that mount the datastore, the LUN (big
     enough for the VMs' lock records and disks), who runs each VM and where HA restarts it,
     and the other workloads that would clash with it."""
-    from vclab.locking.layout import lun_bytes_needed
+    from vclab.locking.layout import EXTENT_BLOCKS, lun_bytes_needed
 
     s = e.workloads[i].locking
     base = ("workloads", i, "locking")
     out: list[tuple[tuple, str]] = []
     storage_nets = set(c.networks_of_kind("storage"))
+    covered_ms = EXTENT_BLOCKS * s.write_every
+    if covered_ms < e.warmup + e.duration:
+        out.append((base + ("write_every",), f"each owner's disk log holds {EXTENT_BLOCKS} writes: "
+                    f"at one per {s.write_every:g} ms it wraps after {covered_ms / 1e3:g} s, "
+                    f"before the run ends ({(e.warmup + e.duration) / 1e3:g} s with the warm-up) "
+                    "and the dual-writer check would lose evidence; write less often"))
     for j, h in enumerate(s.hosts):
         if h not in c.hypervisors:
             out.append((base + ("hosts", j), f"unknown hypervisor {h!r}; hypervisors are: "

@@ -97,6 +97,9 @@ class LockingSpec(Strict):
     lease: Millis = 1500.0
     break_after: Millis = 3000.0
     primitive: Literal["auto", "compare-and-write", "persistent-reservation"] = "auto"
+    # how often each running VM writes its disk (the evidence the dual-writer checker reads:
+    # each owner's log holds 1024 writes, so 20 ms covers 20 s of one owner)
+    write_every: Millis = 20.0
 
     @field_validator("hosts", "vms")
     @classmethod
@@ -106,7 +109,7 @@ class LockingSpec(Strict):
             raise ValueError(f"named more than once: {', '.join(twice)}")
         return names
 
-    @field_validator("heartbeat", "io_timeout", "lease", "break_after")
+    @field_validator("heartbeat", "io_timeout", "lease", "break_after", "write_every")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:
@@ -150,7 +153,7 @@ class LockingSpec(Strict):
 
         return Timing(heartbeat_s=self.heartbeat / 1e3, lease_s=self.lease / 1e3,
                       break_after_s=self.break_after / 1e3, io_timeout_s=self.io_timeout / 1e3,
-                      drift=self.clock_drift)
+                      drift=self.clock_drift, write_interval_s=self.write_every / 1e3)
 
 
 WORKLOAD_KINDS = {"probe": ProbeSpec, "heartbeats": HeartbeatsSpec, "vmotion": VmotionSpec,
