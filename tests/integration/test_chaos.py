@@ -84,8 +84,51 @@ faults:
   - {at: 700ms, link: tor-a/tor-b#1, action: down}
   - {at: 1400ms, link: tor-a/tor-b#1, action: up}
 """
-PROBES = ("probe esx1>esx2 vmotion", "probe esx2>esx1 management")
-FAULTS = ("link tor-a/tor-b#1 down@0.7s", "link tor-a/tor-b#1 up@1.4s")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    cluster: str
+    experiment: str
+    probes: tuple[str, ...]  # every stored repetition has their rtt series and outages
+    faults: tuple[str, ...]  # ... and these faults, in this order
+    series: tuple[tuple[str, str], ...] = ()  # (workload, series) every repetition must hold
+    rep_s: float = 6.0       # one repetition's wall time here, roughly
+    mechanism: str = "rstp"
+
+
+SMALL = Scenario(CLUSTER, EXPERIMENT, ("probe esx1>esx2 vmotion", "probe esx2>esx1 management"),
+                 ("link tor-a/tor-b#1 down@0.7s", "link tor-a/tor-b#1 up@1.4s"))
+
+# The default cluster (VMs made small so the vMotion is quick) with the sdn controller and every
+# process kind a run starts: the controller (restarted mid-run), probe agents, heartbeat agents,
+# a migration, tgtd and an iSCSI initiator, iperf3. ~20 s a repetition here.
+FULL_EXPERIMENT = """
+experiment: chaos-full
+topology: cluster.yaml
+mechanisms: [sdn]
+repetitions: 1
+warmup: 500ms
+duration: 3s
+workloads:
+  - probe: {from: esx1, to: esx2, network: vmotion}
+  - probe: {from: esx1, to: array1, network: storage-b}
+  - heartbeats: {isolation_address: vcenter}
+  - vmotion: {vm: web1, to: esx3, at: 1s}
+  - iscsi: {hosts: [esx1], lun: datastore1, pattern: random-4k, mix: 70/30}
+  - iperf3: {from: esx3, to: esx2, network: vm-web, rate: 50Mbit}
+faults:
+  - {at: 1s, link: esx1.vmnic0, action: down}
+  - {at: 2s, link: esx1.vmnic0, action: up}
+  - {at: 2500ms, controller: restart}
+"""
+FULL = Scenario(
+    (Path(__file__).resolve().parents[2] / "topologies/default.yaml").read_text()
+    .replace("memory: 256MiB", "memory: 32MiB"),
+    FULL_EXPERIMENT, ("probe esx1>esx2 vmotion", "probe esx1>array1 storage-b"),
+    ("link esx1.vmnic0 down@1s", "link esx1.vmnic0 up@2s", "controller restart restart@2.5s"),
+    (("iscsi esx1", "latency_ms"), ("iperf3 esx3>esx2 vm-web", "throughput_bps")), rep_s=20.0,
+    mechanism="sdn")
 
 
 # ---- processes: the whole tree under the test ----
@@ -181,7 +224,7 @@ def objects_left(pids: set[int] = frozenset(), prefix: str = PREFIX) -> list[str
 
 # ---- the store ----
 
-def check_store(results: Path) -> dict[tuple[str, int], tuple[int, int, int]]:
+def check_store(results: Path, sc: Scenario) -> dict[tuple[str, int], tuple[int, int, int]]:
     """Open the store as a user would and check it whole; returns {(mechanism, index): (row
     id, started_ns, finished_ns)} of the repetitions it holds (empty before the first one)."""
     db = results / "results.sqlite"
@@ -201,14 +244,16 @@ def check_store(results: Path) -> dict[tuple[str, int], tuple[int, int, int]]:
             for rep in store.repetitions(run.id):
                 assert rep.status == "ok", f"{rep.mechanism} {rep.index}: {rep.status} {rep.reason}"
                 assert rep.finished_ns > rep.started_ns
-                assert [f.name for f in store.faults(rep.id)] == list(FAULTS)
+                assert [f.name for f in store.faults(rep.id)] == list(sc.faults)
                 series = store.series(rep.id, name="rtt_ms")
-                assert sorted(s.workload for s in series) == sorted(PROBES)
+                assert sorted(s.workload for s in series) == sorted(sc.probes)
                 assert all(len(s.points) > 100 for s in series), [len(s.points) for s in series]
+                held_series = {(s.workload, s.name) for s in store.series(rep.id) if s.points}
+                assert set(sc.series) <= held_series, set(sc.series) - held_series
                 got = {(m.workload, m.name, m.fault) for m in store.metrics(rep.id)}
-                for probe in PROBES:
+                for probe in sc.probes:
                     assert (probe, "noise_floor_ms", "") in got
-                    for fault in FAULTS:
+                    for fault in sc.faults:
                         assert (probe, "outage_ms", fault) in got
                 store.events(rep.id)
                 store.raw(rep.id)
@@ -236,11 +281,12 @@ class Blow:
     stored: int = 0
 
 
-def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[Blow]:
+def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int,
+          sc: Scenario = SMALL) -> list[Blow]:
     rng = random.Random(seed)
     exp = tmp_path / "exp.yaml"
-    (tmp_path / "cluster.yaml").write_text(CLUSTER)
-    exp.write_text(EXPERIMENT)
+    (tmp_path / "cluster.yaml").write_text(sc.cluster)
+    exp.write_text(sc.experiment)
     results = tmp_path / "res"
     state = tmp_path / "state"
     env = {**os.environ, "VCLAB_STATE_DIR": str(state)}
@@ -259,8 +305,9 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
         # Anywhere from the start of the process to well into its second repetition; one in
         # four in the first 1.5 s (capability probes, opening the store, the first build).
         blow = Blow(kind, round(rng.uniform(0.0, 1.5) if rng.random() < 0.25
-                                else rng.uniform(0.0, 13.0), 2))
+                                else rng.uniform(0.0, 2.2 * sc.rep_s), 2))
         blows.append(blow)
+        status_before = run_status(results)
         log = tmp_path / f"run{k}.log"
         with log.open("w") as f:
             proc = subprocess.Popen(base + (["--resume"] if k else []), env=env,
@@ -297,7 +344,9 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
             assert objects_left(pids) == [], where
             assert processes_left(baseline) == {}, where
             assert sorted(p.name for p in state.glob("*.procs")) == [], where
-            assert run_status(results) in (None, "interrupted"), where
+            # interrupted, or as it was: a SIGINT before the runner took the run over (imports,
+            # opening the store) leaves a SIGKILL'd run's "running" as it found it
+            assert run_status(results) in (None, "interrupted", status_before), where
         else:
             assert code == -signal.SIGKILL
             blow.outcome = "killed"
@@ -308,31 +357,32 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int) -> list[
             assert objects_left(pids) == [], f"{where}: after vclab clean"
             assert processes_left(baseline) == {}, f"{where}: after vclab clean"
             assert sorted(p.name for p in state.glob("*.procs")) == [], where
-        now = check_store(results)
+        now = check_store(results, sc)
         lost = {key: row for key, row in held.items() if now.get(key) != row}
         assert not lost, f"{where}: finished repetitions lost or changed: {lost}"
         held = now
         blow.stored = len(held)
     if not finished:
-        done = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True,
+                              timeout=60 + 4 * sc.rep_s * repetitions)
         assert done.returncode == 0, done.stderr[-3000:]
         missing = repetitions - len(held)
         assert f"{missing} repetitions ok, 0 failed" in done.stdout, done.stdout[-2000:]
-    final = check_store(results)
-    assert sorted(final) == [("rstp", i) for i in range(1, repetitions + 1)]
+    final = check_store(results, sc)
+    assert sorted(final) == [(sc.mechanism, i) for i in range(1, repetitions + 1)]
     assert all(final[key] == row for key, row in held.items()), "resume rewrote a finished repetition"
     assert run_status(results) == "finished"
     assert objects_left(pids) == [] and processes_left(baseline) == {}
     return blows
 
 
-def _run_chaos(tmp_path: Path, injections: int, repetitions: int) -> None:
+def _run_chaos(tmp_path: Path, injections: int, repetitions: int, sc: Scenario = SMALL) -> None:
     seed = int(os.environ.get("VCLAB_CHAOS_SEED", time.time_ns() % 1_000_000))
     print(f"\nchaos seed {seed} (VCLAB_CHAOS_SEED={seed} replays it)")
     started = time.monotonic()
     _subreaper(True)
     try:
-        blows = chaos(tmp_path, injections, repetitions, seed)
+        blows = chaos(tmp_path, injections, repetitions, seed, sc)
     finally:
         _subreaper(False)
         # Whatever a failed check left: end it the way a user would.
@@ -387,3 +437,9 @@ def test_chaos_three_blows(tmp_path):
 @pytest.mark.slow
 def test_chaos_twelve_blows(tmp_path):
     _run_chaos(tmp_path, injections=12, repetitions=5)
+
+
+@pytest.mark.slow
+def test_chaos_every_process_kind(tmp_path):
+    """sdn controller, tgtd, iSCSI initiator, iperf3, heartbeats, a migration: all ended."""
+    _run_chaos(tmp_path, injections=6, repetitions=3, sc=FULL)
