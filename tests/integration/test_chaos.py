@@ -69,7 +69,7 @@ hypervisors:
   esx2: *host
 """
 
-# One repetition is ~6 s of wall time here (build + converge, 2.3 s of traffic, teardown).
+# One repetition is 6-8 s of wall time here (build + converge, 2.3 s of traffic, teardown).
 EXPERIMENT = """
 experiment: chaos
 topology: cluster.yaml
@@ -93,7 +93,7 @@ class Scenario:
     probes: tuple[str, ...]  # every stored repetition has their rtt series and outages
     faults: tuple[str, ...]  # ... and these faults, in this order
     series: tuple[tuple[str, str], ...] = ()  # (workload, series) every repetition must hold
-    rep_s: float = 6.0       # one repetition's wall time here, roughly
+    rep_s: float = 8.0       # one repetition's wall time here, roughly (loaded machine)
     mechanism: str = "rstp"
 
 
