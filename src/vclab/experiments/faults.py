@@ -35,7 +35,7 @@ class Cabling(Protocol):
     def management_links(self, host: str) -> list[str]:
         """The cables that carry a server's management traffic (its NICs)."""
 
-    # storage-partition reads the host's access ports off the build plan (`plan`)
+    plan: object  # the BuildPlan: storage-partition finds a host's storage ports in it
 
 
 def _down(ifname: str) -> list[str]:
@@ -99,7 +99,7 @@ def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[st
         down, up = [_down(x) for x in ends], [_up(x) for x in ends]
         return (down, up) if fault.action == "fail" else (up, [])
     if fault.host is not None and fault.action in ("storage-partition", "storage-rejoin"):
-        ports = storage_ports(cabling.plan, fault.host)  # type: ignore[attr-defined]
+        ports = storage_ports(cabling.plan, fault.host)
         cut = [c for b, p in ports for c in port_config_commands(b, p, passing=False)]
         mend = [c for b, p in ports for c in port_config_commands(b, p, passing=True)]
         return (cut, mend) if fault.action == "storage-partition" else (mend, [])
