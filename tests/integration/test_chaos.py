@@ -304,8 +304,10 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int,
     for k, kind in enumerate(kinds):
         # Anywhere from the start of the process to well into its second repetition; one in
         # four in the first 1.5 s (capability probes, opening the store, the first build).
+        # Never past the estimated end of what is left, so the blow lands inside the run.
+        left_s = 0.8 * sc.rep_s * (repetitions - len(held))
         blow = Blow(kind, round(rng.uniform(0.0, 1.5) if rng.random() < 0.25
-                                else rng.uniform(0.0, 2.2 * sc.rep_s), 2))
+                                else rng.uniform(0.0, min(2.2 * sc.rep_s, left_s)), 2))
         blows.append(blow)
         status_before = run_status(results)
         log = tmp_path / f"run{k}.log"
@@ -322,6 +324,7 @@ def chaos(tmp_path: Path, injections: int, repetitions: int, seed: int,
             if finished:
                 blow.outcome = f"run finished first (exit {proc.returncode})"
                 assert proc.returncode == 0, log.read_text()[-3000:]
+                blow.stored = repetitions
                 break
             sent = time.monotonic()
             proc.send_signal(getattr(signal, kind))
