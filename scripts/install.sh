@@ -7,7 +7,7 @@ venv="${VCLAB_VENV:-$here/.venv}"
 
 apt_packages=(
   mininet openvswitch-switch iperf3 tgt libiscsi-bin libiscsi-dev ethtool iputils-ping
-  net-tools bridge-utils tcpdump iproute2 python3-venv python3-dev gcc ruby
+  net-tools bridge-utils tcpdump iproute2 python3-venv python3-dev gcc ruby strace
 )
 missing=()
 for p in "${apt_packages[@]}"; do
