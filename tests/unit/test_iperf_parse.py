@@ -78,3 +78,15 @@ def test_commands() -> None:
     udp = client_args("10.0.0.2", 5201, "udp", 5, 1, rate_bps=50e6, length=1200, parallel=2,
                       reverse=True)
     assert udp[-8:] == ["-u", "-b", "50000000", "-l", "1200", "-P", "2", "-R"]
+
+
+def test_client_cut_off_before_the_results_exchange_uses_the_servers_count() -> None:
+    # Real output: a TCP flow on a flooded 100 Mbit/s NIC whose control connection stalled, so
+    # the runner stopped the client at the end of the schedule, before iperf3 swapped results.
+    client, server = load("tcp_interrupted_client.json"), load("tcp_interrupted_server.json")
+    assert client["end"]["sum_received"]["bits_per_second"] == 0 and client["error"]
+    res = Iperf3.parse({"client": client, "server": server})
+    assert res["throughput_bps"] == server["end"]["sum_received"]["bits_per_second"] > 1e6
+    assert res["throughput_from"] == "server"
+    # a finished test keeps the client's own figure
+    assert "throughput_from" not in Iperf3.parse({"client": load("tcp_client.json")})

@@ -164,9 +164,17 @@ class Iperf3(Workload):
         if "error" in doc and not doc.get("end"):
             raise WorkloadError(f"iperf3: {doc['error']}")
         try:
-            return Iperf3._metrics(doc, raw.get("client_started"))
+            out = Iperf3._metrics(doc, raw.get("client_started"))
         except (KeyError, TypeError) as e:
             raise WorkloadError(f"iperf3: incomplete JSON (no {e})") from None
+        # A client stopped before the end-of-test exchange (its control connection stalled
+        # on a flooded link) reports 0 received; the server counted what really arrived.
+        server_end = (raw.get("server") or {}).get("end") or {}
+        received = (server_end.get("sum_received") or {}).get("bits_per_second")
+        if out["protocol"] == "tcp" and doc.get("error") and not out["throughput_bps"] and received:
+            out["throughput_bps"] = received
+            out["throughput_from"] = "server"
+        return out
 
     @staticmethod
     def _metrics(doc: dict[str, Any], client_started: float | None) -> dict[str, Any]:
