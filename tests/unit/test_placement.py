@@ -138,3 +138,23 @@ def test_describe(plan):
     lines = describe(place(plan, TWO), plan)
     assert lines[0].startswith("a: switches tor-a; servers vcenter")
     assert any(line.startswith("tunnel ") and "VXLAN" in line for line in lines)
+
+
+def test_lab_in_cluster_mode_without_building():
+    """What a Lab decides before it builds anything (no root needed): which mechanisms can
+    cross servers, and which server each command goes to."""
+    pytest.importorskip("mininet")
+    from vclab.topology.build import Lab
+
+    cluster = load_cluster(DEFAULT)
+    with pytest.raises(VclabError, match="'sdn' does not run across servers"):
+        Lab(cluster, mechanism="sdn", servers="localhost=10.0.0.1,b")
+    # with localhost alone every command stays here, whatever it names
+    assert Lab(cluster, mechanism="sdn", servers="localhost")._server(["ovs-appctl", "x", "vcs1"], None) is None
+    lab = Lab(cluster, servers="localhost=10.0.0.1,b", ssh_user="lab", pins={"tor-b": "b"})
+    assert lab.servers == ["localhost", "b"]
+    assert lab._server(["ovs-appctl", "rstp/show", "vcs1"], None) == Server("b", "b")
+    assert lab._server(["ovs-appctl", "rstp/show", "vcs0"], None) is None  # localhost's
+    assert lab._server(["ovs-vsctl", "list-br"], "b") == Server("b", "b")
+    assert lab._on("b") == {d for d, s in lab.placement.devices.items() if s == "b"}
+    assert "vcs1" in lab._on("b") and "vcs0" not in lab._on("b")

@@ -256,6 +256,13 @@ class Lab:
         taken = []
         for server in self.servers:
             remote = self._server([], server) is not None
+            if remote:
+                try:
+                    self.sh(["true"], server=server)
+                except VclabError as e:
+                    raise VclabError(
+                        f"cannot run commands as root on server {server!r}: ssh without a "
+                        f"password and `sudo -n` are needed ({e})") from None
             bridges = set(self.sh(["ovs-vsctl", "--timeout=5", "list-br"], server=server).split())
             links = set((self.sh(["ls", "/sys/class/net"], server=server) if remote
                          else "\n".join(os.listdir("/sys/class/net"))).split())
