@@ -31,13 +31,30 @@ if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The userspace datapath sends on every port through ONE AF_PACKET socket, whose send buffer
+# is net.core.wmem_default when ovs-vswitchd starts (208 KiB on Debian). Frames waiting in a
+# rate-limited port's queue hold it; once it is full, every send on every port fails (EAGAIN)
+# and a flood on one cable starves all the others. Raised before OVS starts (or restarts).
+restart=0
+wmem=8388608
+if [ "$(cat /proc/sys/net/core/wmem_default)" -lt "$wmem" ]; then
+  if sysctl -qw net.core.wmem_default="$wmem" 2>/dev/null; then
+    restart=1
+  else
+    echo "vclab install: cannot raise net.core.wmem_default: a flooded cable can starve the others"
+  fi
+fi
 # Open vSwitch: start ovsdb-server/ovs-vswitchd ourselves when they are not running.
 if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
+  restart=0
 fi
 # TCP through the userspace datapath hangs without TSO support (checksum offload on veths).
 if [ "$(ovs-vsctl --timeout=5 get Open_vSwitch . other_config:userspace-tso-enable 2>/dev/null | tr -d '"')" != "true" ]; then
   ovs-vsctl --timeout=5 set Open_vSwitch . other_config:userspace-tso-enable=true
+  restart=1
+fi
+if [ "$restart" = 1 ]; then
   /usr/share/openvswitch/scripts/ovs-ctl restart --system-id=random >/dev/null 2>&1 || true
 fi
 ovs-vsctl --timeout=5 show >/dev/null
