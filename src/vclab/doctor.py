@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 PROBE_NAME = re.compile(r"^vcd_([0-9a-f]+)_")
@@ -136,6 +137,31 @@ def _tso() -> tuple[bool, str]:
     return on, "enabled" if on else "off"
 
 
+SEND_BUFFER = 8 << 20  # bytes; what scripts/install.sh sets net.core.wmem_default to
+
+
+def ovs_send_buffer(ss_output: str) -> int | None:
+    """The send buffer (bytes) of ovs-vswitchd's one packet socket for sending (protocol 0)
+    from `ss -0 -a -p -m`; None when it has none yet (no userspace-datapath port so far)."""
+    for line in ss_output.splitlines():
+        if '"ovs-vswitchd"' in line and "[0]:*" in line:
+            m = re.search(r"\btb(\d+)", line)
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def _send_buffer() -> tuple[bool, str]:
+    ok, out = _ok(["ss", "-0", "-a", "-p", "-m"])
+    size = ovs_send_buffer(out) if ok else None
+    if size is None:
+        size = int(Path("/proc/sys/net/core/wmem_default").read_text())
+        where = "net.core.wmem_default (OVS has no packet socket yet)"
+    else:
+        where = "ovs-vswitchd's packet socket"
+    return size >= SEND_BUFFER, f"{size // 1024} KiB, {where}"
+
+
 # name, probe, what its absence means
 PROBES = [
     ("ovs-kernel-datapath", _ovs_kernel_datapath,
@@ -143,6 +169,10 @@ PROBES = [
      "filters on DSCP instead; throughput is lower"),
     ("ovs-userspace-tso", _tso,
      "TCP through the userspace datapath hangs: run scripts/install.sh, which enables it"),
+    ("ovs-send-buffer", _send_buffer,
+     "userspace datapath: a flooded cable starves every other port (frames queued on it fill "
+     "ovs-vswitchd's one packet-socket send buffer): run scripts/install.sh, which raises "
+     "net.core.wmem_default and restarts Open vSwitch"),
     ("bonding-driver", _link_kind("bond"),
      "no kernel bonds: NIC teams are OVS bonds (they work on both datapaths)"),
     ("vlan-8021q", _vlan,

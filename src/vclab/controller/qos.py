@@ -24,11 +24,12 @@ The tree replaces the root qdisc, so it replaces the cable's own shaping at the 
 `topology.plan.shape_commands` puts the plain cable back.
 
 Short class queues on netdev: ovs-vswitchd sends on every port through ONE AF_PACKET socket
-with one 208 KiB send buffer (net.core.wmem_default). Frames waiting in any port's qdisc hold
-that buffer, and once it is full every send on every port fails (EAGAIN, dropped before any
-classifier sees it). A saturating UDP flow into a class with the default 1000-packet queue
-fills it, and the storage class starves anyway (measured: storage TCP 0.1-0.4 Mbit/s of a
-100 Mbit/s cable with its 40 % class; with 8-packet queues 48 Mbit/s).
+whose send buffer is net.core.wmem_default at its start (208 KiB on Debian). Frames waiting in
+any port's qdisc hold that buffer, and once it is full every send on every port fails (EAGAIN,
+dropped before any classifier sees it): a saturating UDP flow starved the storage class anyway
+(storage TCP 0.1-0.4 Mbit/s of a 100 Mbit/s cable with its 40 % class). scripts/install.sh
+raises wmem_default to 8 MiB before OVS starts, and each class keeps a short queue, so one
+flooded class holds little of it (qos-contention: storage 47 Mbit/s of its 30 %).
 """
 
 from __future__ import annotations
