@@ -367,9 +367,14 @@ def _section(text: str, bridge: str) -> str:
 
 
 def test_rstp_converged_only_when_every_port_is_final(plan):
-    moving = FakeLab(plan, {"vcs0": _section(RSTP_SHOW, "vcs0"), "vcs1": _section(RSTP_SHOW, "vcs1")})
+    # vcs0p2 proposes to vcs1p2, an alternate port: OVS never answers, and the cable carries
+    # nothing either way, so that is settled; the same port facing a designated one is not
+    blocked = FakeLab(plan, {"vcs0": _section(RSTP_SHOW, "vcs0"), "vcs1": _section(RSTP_SHOW, "vcs1")})
+    assert Rstp().converged(blocked) == (True, "")
+    facing = _section(RSTP_SHOW, "vcs1").replace("Alternate  Discarding", "Designated Discarding")
+    moving = FakeLab(plan, {"vcs0": _section(RSTP_SHOW, "vcs0"), "vcs1": facing})
     done, detail = Rstp().converged(moving)
-    assert not done and detail == "tor-a:vcs0p2 Designated Discarding"
+    assert not done and detail == "tor-a:vcs0p2 Designated Discarding, tor-b:vcs1p2 Designated Discarding"
     settled = FakeLab(plan, {"vcs0": _section(RSTP_SHOW, "vcs0").replace("Designated Discarding", "Designated Forwarding"),
                              "vcs1": _section(RSTP_SHOW, "vcs1")})
     assert Rstp().converged(settled) == (True, "")
