@@ -438,6 +438,7 @@ def test_chaos_three_blows(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # three_blows runs the same path in CI; this is the longer soak
 def test_chaos_twelve_blows(tmp_path):
     _run_chaos(tmp_path, injections=12, repetitions=5)
 
