@@ -163,6 +163,9 @@ def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
             note = "  not detected: lasts until the restore"
         lines.append(f"{label:<20} {kind:<16} {len(values):>2} {median:>10.1f} "
                      f"{max(values):>10.1f} {ratio}{note}")
+    if any(label.endswith(("+balance-slb", "+lacp")) for label, _, _ in rows_out):
+        lines.append("(balance-slb and lacp put each flow on one NIC: 0 ms there means the probe's "
+                     "flow was on the NIC that did not fail)")
     if floors:
         lines.append(f"{'noise floor':<20} {'no fault':<16} {len(floors):>2} "
                      f"{statistics.median(floors):>10.1f} {max(floors):>10.1f}")
