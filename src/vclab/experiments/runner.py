@@ -85,6 +85,15 @@ class Runner:
 
     # ---- the run ----
     def run(self) -> RunSummary:
+        # A run started from a background shell inherits SIGINT ignored (and Python then keeps
+        # it so); `kill -INT` must still stop it cleanly, from its first probe on.
+        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+
+    def _run(self) -> RunSummary:
         from vclab.doctor import probe_all
         from vclab.results.environment import host_info, software_versions
 
