@@ -45,6 +45,14 @@ def vclab_bridges(run_id: str | None = None, prefix: str = PREFIX) -> dict[str, 
     return out
 
 
+def leftovers(plan) -> list[str]:
+    """A planned lab's bridges and root-namespace links that still exist (empty once torn down)."""
+    bridges = set(_run(["ovs-vsctl", "list-br"]).stdout.split())
+    links = set(os.listdir("/sys/class/net"))
+    return ([b.name for b in plan.bridges if b.name in bridges]
+            + [n for n in plan.root_links() if n in links])
+
+
 def _dead_probes(names) -> list[str]:
     """The names a `vclab doctor` probe (vclab.doctor.probe_name) gave objects and left
     behind: their owner's PID is gone."""

@@ -38,21 +38,13 @@ pytestmark = [
 
 mininet = pytest.importorskip("mininet")
 
-from vclab.clean import clean, vclab_bridges  # noqa: E402
+from vclab.clean import clean, leftovers, vclab_bridges  # noqa: E402
 from vclab.errors import VclabError  # noqa: E402
 from vclab.fabric.mechanisms import Rstp, Stp  # noqa: E402
 from vclab.procs import alive  # noqa: E402
 from vclab.topology.build import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text, load_cluster  # noqa: E402
 from vclab.topology.plan import build_plan  # noqa: E402
-
-
-def leftovers(plan) -> list[str]:
-    """Planned bridges and root-namespace links that still exist."""
-    bridges = set(subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split())
-    links = set(os.listdir("/sys/class/net"))
-    return ([b.name for b in plan.bridges if b.name in bridges]
-            + [n for n in plan.root_links() if n in links])
 
 
 def assert_full_matrix(lab) -> None:

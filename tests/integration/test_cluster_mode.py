@@ -39,17 +39,11 @@ pytestmark = [
 
 mininet = pytest.importorskip("mininet")
 
+from vclab.clean import leftovers  # noqa: E402
 from vclab.procs import alive  # noqa: E402
 from vclab.topology.build import Lab  # noqa: E402
 from vclab.topology.loader import load_cluster  # noqa: E402
 from vclab.topology.placement import TUNNEL_MTU, TunnelEnd, tunnel_commands  # noqa: E402
-
-
-def leftovers(plan) -> list[str]:
-    bridges = set(subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split())
-    links = set(os.listdir("/sys/class/net"))
-    return ([b.name for b in plan.bridges if b.name in bridges]
-            + [n for n in plan.root_links() if n in links])
 
 
 def full_matrix(lab) -> int:

@@ -33,6 +33,7 @@ pytestmark = [
 
 mininet = pytest.importorskip("mininet")
 
+from vclab.clean import leftovers  # noqa: E402
 from vclab.errors import VclabError  # noqa: E402
 from vclab.topology.build import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
@@ -61,13 +62,6 @@ vms:
   web1: {host: esx1, networks: [vm-web], memory: 32MiB, dirty_rate: 4MB/s}
   web2: {host: esx2, networks: [vm-web], memory: 32MiB}
 """
-
-
-def leftovers(plan) -> list[str]:
-    bridges = set(subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split())
-    links = set(os.listdir("/sys/class/net"))
-    return ([b.name for b in plan.bridges if b.name in bridges]
-            + [n for n in plan.root_links() if n in links])
 
 
 @pytest.fixture(scope="module")
