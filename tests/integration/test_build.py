@@ -105,6 +105,16 @@ class TestDefaultCluster:
         rstp = lab.sh(["ovs-appctl", "rstp/show"])
         assert "Alternate  Discarding" in rstp or "Backup     Discarding" in rstp
 
+    def test_switch_ports_have_no_ipv6(self, default_lab):
+        # ovs-vswitchd re-reads every route on each link change: ports must not add any
+        if not Path("/proc/sys/net/ipv6").is_dir():
+            pytest.skip("no IPv6 in this kernel")
+        names = default_lab.plan.root_links()
+        off = [Path(f"/proc/sys/net/ipv6/conf/{n}/disable_ipv6").read_text().strip() for n in names]
+        assert off == ["1"] * len(names)
+        routes = default_lab.sh(["ip", "-6", "route", "show", "table", "all"])
+        assert not [r for r in routes.splitlines() if any(f" dev {n} " in r + " " for n in names)]
+
     def test_default_tcp_through_the_fabric(self, default_lab):
         """web1 -> web2 crosses esx1's virtual switch, a physical switch and esx2's: a measured
         TCP rate, held to the 1 Gbit/s the cluster's default cables are shaped to."""

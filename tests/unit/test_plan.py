@@ -13,7 +13,7 @@ from vclab.errors import VclabError
 from vclab.fabric.mechanisms import NoProtection, Rstp, Stp, get_mechanism, parse_port_table
 from vclab.topology.loader import cluster_from_text, load_cluster
 from vclab.topology.plan import (Bond, build_commands, build_plan, describe_loop, find_loop,
-                                 host_commands, merge_transactions, ovs_commands, shape_commands,
+                                 host_commands, ipv6_off_commands, merge_transactions, ovs_commands, shape_commands,
                                  tc_commands, Shape)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,3 +469,10 @@ def test_clean_all_spares_bridges_that_are_not_vclabs(fake, tmp_path):
     assert "vcq-br" in fake.links and "eth0" in fake.links
     assert fake.deleted_netns == ["vcx1"]
     assert "netns vcx1" in removed
+
+
+def test_ipv6_off_for_every_named_port():
+    assert ipv6_off_commands([]) == []
+    assert ipv6_off_commands(["vcfs0p2", "vcfs0p1"]) == [
+        ["sysctl", "-q", "-e", "-w", "net/ipv6/conf/vcfs0p1/disable_ipv6=1",
+         "net/ipv6/conf/vcfs0p2/disable_ipv6=1"]]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, Runner
-from vclab.topology.plan import BuildPlan, Bridge
+from vclab.topology.plan import BuildPlan, Bridge, ipv6_off_commands
 
 # /sys/class/net/BR/brif/PORT/state
 STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
@@ -78,6 +78,7 @@ class LinuxStp(Mechanism):
                         "bridge", "stp_state", "1", "priority", str(bridge.priority or 32768),
                         "hello_time", cs(self.hello_time), "max_age", cs(self.max_age),
                         "forward_delay", cs(self.forward_delay)])
+            out += ipv6_off_commands([bridge.name])
             if self.vlan_filtering:
                 out.append(["ip", "link", "set", bridge.name, "type", "bridge",
                             "vlan_filtering", "1", "vlan_default_pvid", "0"])

@@ -43,7 +43,8 @@ from vclab.fabric.mechanisms import Mechanism, get_mechanism
 from vclab.procs import ProcessTracker, alive
 from vclab.topology.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
-from vclab.topology.plan import BuildPlan, build_commands, build_plan, host_commands, tc_commands
+from vclab.topology.plan import (BuildPlan, build_commands, build_plan, host_commands,
+                                 ipv6_off_commands, tc_commands)
 from vclab.topology.spec import Cluster
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -330,6 +331,10 @@ class Lab:
         for tunnel in placement.tunnels if placement is not None else ():
             for end in (tunnel.a, tunnel.b):
                 self._make_tunnel_end(end, tunnel.vni)
+        for server in self.servers:  # before OVS adds (and brings up) the ports
+            mine = self._on(server)
+            for cmd in ipv6_off_commands([n for n in plan.root_links() if n in mine]):
+                self.sh(cmd, server=server)
         if placement is None:
             ovs = build_commands(plan, self.datapath, self.mechanism, self.run_id)
         else:

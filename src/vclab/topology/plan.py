@@ -577,6 +577,20 @@ def _bond_columns(bond: Bond) -> list[str]:
     return cols
 
 
+def ipv6_off_commands(ifnames: list[str]) -> list[list[str]]:
+    """Switch ports carry no IP, so give them no IPv6 (no link-local address, no routes).
+
+    ovs-vswitchd re-reads the whole routing table after every link change in its namespace
+    (lib/route-table.c), in the main thread that also forwards every frame of the userspace
+    datapath. With three IPv6 routes per port, each cable fault or repair stalled all traffic
+    for that long; without them the re-read is a few routes. `-e`: a kernel without IPv6 has
+    no such keys, and nothing to switch off."""
+    if not ifnames:
+        return []
+    return [["sysctl", "-q", "-e", "-w",
+             *(f"net/ipv6/conf/{name}/disable_ipv6=1" for name in sorted(ifnames))]]
+
+
 def tc_commands(plan: BuildPlan) -> list[list[str]]:
     """Shape every cable on both ends (each end shapes what leaves it): HTB for the rate, netem
     under it for delay and loss. Mininet's TCLink is not used: it ignores rates above 1 Gbit/s
