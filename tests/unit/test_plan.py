@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vclab.errors import VclabError
+from vclab.errors import ConfigError, VclabError
 from vclab.fabric.mechanisms import NoProtection, Rstp, Stp, get_mechanism, parse_port_table
 from vclab.topology.loader import cluster_from_text, load_cluster
 from vclab.topology.plan import (Bond, build_commands, build_plan, describe_loop, find_loop,
@@ -476,3 +476,52 @@ def test_ipv6_off_for_every_named_port():
     assert ipv6_off_commands(["vcfs0p2", "vcfs0p1"]) == [
         ["sysctl", "-q", "-e", "-w", "net/ipv6/conf/vcfs0p1/disable_ipv6=1",
          "net/ipv6/conf/vcfs0p2/disable_ipv6=1"]]
+
+
+LAG = ROOT / "topologies" / "isl-lag.yaml"
+
+
+def test_lag_cables_are_one_lacp_bond_on_each_switch():
+    plan = build_plan(load_cluster(LAG), "vcf")
+    for switch in ("tor-a", "tor-b"):
+        bridge = plan.bridge(switch)
+        (bond,) = [b for b in bridge.bonds if b.role == "isl"]
+        assert bond.link == "isl" and bond.mode == "lacp"
+        assert bond.members == tuple(p.name for p in bridge.ports if p.role == "isl")
+        assert bond.peer == ({"tor-a", "tor-b"} - {switch}).pop()
+    cmd = next(c for c in ovs_commands(plan) if "vcfs0" in c)
+    at = cmd.index("add-bond")
+    assert cmd[at:at + 5] == ["add-bond", "vcfs0", "vcfs0b1", "vcfs0p1", "vcfs0p2"]
+    assert "other_config:lb-output-action=true" in cmd
+    # one port to a spanning tree: the two cables are no loop
+    assert find_loop(plan) is None
+    assert find_loop(build_plan(load_cluster(DEFAULT), "vcf")) is not None
+
+
+def test_lag_is_refused_where_it_cannot_be_built():
+    from vclab.fabric.linux_stp import LinuxStp
+    from vclab.fabric.sdn import Sdn
+    plan = build_plan(load_cluster(LAG), "vcf")
+    with pytest.raises(VclabError, match="inter-switch LAG isl: OpenFlow rules cannot output"):
+        Sdn().check(plan)
+    with pytest.raises(VclabError, match="inter-switch LAG isl"):
+        LinuxStp().check(plan)
+    NoProtection().check(plan)  # loop-free once bundled
+
+
+@pytest.mark.parametrize("links, where, says", [
+    ("[{between: [tor-a, tor-b], lag: x}, [tor-a, tor-b]]", "links.0.lag", "only this cable"),
+    ("[{between: [tor-a, tor-b], lag: x}, {between: [tor-a, tor-c], lag: x}, [tor-b, tor-c]]",
+     "links.1.lag", "joins tor-a and tor-c"),
+    ("[{between: [tor-a, tor-b], lag: x, cost: 10}, {between: [tor-b, tor-a], lag: x, cost: 20}]",
+     "links.1.cost", "take one cost: 10"),
+])
+def test_lag_mistakes_are_named(links, where, says):
+    text = DEFAULT.read_text().replace(
+        "switches:\n", "switches:\n  tor-c: {}\n", 1)
+    start = text.index("links:")
+    end = text.index("hypervisors:")
+    text = text[:start] + f"links: {links}\n" + text[end:]
+    with pytest.raises(ConfigError) as err:
+        cluster_from_text(text, "lag.yaml")
+    assert where in str(err.value) and says in str(err.value)

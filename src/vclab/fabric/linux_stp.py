@@ -50,6 +50,11 @@ class LinuxStp(Mechanism):
             self.timeout = 2 * self.forward_delay + self.max_age + 10.0
 
     def check(self, plan: BuildPlan) -> None:
+        lags = sorted({b.link for br in plan.physical for b in br.bonds if b.role == "isl"})
+        if lags:
+            raise VclabError(
+                f"mechanism 'linux-stp' cannot bundle the inter-switch LAG {', '.join(lags)}: the "
+                "switch would need a kernel bond; use rstp or stp, or leave the cables without `lag`")
         bonds = [b.link for br in plan.physical for b in br.bonds]
         if bonds:
             raise VclabError(

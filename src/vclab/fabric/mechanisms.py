@@ -141,7 +141,7 @@ def spanning_tree_port_options(kind: str, bridge: Bridge, port: Port | Bond) -> 
         return []
     if port.role == "downlink":
         return ["other_config:rstp-port-admin-edge=true" if kind == "rstp" else "other_config:stp-enable=false"]
-    if isinstance(port, Port) and port.cost:
+    if port.cost:
         return [f"other_config:{kind}-path-cost={port.cost}"]
     return []
 
@@ -227,6 +227,21 @@ class Stp(SpanningTree):
                 # Every port blocking is the moment before listening starts, not an end state.
                 moving.append(f"{bridge.friendly}: no port forwarding yet")
         return not moving, ", ".join(moving)
+
+
+def lacp_pending(lab: Runner) -> list[str]:
+    """The physical switches' LACP bonds whose partner has not agreed yet (`ovs-appctl
+    lacp/show`): until then OVS keeps every member disabled, a state a spanning tree would
+    report as settled (a disabled port) while nothing crosses."""
+    pending = []
+    for bridge in lab.plan.physical:
+        for bond in bridge.bonds:
+            shown = lab.sh(["ovs-appctl", "lacp/show", bond.name], check=False)
+            status = next((line.split(":", 1)[1].split() for line in shown.splitlines()
+                           if line.strip().startswith("status:")), [])
+            if "negotiated" not in status:
+                pending.append(f"{bridge.friendly}:{bond.link} LACP {' '.join(status) or 'not up'}")
+    return pending
 
 
 def mechanisms() -> dict[str, type[Mechanism]]:

@@ -142,6 +142,12 @@ class Sdn(Mechanism):
     _flaps: tuple[int, float] = (-1, 0.0)  # (total BFD flaps seen, when that total changed)
 
     def check(self, plan: BuildPlan) -> None:
+        lags = sorted({b.link for br in plan.physical for b in br.bonds if b.role == "isl"})
+        if lags:
+            raise VclabError(
+                f"mechanism 'sdn' cannot use the inter-switch LAG {', '.join(lags)}: OpenFlow "
+                "rules cannot output to a bond (only OVS's NORMAL action reaches one); leave the "
+                "cables without `lag`, the controller protects each with a fast-failover group")
         lacp = [b.link for br in plan.physical for b in br.bonds]
         if lacp:
             raise VclabError(

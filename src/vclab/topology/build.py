@@ -39,7 +39,7 @@ from mininet.node import Host, Node, OVSSwitch
 from vclab import PREFIX
 from vclab.doctor import PROBES
 from vclab.errors import VclabError
-from vclab.fabric.mechanisms import Mechanism, get_mechanism
+from vclab.fabric.mechanisms import Mechanism, get_mechanism, lacp_pending
 from vclab.procs import ProcessTracker, alive
 from vclab.topology.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
@@ -368,6 +368,8 @@ class Lab:
         settled = 0
         while True:
             done, moving = self.mechanism.converged(self)
+            if done and (pending := lacp_pending(self)):
+                done, moving = False, ", ".join(pending)
             settled = settled + 1 if done else 0
             if settled >= 2:
                 break

@@ -81,8 +81,9 @@ class Bond:
     primary: str | None  # active-backup's preferred member (interface name)
     role: PortRole
     vlans: tuple[int, ...]
-    link: str  # esx1.team
+    link: str  # esx1.team, or an inter-switch LAG's name
     peer: str
+    cost: int | None = None  # STP/RSTP path cost of an inter-switch LAG
 
 
 @dataclass(frozen=True)
@@ -232,13 +233,13 @@ class _BridgeBuilder:
         return port
 
     def bond(self, members: list[Port], mode: TeamMode, primary: str | None, role: PortRole,
-             vlans, link: str, peer: str) -> Bond:
+             vlans, link: str, peer: str, cost: int | None = None) -> Bond:
         name = f"{self.name}b{len(self.bonds) + 1}"
         names = {p.name for p in members}
         self.ports = [Port(**{**p.__dict__, "bond": name}) if p.name in names else p
                       for p in self.ports]
         bond = Bond(self.name, name, tuple(p.name for p in members), mode, primary, role,
-                    tuple(vlans), link, peer)
+                    tuple(vlans), link, peer, cost)
         self.bonds.append(bond)
         return bond
 
@@ -274,12 +275,21 @@ def build_plan(cluster: Cluster, prefix: str = PREFIX) -> BuildPlan:
                           End(b.bridge, b.name, b.mac, True), shape))
 
     # Inter-switch links first, so their ofports stay the same when servers are added.
+    lags: dict[str, list[tuple[Port, Port]]] = {}
     for link in cluster.link_list():
         sa, sb = link.between
         shape = _shape(default, link.rate, link.delay, link.loss)
         pa = physical[sa].add("isl", all_vlans, link.name, sb, shape, link.cost)
         pb = physical[sb].add("isl", all_vlans, link.name, sa, shape, link.cost)
         cable(link.name, pa, pb, shape)
+        if link.lag is not None:
+            lags.setdefault(link.lag, []).append((pa, pb) if sa < sb else (pb, pa))
+    for lag, ends in lags.items():
+        for side in (0, 1):
+            members = [pair[side] for pair in ends]
+            sw = next(b for b in physical.values() if b.name == members[0].bridge)
+            sw.bond(members, "lacp", None, "isl", all_vlans, lag, members[0].peer,
+                    members[0].cost)
 
     # Addresses, per network in file order.
     next_ip: dict[str, int] = {n: 1 for n in cluster.networks}
@@ -402,9 +412,16 @@ def find_loop(plan: BuildPlan) -> list[str] | None:
             x = parent[x]
         return x
 
+    bonded = {p.name: p.bond for br in plan.physical for p in br.ports if p.bond}
+    lag_seen: set[str] = set()
     for veth in plan.veths:
         if veth.a.node not in friendly or veth.b.node not in friendly:
             continue
+        lag = bonded.get(veth.a.ifname)
+        if lag is not None:  # a LAG's cables are one link: only its first counts
+            if lag in lag_seen:
+                continue
+            lag_seen.add(lag)
         a, b = friendly[veth.a.node], friendly[veth.b.node]
         if root(a) == root(b):
             return [a, veth.name, *_tree_path(tree, b, a)]
@@ -570,7 +587,11 @@ def bridge_transactions(plan: BuildPlan, datapath: str = "netdev",
 
 def _bond_columns(bond: Bond) -> list[str]:
     if bond.mode == "lacp":
-        return ["bond_mode=balance-tcp", "lacp=active", "other_config:lacp-time=fast"]
+        # lb-output-action: the userspace datapath picks the member itself, from a table the
+        # main loop rewrites when a member goes down (no revalidation round: 0-2 ms measured).
+        # Datapaths without it fall back to recirculation.
+        return ["bond_mode=balance-tcp", "lacp=active", "other_config:lacp-time=fast",
+                "other_config:lb-output-action=true"]
     cols = [f"bond_mode={bond.mode}"]
     if bond.primary:
         cols.append(f"other_config:bond-primary={bond.primary}")

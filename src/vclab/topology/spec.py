@@ -101,6 +101,9 @@ class Link(Strict):
     delay: Duration | None = None
     loss: Percent | None = None
     cost: int | None = Field(default=None, ge=1, le=200_000_000, strict=True)  # STP/RSTP port cost
+    # Cables with the same lag name are one link aggregation between their two switches (LACP
+    # at the fast rate, balance-tcp): one port to STP/RSTP, members fail over in the datapath.
+    lag: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
     @model_validator(mode="before")
     @classmethod
@@ -296,6 +299,24 @@ def semantic_problems(c: Cluster) -> list[tuple[Path, str]]:
     for i, link in enumerate(c.link_list()):
         if link_names[link.name] > 1:
             out.append((("links", i), f"link name {link.name!r} is used more than once"))
+    lags: dict[str, list[tuple[int, Link]]] = {}
+    for i, link in enumerate(c.link_list()):
+        if link.lag is not None:
+            lags.setdefault(link.lag, []).append((i, link))
+    for lag, members in lags.items():
+        first_i, first = members[0]
+        if len(members) < 2:
+            out.append((("links", first_i, "lag"), f"LAG {lag!r} has only this cable; a link "
+                        "aggregation needs two cables or more between the same two switches"))
+        for i, link in members[1:]:
+            if set(link.between) != set(first.between):
+                out.append((("links", i, "lag"), f"LAG {lag!r} joins {first.between[0]} and "
+                            f"{first.between[1]} (links[{first_i}]); this cable joins "
+                            f"{link.between[0]} and {link.between[1]}"))
+            elif link.cost != first.cost:
+                out.append((("links", i, "cost"), f"the cables of LAG {lag!r} are one port to "
+                            f"STP/RSTP, so they take one cost: {first.cost} (links[{first_i}]), "
+                            f"not {link.cost}"))
 
     for section in ("hypervisors", "management"):
         for host, server in getattr(c, section).items():
