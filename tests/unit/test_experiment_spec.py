@@ -127,6 +127,16 @@ def test_mechanisms_checked_on_the_cluster_they_would_run(tmp_path):
     assert not any("mechanisms.2" in m for m in msgs)  # sdn with active-backup teams is fine
 
 
+def test_bfd_nics_is_an_sdn_option(tmp_path):
+    p = write(tmp_path, "mechanisms: [{fabric: rstp, bfd_nics: true}]\n")
+    (msg,) = problems(p)
+    assert msg.startswith(f"{p}:3:14: mechanisms.0:") and "bfd_nics is the sdn controller's" in msg
+    p = write(tmp_path, "mechanisms: [sdn, {fabric: sdn, bfd_nics: true}]\n")
+    plain, with_bfd = load_experiment(p).experiment.mechanisms
+    assert (plain.label, with_bfd.label) == ("sdn", "sdn+bfd-nics")
+    assert not plain.mechanism().bfd_nics and with_bfd.mechanism().bfd_nics
+
+
 def test_vclab_check_validates_an_experiment_without_building(tmp_path):
     from typer.testing import CliRunner
 

@@ -34,7 +34,6 @@ def cluster_for(cluster: Cluster, choice: MechanismChoice) -> Cluster:
 def mechanism_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
     """Each mechanism checked on the cluster it will run (its team mode applied) before
     anything is built: LACP across two switches, `none` on a looped fabric, sdn with LACP."""
-    from vclab.fabric.mechanisms import get_mechanism
     from vclab.topology.plan import build_plan
 
     out: list[tuple[tuple, str]] = []
@@ -43,7 +42,7 @@ def mechanism_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
         found = [f"{'.'.join(str(k) for k in path)}: {why}" for path, why in semantic_problems(teamed)]
         if not found:
             try:
-                get_mechanism(choice.fabric).check(build_plan(teamed, "vc"))
+                choice.mechanism().check(build_plan(teamed, "vc"))
             except VclabError as err:
                 found.append(str(err))
         out += [(("mechanisms", i), f"{choice.label}: {why}") for why in found]

@@ -161,7 +161,7 @@ class Runner:
         try:
             self.progress(label, index, "building")
             kwargs = {"prefix": self.lab_prefix} if self.lab_prefix else {}
-            with Lab(cluster, mechanism=choice.fabric, run_id=f"run-{os.getpid()}-{label}-{index}",
+            with Lab(cluster, mechanism=choice.mechanism(), run_id=f"run-{os.getpid()}-{label}-{index}",
                      workdir=workdir, **kwargs) as lab:
                 tracker: ProcessTracker = lab.tracker
                 cabling = PlanCabling(lab.plan)

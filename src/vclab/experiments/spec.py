@@ -22,15 +22,32 @@ class MechanismChoice(Strict):
 
     fabric: Mechanism
     team: TeamMode | None = None
+    # sdn only: BFD on every server NIC too, so a team leaves a silent NIC (~3 x 50 ms). Off by
+    # default: on a loaded 2-core host the sessions flap, and each false alarm is an outage.
+    bfd_nics: bool = False
 
     @model_validator(mode="before")
     @classmethod
     def _short(cls, data):
         return {"fabric": data} if isinstance(data, str) else data
 
+    @model_validator(mode="after")
+    def _bfd_nics_is_sdn(self):
+        if self.bfd_nics and self.fabric != "sdn":
+            raise ValueError(f"bfd_nics is the sdn controller's option, not {self.fabric}'s")
+        return self
+
     @property
     def label(self) -> str:
-        return self.fabric if self.team is None else f"{self.fabric}+{self.team}"
+        label = self.fabric if self.team is None else f"{self.fabric}+{self.team}"
+        return label + "+bfd-nics" if self.bfd_nics else label
+
+    def mechanism(self):
+        """The mechanism object this choice builds with."""
+        from vclab.fabric.mechanisms import get_mechanism
+        from vclab.fabric.sdn import Sdn
+
+        return Sdn(bfd_nics=True) if self.bfd_nics else get_mechanism(self.fabric)
 
 
 # ---- workloads: one key names the kind, as in `- probe: {...}` ----
