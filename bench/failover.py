@@ -9,7 +9,8 @@ portal is on tor-b; RSTP/STP's root port on tor-b and the controller's first cho
 that cable). Faults on it: carrier loss (link down, then up) and silent loss (every frame
 dropped, carrier kept, then restored); uplink rows: esx1.vmnic0 down and up, then silent and
 restored, with the topology's active-backup team (rstp, sdn) and each other team mode under
-rstp (LACP on a copy of the cluster whose teams end on one switch). The table gives median and
+rstp (LACP on a copy of the cluster whose teams end on one switch), and sdn+bfd-nics (BFD on
+every server NIC, off by default). The table gives median and
 max over the repetitions, each median against rstp's for the same fault (`x rstp`), the probe's
 noise floor without a fault, and last the two ratios sdn/rstp of the median outages. The
 rstp+isl-lag rows run topologies/isl-lag.yaml (the two cables one LACP LAG): each fault hits
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from vclab.experiments.loader import LoadedExperiment  # noqa: E402
 from vclab.experiments.runner import Runner  # noqa: E402
-from vclab.experiments.spec import Experiment  # noqa: E402
+from vclab.experiments.spec import Experiment, MechanismChoice  # noqa: E402
 from vclab.results.store import ResultStore  # noqa: E402
 from vclab.topology.loader import load_cluster  # noqa: E402
 
@@ -87,6 +88,7 @@ def plans(quick: bool) -> list[tuple[object, list[tuple[str, str, float]]]]:
         # detected at the slow rate (1.5 s, not 150 ms) and measures the schedule.
         ("sdn", [(ISL, "down", 1.5), (ISL, "up", 4.0)] + silent(1.5) + uplink + uplink_silent),
         *[({"fabric": "rstp", "team": team}, uplink + uplink_silent) for team in TEAMS],
+        ({"fabric": "sdn", "bfd_nics": True}, uplink + uplink_silent),
         ("stp", stp_steps),
         ("linux-stp", stp_steps),
         ("rstp+isl-lag", lag),
@@ -116,7 +118,7 @@ def lacp_topology(results: Path) -> Path:
 def run(results: Path, reps: int, quick: bool, only: list[str] | None) -> list[tuple[str, int]]:
     runs = []
     for mechanism, steps in plans(quick):
-        label = mechanism if isinstance(mechanism, str) else f"{mechanism['fabric']}+{mechanism['team']}"
+        label = mechanism if isinstance(mechanism, str) else MechanismChoice.model_validate(mechanism).label
         if only and label not in only:
             continue
         topology = lacp_topology(results) if label.endswith("+lacp") else TOPOLOGY
