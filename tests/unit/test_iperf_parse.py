@@ -45,8 +45,14 @@ def test_udp_jitter_and_loss() -> None:
         s["jitter_ms"], s["lost_packets"], s["packets"])
     assert res["packets"] == 12934 and res["lost_packets"] == 123
     assert res["lost_percent"] == pytest.approx(100 * 123 / 12934)
-    assert res["throughput_bps"] == pytest.approx(50e6, rel=0.01)  # -b 50M
+    # what arrived (the receiver's count, 123 packets short), not the sender's -b 50M
+    assert res["throughput_bps"] == doc["end"]["sum_received"]["bits_per_second"]
+    assert res["sent_bps"] == pytest.approx(50e6, rel=0.01)
+    assert res["throughput_bps"] < res["sent_bps"]
     assert all(iv["packets"] > 0 for iv in res["intervals"])
+    older = json.loads(json.dumps(doc))
+    del older["end"]["sum_received"], older["end"]["sum_sent"]  # iperf3 before 3.10
+    assert Iperf3.parse(older)["throughput_bps"] == pytest.approx(s["bits_per_second"] * (1 - 123 / 12934))
 
 
 def test_workload_start_time_is_preferred_to_whole_seconds() -> None:

@@ -201,9 +201,15 @@ class Iperf3(Workload):
         }
         if udp:
             s = end["sum"]
-            out.update(throughput_bps=s["bits_per_second"], jitter_ms=s["jitter_ms"],
-                       lost_packets=s["lost_packets"], packets=s["packets"],
-                       lost_percent=s["lost_percent"])
+            # end.sum's rate is what the client sent; iperf3 >= 3.10 adds the receiver's count
+            # as sum_received (older ones: sent minus the loss the server reported).
+            received = (end.get("sum_received") or {}).get("bits_per_second")
+            if received is None:
+                received = s["bits_per_second"] * (1 - s["lost_percent"] / 100)
+            out.update(throughput_bps=received,
+                       sent_bps=(end.get("sum_sent") or s)["bits_per_second"],
+                       jitter_ms=s["jitter_ms"], lost_packets=s["lost_packets"],
+                       packets=s["packets"], lost_percent=s["lost_percent"])
         else:
             out.update(throughput_bps=end["sum_received"]["bits_per_second"],
                        sent_bps=end["sum_sent"]["bits_per_second"],
