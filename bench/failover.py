@@ -80,9 +80,10 @@ def plans(quick: bool) -> list[tuple[object, list[tuple[str, str, float]]]]:
     uplink_silent = [(NIC, "silent", SILENT_UPLINK_HOLD), (NIC, "restore", 2.0)]
     stp_steps = carrier(13.0) + ([] if quick else silent(20.0))
     # LACP fast notices a silent member after 3 missed PDUs (3 s) and takes it back after
-    # about as long; each cable of the LAG in turn.
-    lag = [step for cable in (ISL, ISL2) for step in
-           [(cable, "down", 1.5), (cable, "up", 2.0), (cable, "silent", 5.0), (cable, "restore", 4.0)]]
+    # about as long. Each kind of fault hits each cable in turn, back to back: a fault moves
+    # the flow to the other cable, where the same fault then finds it.
+    lag = ([(cable, action, hold) for cable in (ISL, ISL2) for action, hold in (("down", 1.5), ("up", 2.0))]
+           + [(cable, action, hold) for cable in (ISL, ISL2) for action, hold in (("silent", 5.0), ("restore", 4.0))])
     return [
         ("rstp", carrier(2.0) + silent(10.0)[:1] + [(ISL, "restore", 4.0)] + uplink
          + uplink_silent),
@@ -90,9 +91,11 @@ def plans(quick: bool) -> list[tuple[object, list[tuple[str, str, float]]]]:
         # that is down sends once a second, RFC 5880 6.8.3): a silent fault any sooner is
         # detected at the slow rate (1.5 s, not 150 ms) and measures the schedule.
         ("sdn", [(ISL, "down", 1.5), (ISL, "up", 4.0)] + silent(1.5) + uplink + uplink_silent),
-        # a hashing team puts the probe's flow on one NIC: each NIC in turn, the worse counts
-        *[({"fabric": "rstp", "team": team}, uplink + uplink_silent + [
-            (NIC2, action, hold) for _, action, hold in uplink + uplink_silent]) for team in TEAMS],
+        # a hashing team puts the probe's flow on one NIC: each NIC in turn (as for the LAG),
+        # the worse counts
+        *[({"fabric": "rstp", "team": team},
+           [(nic, a, hold) for steps in (uplink, uplink_silent) for nic in (NIC, NIC2)
+            for _, a, hold in steps]) for team in TEAMS],
         ({"fabric": "sdn", "bfd_nics": True}, uplink + uplink_silent),
         ("stp", stp_steps),
         ("linux-stp", stp_steps),
@@ -177,7 +180,7 @@ def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
             reps = per_rep.setdefault(kind, {})
             reps[r.index] = max(reps.get(r.index, 0.0), r.value)
         by_fault = {kind: list(reps.values()) for kind, reps in per_rep.items()}
-        for kind in [k for k in LABELS.values() if k in by_fault]:
+        for kind in dict.fromkeys(k for k in LABELS.values() if k in by_fault):
             medians[(label, kind)] = statistics.median(by_fault[kind])
             rows_out.append((label, kind, by_fault[kind]))
     store.close()
