@@ -50,7 +50,7 @@ class LinuxStp(Mechanism):
             self.timeout = 2 * self.forward_delay + self.max_age + 10.0
 
     def check(self, plan: BuildPlan) -> None:
-        lags = sorted({b.link for br in plan.physical for b in br.bonds if b.role == "isl"})
+        lags = plan.lags()
         if lags:
             raise VclabError(
                 f"mechanism 'linux-stp' cannot bundle the inter-switch LAG {', '.join(lags)}: the "

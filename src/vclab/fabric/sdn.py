@@ -142,7 +142,7 @@ class Sdn(Mechanism):
     _flaps: tuple[int, float] = (-1, 0.0)  # (total BFD flaps seen, when that total changed)
 
     def check(self, plan: BuildPlan) -> None:
-        lags = sorted({b.link for br in plan.physical for b in br.bonds if b.role == "isl"})
+        lags = plan.lags()
         if lags:
             raise VclabError(
                 f"mechanism 'sdn' cannot use the inter-switch LAG {', '.join(lags)}: OpenFlow "

@@ -184,6 +184,10 @@ class BuildPlan:
         """Every veth end in the root namespace, to check before a build and remove after."""
         return [e.ifname for v in self.veths for e in (v.a, v.b) if e.in_root]
 
+    def lags(self) -> list[str]:
+        """Names of the inter-switch link aggregations (`lag:` in the cluster file)."""
+        return sorted({b.link for br in self.physical for b in br.bonds if b.role == "isl"})
+
     def needs_netem(self) -> list[str]:
         """Names of the cables with a delay or loss (they need netem in the kernel)."""
         return [v.name for v in self.veths if v.shape is not None and v.shape.needs_netem]
@@ -275,7 +279,7 @@ def build_plan(cluster: Cluster, prefix: str = PREFIX) -> BuildPlan:
                           End(b.bridge, b.name, b.mac, True), shape))
 
     # Inter-switch links first, so their ofports stay the same when servers are added.
-    lags: dict[str, list[tuple[Port, Port]]] = {}
+    lag_ends: dict[tuple[str, str], list[Port]] = {}  # (lag, switch) -> its cables' ends there
     for link in cluster.link_list():
         sa, sb = link.between
         shape = _shape(default, link.rate, link.delay, link.loss)
@@ -283,13 +287,11 @@ def build_plan(cluster: Cluster, prefix: str = PREFIX) -> BuildPlan:
         pb = physical[sb].add("isl", all_vlans, link.name, sa, shape, link.cost)
         cable(link.name, pa, pb, shape)
         if link.lag is not None:
-            lags.setdefault(link.lag, []).append((pa, pb) if sa < sb else (pb, pa))
-    for lag, ends in lags.items():
-        for side in (0, 1):
-            members = [pair[side] for pair in ends]
-            sw = next(b for b in physical.values() if b.name == members[0].bridge)
-            sw.bond(members, "lacp", None, "isl", all_vlans, lag, members[0].peer,
-                    members[0].cost)
+            lag_ends.setdefault((link.lag, sa), []).append(pa)
+            lag_ends.setdefault((link.lag, sb), []).append(pb)
+    for (lag, switch), members in lag_ends.items():
+        physical[switch].bond(members, "lacp", None, "isl", all_vlans, lag, members[0].peer,
+                              members[0].cost)
 
     # Addresses, per network in file order.
     next_ip: dict[str, int] = {n: 1 for n in cluster.networks}
