@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,19 +90,27 @@ class ProcessTracker:
         self.state_dir = state_dir or STATE_DIR
         self.file = self.state_dir / f"{self.run_id}.procs"
         self.tracked: list[Tracked] = []
+        # Workload threads end their own processes while a teardown (after Ctrl-C) ends
+        # everyone's: each entry is taken off the list by whichever gets to it first.
+        self._lock = threading.Lock()
 
     def track(self, pid: int, label: str) -> int:
         entry = Tracked(pid, start_time(pid), label)
-        self.tracked.append(entry)
+        with self._lock:
+            self.tracked.append(entry)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.file.open("a") as f:
             f.write(json.dumps(entry.__dict__) + "\n")
         return pid
 
     def end(self, pid: int, grace: float = 2.0) -> None:
-        for entry in [t for t in self.tracked if t.pid == pid]:
+        with self._lock:
+            entries = [t for t in self.tracked if t.pid == pid]
+        for entry in entries:
             end_pid(entry.pid, entry.started, grace)
-            self.tracked.remove(entry)
+            with self._lock:
+                if entry in self.tracked:
+                    self.tracked.remove(entry)
 
     def end_all(self, grace: float = 2.0) -> None:
         # Newest first: helpers started inside hosts go before the hosts' shells.
