@@ -20,6 +20,8 @@ from vclab.workloads.base import Workload
 # A fault's window starts this many probe intervals before it was applied and ends where the
 # next fault's begins, so each outage is charged to the fault that caused it.
 MARGIN_INTERVALS = probe_metrics.FAULT_MARGIN_INTERVALS
+# A quiet stretch shorter than this many probe intervals says too little to be a noise floor.
+QUIET_MIN_INTERVALS = 100
 
 
 @dataclass
@@ -95,6 +97,11 @@ class ProbeAdapter(_BetweenTwo):
                      tracker, interval_ms=s.every, port=7370 + self.index,
                      workdir=workdir / f"probe{self.index}")
 
+    def connect(self, workload, others):
+        # When the other workloads' scheduled events happen (a vMotion starting): the noise
+        # floor must not be measured across them.
+        self.events_at_ms = [a.start_at_ms for a, _ in others if a.start_at_ms is not None]
+
     def outcome(self, raw, t0_ns, end_ns, faults):
         from vclab.workloads.probe import Probe
 
@@ -103,22 +110,27 @@ class ProbeAdapter(_BetweenTwo):
         interval = ab.interval_ns
         margin = MARGIN_INTERVALS * interval
         applied = sorted(faults, key=lambda f: f.applied_ns)
-        first = applied[0].applied_ns - margin if applied else None
-        # The floor is measured after the warm-up (ARP and MAC learning are done) and before
-        # the first fault; the last fault's window ends with the run, not with the probes' tail.
-        floor = max(probe_metrics.noise_floor(s, t0_ns, first or end_ns).noise_floor_ms for s in (ab, ba))
+        # The floor: only where no fault and no workload event is scheduled, after the warm-up
+        # (ARP and MAC learning are done). Anything after an event may still be settling.
+        busy = [f.applied_ns for f in applied] + [t0_ns + int(ms * 1e6)
+                                                  for ms in getattr(self, "events_at_ms", [])]
+        quiet = probe_metrics.quiet_windows(t0_ns, end_ns, busy, margin, settle_ns=end_ns - t0_ns)
+        quiet = [(lo, hi) for lo, hi in quiet if hi - lo >= QUIET_MIN_INTERVALS * interval]
+        floors = [probe_metrics.quiet_noise_floor(s, quiet) for s in (ab, ba)]
+        floor = max((f for f in floors if f is not None), default=None)
         common = self.common
-        out.metrics.append(Metric(name="noise_floor_ms", value=floor, **common))
+        if floor is not None:
+            out.metrics.append(Metric(name="noise_floor_ms", value=floor, **common))
         for i, f in enumerate(applied):
             start = f.applied_ns - margin
             end = applied[i + 1].applied_ns - margin if i + 1 < len(applied) else end_ns
-            results = [probe_metrics.analyse(s, f.applied_ns, start_ns=start, end_ns=end) for s in (ab, ba)]
-            worse = max(results, key=lambda r: r.outage_ms)
-            # An outage is the fault's only if it began after the fault took effect (within the
-            # error bar); a gap that was already there belongs to the noise.
-            gap = worse.fault_gap
-            outage = gap.outage_ms if gap is not None and gap.end_ns >= f.applied_ns else 0.0
-            for name, value in (("outage_ms", outage), ("loss_outage_ms", gap.loss_outage_ms if gap else 0.0),
+            uncertainty = int(float(f.detail.get("uncertainty_ms") or 0.0) * 1e6)
+            results = [probe_metrics.fault_outage(s, f.applied_ns, start, end, uncertainty,
+                                                  floor_ms=floor or 0.0) for s in (ab, ba)]
+            at = max(results, key=lambda r: r.outage_ms)
+            late = max(results, key=lambda r: r.late_disruption_ms)
+            for name, value in (("outage_ms", at.outage_ms), ("loss_outage_ms", at.loss_outage_ms),
+                                ("late_disruption_ms", late.late_disruption_ms),
                                 ("lost", float(sum(r.lost for r in results)))):
                 out.metrics.append(Metric(name=name, value=value, fault=f.name, **common))
         for s in (ab, ba):

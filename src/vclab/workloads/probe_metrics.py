@@ -372,3 +372,71 @@ def own_noise_floor(summary: dict[str, Any], stalls: Sequence[tuple[int, int]],
             if not any(overlaps((g["start_ns"], g["end_ns"]), s, margin_ns) for s in stalls):
                 largest = max(largest, g["outage_ms"])
     return largest
+
+
+@dataclass
+class FaultOutage:
+    """What one fault did to one probe stream, kept apart from what merely happened after it.
+
+    `outage_ms` is the gap that spans the fault's applied time (within the fault's own
+    uncertainty and the gap's error bar): the outage the fault caused. A gap later in the
+    fault's window (a failback, a controller acting late) is `late_disruption_ms`, and only
+    when it is longer than the worst gap of a fault-free stretch of the same run (`floor_ms`):
+    below that, the emulator makes such gaps with nothing broken."""
+
+    outage_ms: float
+    outage_error_ms: float
+    loss_outage_ms: float  # RFC 6413: probes lost in that gap / rate
+    late_disruption_ms: float
+    late_loss_outage_ms: float
+    lost: int  # every probe lost in the window
+    gap: Gap | None = None  # the gap at the fault
+    late: Gap | None = None  # the largest later gap above the floor
+
+
+def gap_at(gaps: Sequence[Gap], fault_ns: int, uncertainty_ns: int = 0) -> Gap | None:
+    """The largest gap that spans the fault's applied time: a gap may end up to its own error
+    bar before, or begin that much plus the fault's uncertainty after, and still span it."""
+    spanning = [g for g in gaps
+                if g.start_ns - uncertainty_ns - g.error_ms * NS_PER_MS <= fault_ns
+                <= g.end_ns + g.error_ms * NS_PER_MS]
+    return max(spanning, key=lambda g: g.outage_ms, default=None)
+
+
+def fault_outage(stream: Stream, fault_ns: int, start_ns: int, end_ns: int,
+                 uncertainty_ns: int = 0, floor_ms: float = 0.0) -> FaultOutage:
+    """The fault's own outage and its window's later disruptions, for probes sent in
+    [start_ns, end_ns] (the window starts a little before the fault and ends at the next)."""
+    result = analyse(stream, fault_ns, start_ns=start_ns, end_ns=end_ns)
+    gap = gap_at(result.gaps, fault_ns, uncertainty_ns)
+    later = [g for g in result.gaps if g is not gap and g.start_ns > fault_ns
+             and g.outage_ms > floor_ms]
+    late = max(later, key=lambda g: g.outage_ms, default=None)
+    return FaultOutage(
+        outage_ms=gap.outage_ms if gap else 0.0,
+        outage_error_ms=gap.error_ms if gap else result.interval_ms,
+        loss_outage_ms=gap.loss_outage_ms if gap else 0.0,
+        late_disruption_ms=late.outage_ms if late else 0.0,
+        late_loss_outage_ms=late.loss_outage_ms if late else 0.0,
+        lost=result.lost, gap=gap, late=late)
+
+
+def quiet_windows(start_ns: int, end_ns: int, busy_ns: Sequence[int], margin_ns: int,
+                  settle_ns: int) -> list[tuple[int, int]]:
+    """Stretches of [start_ns, end_ns] where nothing scheduled happens: each fault or workload
+    event (a vMotion starting) closes the stretch `margin_ns` before it and keeps it closed
+    for `settle_ns` after (or to the end of the run). The noise floor is measured only here."""
+    windows, lo = [], start_ns
+    for t in sorted(busy_ns):
+        if t - margin_ns > lo:
+            windows.append((lo, t - margin_ns))
+        lo = max(lo, t + settle_ns)
+    if lo < end_ns:
+        windows.append((lo, end_ns))
+    return windows
+
+
+def quiet_noise_floor(stream: Stream, windows: Sequence[tuple[int, int]]) -> float | None:
+    """The largest gap in any quiet window; None when there is no quiet window."""
+    floors = [noise_floor(stream, lo, hi).noise_floor_ms for lo, hi in windows]
+    return max(floors) if floors else None

@@ -1,0 +1,108 @@
+"""Outages charged honestly (issue 14, part 2): the gap at the fault is the fault's outage; later
+gaps count as a separate late disruption only above the run's own fault-free floor, and the
+floor is measured only where nothing is scheduled."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vclab.experiments.spec import Workload as WorkloadEntry
+from vclab.experiments.workloads import ProbeAdapter
+from vclab.results.model import FaultRecord
+from vclab.workloads.probe_metrics import (
+    SETTLE_NS,
+    Stream,
+    analyse,
+    fault_outage,
+    gap_at,
+    quiet_noise_floor,
+    quiet_windows,
+)
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 10**9
+
+
+def lost_runs(*runs: tuple[float, int]) -> set[int]:
+    """{seq} for runs of `count` lost 1 ms probes starting at `at_s`."""
+    return {int(at * 1000) + k for at, count in runs for k in range(count)}
+
+
+def stream(seconds: float, lost: set[int]) -> Stream:
+    n = int(seconds * 1000)
+    sent = [T0 + i * MS for i in range(n)]
+    got = [i for i in range(n) if i not in lost]
+    return Stream(MS, list(range(n)), sent, got, [sent[i] for i in got],
+                  [sent[i] + MS // 10 for i in got], rx_start_ns=T0 - 10 * MS,
+                  rx_end_ns=sent[-1] + SETTLE_NS + 50 * MS)
+
+
+def test_the_gap_spanning_the_fault_is_its_outage_later_ones_are_apart():
+    s = stream(10, lost_runs((2.0, 14), (4.0, 30)))
+    r = fault_outage(s, T0 + 2000 * MS, T0 + 1990 * MS, T0 + 9000 * MS, floor_ms=3.0)
+    assert r.outage_ms == pytest.approx(14.0) and r.loss_outage_ms == pytest.approx(14.0)
+    assert r.late_disruption_ms == pytest.approx(30.0) and r.late_loss_outage_ms == pytest.approx(30.0)
+    assert r.lost == 44
+
+
+def test_a_later_gap_inside_the_noise_floor_is_not_charged():
+    s = stream(10, lost_runs((4.0, 3)))  # a repair costs nothing; noise 2 s later
+    r = fault_outage(s, T0 + 2000 * MS, T0 + 1990 * MS, T0 + 9000 * MS, floor_ms=5.0)
+    assert (r.outage_ms, r.late_disruption_ms) == (0.0, 0.0)
+    assert r.lost == 3  # still counted as lost probes in the window
+
+
+def test_spanning_allows_the_fault_uncertainty_and_the_gap_error_bar():
+    gaps = analyse(stream(5, lost_runs((2.005, 10))), T0 + 2000 * MS).gaps
+    assert gap_at(gaps, T0 + 2000 * MS) is None  # starts 5 ms after the fault: not the fault's
+    assert gap_at(gaps, T0 + 2000 * MS, uncertainty_ns=5 * MS).lost == 10
+    assert gap_at(gaps, T0 + 2015 * MS).lost == 10  # one interval after it ended: its error bar
+    assert gap_at(gaps, T0 + 2020 * MS) is None
+
+
+def test_quiet_windows_skip_every_scheduled_event():
+    w = quiet_windows(0, 30_000, [6000, 5000, 14_000], margin_ns=10, settle_ns=3000)
+    assert w == [(0, 4990), (9000, 13_990), (17_000, 30_000)]
+    assert quiet_windows(0, 30_000, [5000], 10, settle_ns=30_000) == [(0, 4990)]
+    assert quiet_windows(0, 30_000, [0], 10, settle_ns=30_000) == []
+    assert quiet_noise_floor(stream(1, set()), []) is None
+
+
+def probe_raw(seconds: float, lost: set[int]) -> dict:
+    s = stream(seconds, lost)
+
+    def log(me: Stream, peer: Stream) -> SimpleNamespace:
+        return SimpleNamespace(sent_seq=me.sent_seq, sent_t=me.sent_t, recv_seq=peer.recv_seq,
+                               recv_t_send=peer.recv_t_send, recv_t_recv=peer.recv_t_recv,
+                               rx_start_ns=peer.rx_start_ns, rx_end_ns=peer.rx_end_ns,
+                               recv_echo_seq=[], recv_echo_hold=[])
+
+    clean = stream(seconds, set())
+    return {"a": log(s, clean), "b": log(clean, s), "interval_ns": MS}
+
+
+def fault(name: str, at_s: float) -> FaultRecord:
+    return FaultRecord(name, "link", "esx1.vmnic0", name.split()[1].split("@")[0], at_s * 1e3,
+                       T0 + int(at_s * 1e3) * MS, at_s * 1e3, detail={"uncertainty_ms": 0.5})
+
+
+def test_probe_adapter_books_noise_apart_from_the_fault():
+    """The default experiment's shape: a vMotion starts at 5 s (its congestion must not enter the
+    floor), the uplink goes down at 6 s (14 ms outage) and up at 11 s (0 ms on a quiet bench;
+    4 ms of noise at 12 s is within the floor; a 40 ms failback at 15 s is its late disruption)."""
+    entry = WorkloadEntry.model_validate({"probe": {"from": "esx1", "to": "esx2", "network": "vmotion"}})
+    a = ProbeAdapter(entry, 0)
+    migration = SimpleNamespace(start_at_ms=5000.0)
+    a.connect(None, [(a, None), (migration, None)])
+    raw = probe_raw(20, lost_runs((2.0, 5), (5.3, 15), (6.0, 14), (12.0, 4), (15.0, 40)))
+    faults = [fault("esx1.vmnic0 down@6s", 6), fault("esx1.vmnic0 up@11s", 11)]
+    out = a.outcome(raw, T0, T0 + 20_000 * MS, faults)
+    got = {(m.name, m.fault): m.value for m in out.metrics}
+    assert got[("noise_floor_ms", "")] == pytest.approx(5.0)  # the 2 s gap, not the vMotion's 15
+    assert got[("outage_ms", faults[0].name)] == pytest.approx(14.0)
+    assert got[("late_disruption_ms", faults[0].name)] == 0.0
+    assert got[("outage_ms", faults[1].name)] == 0.0
+    assert got[("late_disruption_ms", faults[1].name)] == pytest.approx(40.0)  # above the floor
+    assert got[("loss_outage_ms", faults[1].name)] == 0.0
