@@ -32,13 +32,34 @@ def _by(rows, metric, cls="storage-a"):
 
 
 def test_lower_is_better_and_a_clear_winner():
-    data = [_row("sdn", i, "outage_ms", v) for i, v in enumerate([8.0, 8.4, 7.9], 1)]
-    data += [_row("rstp", i, "outage_ms", v) for i, v in enumerate([15.0, 14.2, 16.1], 1)]
-    data += [_row("stp", i, "outage_ms", v) for i, v in enumerate([10600.0, 10400.0, 10900.0], 1)]
+    data = [_row("sdn", i, "outage_ms", v) for i, v in enumerate([8.0, 8.4, 7.9, 8.1, 8.0, 7.8], 1)]
+    data += [_row("rstp", i, "outage_ms", v) for i, v in enumerate([15.0, 14.2, 16.1, 15.5, 14.9, 15.2], 1)]
+    data += [_row("stp", i, "outage_ms", v) for i, v in enumerate([10600.0, 10400.0, 10900.0, 10500.0,
+                                                                   10700.0, 10600.0], 1)]
     row = _by(build_rows(data, MECHS), "outage_ms")
     assert row.winners == ["sdn"] and row.clear
+    assert row.verdict.kind == "win" and row.verdict.runner_up == "rstp"
     assert row.cells["sdn"].median == 8.0 and row.cells["stp"].max == 10900.0
-    assert row.cells["rstp"].n == 3 and row.cells["rstp"].ci_low is not None
+    assert row.cells["rstp"].n == 6 and row.cells["rstp"].ci_low is not None
+
+
+def test_three_rounds_are_too_few_for_a_verdict():
+    data = [_row("sdn", i, "outage_ms", v) for i, v in enumerate([8.0, 8.4, 7.9], 1)]
+    data += [_row("rstp", i, "outage_ms", v) for i, v in enumerate([15.0, 14.2, 16.1], 1)]
+    row = _by(build_rows(data, MECHS), "outage_ms")
+    assert row.winners == ["sdn"] and not row.clear
+    assert row.verdict.kind == "unclear" and row.verdict.more == 3
+
+
+def test_a_partial_repetition_is_left_out_of_its_failed_workloads_rows_only():
+    data = [_row("sdn", 1, "outage_ms", 8.0, workload="a"), _row("sdn", 1, "outage_ms", 30.0, workload="b"),
+            _row("sdn", 2, "outage_ms", 7.0, workload="a", status="partial"),  # b's outcome failed
+            _row("sdn", 2, "throughput_bps", 9e9, "vm-web", status="partial", unit="bit/s"),
+            _row("rstp", 1, "outage_ms", 15.0), _row("rstp", 2, "outage_ms", 16.0)]
+    data[-3] = MetricRow(2, "sdn", 2, "partial", "iperf3", "iperf3", "vm-web", "throughput_bps", 9e9, "bit/s", "")
+    rows = build_rows(data, MECHS, failed={2: {("probe", "storage-a")}})
+    assert _by(rows, "outage_ms").cells["sdn"].n == 1  # 7 ms would be probe a's alone
+    assert _by(rows, "throughput_bps", "vm-web").cells["sdn"].n == 1  # iperf3 did fine
 
 
 def test_higher_is_better_for_throughput_and_overlap_is_not_clear():

@@ -22,7 +22,7 @@ from vclab.experiments.faults import apply as apply_fault, crash_victims, expand
 from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
 from vclab.experiments.workloads import Adapter, adapter_for
-from vclab.results.model import FaultRecord, RepetitionResult
+from vclab.results.model import WORKLOAD_FAILED, Event, FaultRecord, RepetitionResult
 from vclab.results.store import ResultStore
 
 MIGRATION_WAIT_S = 300.0
@@ -201,7 +201,14 @@ class Runner:
                     try:
                         outcome = a.outcome(w.collect(), t0, end_ns, rep.faults)
                     except Exception as err:  # one workload's bad output must not lose the others
-                        rep.reason += f"{a.name}: {err}; "
+                        # ...nor count as a measurement: the repetition is partial, and this
+                        # workload's rows leave it out.
+                        rep.reason += f"{a.name}: {type(err).__name__}: {err}; "
+                        if rep.status == "ok":
+                            rep.status = "partial"
+                        rep.events.append(Event(a.name, (end_ns - t0) / 1e6, WORKLOAD_FAILED, {
+                            "workload": a.name, "kind": a.kind, "traffic_class": a.traffic_class,
+                            "error": f"{type(err).__name__}: {err}"}))
                         continue
                     rep.series += outcome.series
                     rep.metrics += outcome.metrics

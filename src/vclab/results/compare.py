@@ -1,9 +1,11 @@
 """`vclab compare`: one row per (metric, traffic class[, fault]), one column per mechanism.
 
-A cell summarizes the repetitions that finished ok. When several workloads measure the same
-metric on the same network in one repetition (two probes on storage-a), that repetition counts
-with its worst value: the cluster had that outage. The winner is the best median; it is "clear"
-only when its confidence interval does not overlap any other mechanism's.
+A cell summarizes the repetitions that finished ok (and the "partial" ones, except in the rows
+of the workload whose outcome failed). When several workloads measure the same metric on the
+same network in one repetition (two probes on storage-a), that repetition counts with its
+worst value: the cluster had that outage. Each row's verdict comes from the paired differences
+per round (`verdicts.decide`): a win, a tie inside the equivalence margin, or unclear with
+about how many more repetitions would settle it; `clear` is true for a win or a tie.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Literal
 
 from rich.table import Table
 
-from vclab.results.model import MetricRow, RepetitionInfo, RunInfo
+from vclab.results.model import WORKLOAD_FAILED, MetricRow, RepetitionInfo, RunInfo
 from vclab.results.stats import Summary, summarize
 from vclab.results.store import ResultStore
+from vclab.results.verdicts import Verdict, decide
 
 Direction = Literal["lower", "higher"] | None
 
@@ -35,6 +38,7 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     "outage_ms": MetricInfo("outage", "lower"),
     "loss_outage_ms": MetricInfo("outage from lost probes", "lower"),
+    "late_disruption_ms": MetricInfo("later disruption (above the noise floor)", "lower"),
     "lost": MetricInfo("packets lost", "lower"),
     "longest_stall_ms": MetricInfo("iSCSI longest stall", "lower"),
     "false_failures": MetricInfo("heartbeat false failures", "lower"),
@@ -48,6 +52,9 @@ METRICS: dict[str, MetricInfo] = {
     "min_interval_bps": MetricInfo("lowest iperf3 interval", "higher"),
     "throughput_bps": MetricInfo("throughput", "higher"),
     "jitter_ms": MetricInfo("jitter", "lower"),
+    "switchover_ms": MetricInfo("vMotion switch-over", "lower"),
+    "vm_outage_ms": MetricInfo("VM outage during vMotion", "lower"),
+    "heartbeat_gap_ms": MetricInfo("longest HA heartbeat gap", "lower"),
     "noise_floor_ms": MetricInfo("probe noise floor (no fault)", None),
     "stall_noise_floor_ms": MetricInfo("iSCSI stall noise floor (no fault)", None),
 }
@@ -68,7 +75,12 @@ class Row:
     direction: Direction
     cells: dict[str, Summary]  # mechanism -> summary over its ok repetitions
     winners: list[str] = field(default_factory=list)  # several on a tie; empty: no contest
-    clear: bool = False  # the winner's CI lies clear of every other mechanism's
+    verdict: Verdict = field(default_factory=lambda: Verdict("none"))
+
+    @property
+    def clear(self) -> bool:
+        """A win or a tie: the paired intervals settle the row."""
+        return self.verdict.clear
 
 
 @dataclass
@@ -78,74 +90,113 @@ class Comparison:
     rows: list[Row]
     excluded: list[RepetitionInfo]  # failed or interrupted: not in any cell
     confidence: float = 0.95
+    partial: list[RepetitionInfo] = field(default_factory=list)  # in every row but their failed workload's
+    failed_workloads: dict[int, list[dict]] = field(default_factory=dict)  # repetition id -> what failed
 
     @property
     def ci_text(self) -> str:
         return f"CI: {self.confidence:.0%} t interval of the mean"
+
+    def counts(self) -> dict[str, int]:
+        """Rows with a contest: clear (wins + ties) and unclear."""
+        kinds = [r.verdict.kind for r in self.rows if r.verdict.kind != "none"]
+        return {"rows": len(kinds), "clear": kinds.count("win") + kinds.count("tie"),
+                "wins": kinds.count("win"), "ties": kinds.count("tie"),
+                "unclear": kinds.count("unclear")}
 
 
 def _worst(values: list[float], direction: Direction) -> float:
     return min(values) if direction == "higher" else max(values)
 
 
-def _pick_winner(row: Row) -> None:
-    scored = {m: s for m, s in row.cells.items() if s.n > 0}
-    if row.direction is None or len(scored) < 2:
-        return
-    sign = 1 if row.direction == "lower" else -1
-    best = min(sign * s.median for s in scored.values())
-    row.winners = [m for m, s in scored.items() if abs(sign * s.median - best) <= 1e-9 * max(1.0, abs(best))]
-    if len(row.winners) != 1:
-        return
-    w = scored[row.winners[0]]
-    others = [s for m, s in scored.items() if m != row.winners[0]]
-    if w.ci_low is None or any(s.ci_low is None for s in others):
-        return
-    if row.direction == "lower":
-        row.clear = all(w.ci_high < s.ci_low for s in others)
-    else:
-        row.clear = all(w.ci_low > s.ci_high for s in others)
+Key = tuple[str, str, str]  # (metric, traffic class, fault)
+Failed = dict[int, set[tuple[str, str]]]  # repetition id -> (kind, traffic class) whose outcome failed
 
 
-def per_repetition(rows: Iterable[MetricRow]) -> dict[tuple[str, str, str], dict[str, list[float]]]:
-    """Pure: (metric, class, fault) -> mechanism -> one value per ok repetition (its worst)."""
-    grouped: dict[tuple[str, str, str], dict[str, dict[int, list[float]]]] = defaultdict(
+def per_round(rows: Iterable[MetricRow], failed: Failed | None = None) -> dict[Key, dict[str, dict[int, float]]]:
+    """Pure: (metric, class, fault) -> mechanism -> round index -> the round's worst value.
+
+    Ok repetitions count everywhere; a "partial" one everywhere except in the rows its failed
+    workload takes part in (there it would count with the other workloads' values only)."""
+    failed = failed or {}
+    rows = [r for r in rows if r.status in ("ok", "partial")]
+    takes_part: dict[Key, set[tuple[str, str]]] = defaultdict(set)
+    for r in rows:
+        takes_part[(r.name, r.traffic_class, r.fault)].add((r.kind, r.traffic_class))
+    grouped: dict[Key, dict[str, dict[int, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
-        if r.status == "ok":
-            grouped[(r.name, r.traffic_class, r.fault)][r.mechanism][r.repetition_id].append(r.value)
-    return {key: {mech: [_worst(v, metric_info(key[0]).direction) for v in reps.values()]
+        key = (r.name, r.traffic_class, r.fault)
+        if r.status == "partial" and failed.get(r.repetition_id, set()) & takes_part[key]:
+            continue
+        grouped[key][r.mechanism][r.index].append(r.value)
+    return {key: {mech: {i: _worst(v, metric_info(key[0]).direction) for i, v in sorted(reps.items())}
                   for mech, reps in by_mech.items()}
             for key, by_mech in grouped.items()}
 
 
-def build_rows(rows: Iterable[MetricRow], mechanisms: list[str], confidence: float = 0.95) -> list[Row]:
-    """Pure: metric rows -> comparison rows with winners (only ok repetitions count)."""
-    rows = [r for r in rows if r.status == "ok"]
-    units: dict[tuple[str, str, str], str] = {}
+def per_repetition(rows: Iterable[MetricRow], failed: Failed | None = None) -> dict[Key, dict[str, list[float]]]:
+    """Pure: (metric, class, fault) -> mechanism -> one value per counted repetition (its worst)."""
+    return {key: {mech: list(v.values()) for mech, v in by_mech.items()}
+            for key, by_mech in per_round(rows, failed).items()}
+
+
+def build_rows(rows: Iterable[MetricRow], mechanisms: list[str], confidence: float = 0.95,
+               failed: Failed | None = None) -> list[Row]:
+    """Pure: metric rows -> comparison rows with verdicts (ok and partial repetitions count)."""
+    rows = [r for r in rows if r.status in ("ok", "partial")]
+    units: dict[Key, str] = {}
     fault_order: dict[str, int] = {}
     for r in rows:
         units.setdefault((r.name, r.traffic_class, r.fault), r.unit)
         fault_order.setdefault(r.fault, len(fault_order))
-    values = per_repetition(rows)
+    values = per_round(rows, failed)
     order = {name: i for i, name in enumerate(METRICS)}
     keys = sorted(values, key=lambda k: (order.get(k[0], len(order)), k[0], k[1], fault_order[k[2]]))
     out = []
     for key in keys:
         info = metric_info(key[0])
-        cells = {m: summarize(values[key].get(m, []), confidence) for m in mechanisms}
-        row = Row(key[0], info.label, key[1], key[2], units[key], info.direction, cells)
-        _pick_winner(row)
+        by_mech = values[key]
+        cells = {m: summarize(list(by_mech.get(m, {}).values()), confidence) for m in mechanisms}
+        verdict = decide({m: by_mech.get(m, {}) for m in mechanisms}, info.direction, units[key])
+        row = Row(key[0], info.label, key[1], key[2], units[key], info.direction, cells,
+                  verdict=verdict)
+        row.winners = _winners(row)
         out.append(row)
     return out
+
+
+def _winners(row: Row) -> list[str]:
+    """A win's winner, a tie's mechanisms; when unclear, the best median (several if equal)."""
+    v = row.verdict
+    if v.kind == "win":
+        return [v.best]
+    if v.kind == "tie":
+        return list(v.tied)
+    if v.kind == "none":
+        return []
+    scored = {m: s for m, s in row.cells.items() if s.n > 0}
+    sign = 1 if row.direction == "lower" else -1
+    best = min(sign * s.median for s in scored.values())
+    return [m for m, s in scored.items() if abs(sign * s.median - best) <= 1e-9 * max(1.0, abs(best))]
+
+
+def failed_workloads(store: ResultStore, reps: Iterable[RepetitionInfo]) -> dict[int, list[dict]]:
+    """Repetition id -> the workloads whose outcome failed in it ("partial" repetitions)."""
+    return {r.id: [e.detail for e in store.events(r.id, kind=WORKLOAD_FAILED)]
+            for r in reps if r.status == "partial"}
 
 
 def compare(store: ResultStore, run_id: int | None = None, confidence: float = 0.95) -> Comparison:
     run = store.run(run_id)
     reps = store.repetitions(run.id)
     mechanisms = store.mechanisms(run.id)
-    return Comparison(run, mechanisms, build_rows(store.metric_rows(run.id), mechanisms, confidence),
-                      [r for r in reps if r.status != "ok"], confidence)
+    failed = failed_workloads(store, reps)
+    keys = {rid: {(d.get("kind", ""), d.get("traffic_class", "")) for d in details}
+            for rid, details in failed.items()}
+    return Comparison(run, mechanisms, build_rows(store.metric_rows(run.id), mechanisms, confidence, keys),
+                      [r for r in reps if r.status not in ("ok", "partial")], confidence,
+                      [r for r in reps if r.status == "partial"], failed)
 
 
 # ---- formatting ----

@@ -14,8 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-RepetitionStatus = Literal["ok", "failed", "interrupted"]
-REPETITION_STATUSES: tuple[str, ...] = ("ok", "failed", "interrupted")
+# partial: the repetition ran, but a workload's outcome could not be read; its rows leave the
+# repetition out (an event WORKLOAD_FAILED names the workload), every other row counts it.
+RepetitionStatus = Literal["ok", "partial", "failed", "interrupted"]
+REPETITION_STATUSES: tuple[str, ...] = ("ok", "partial", "failed", "interrupted")
+WORKLOAD_FAILED = "workload_failed"  # event kind; detail: workload, kind, traffic_class, error
 
 
 @dataclass

@@ -33,7 +33,8 @@ from vclab.results.model import (
     default_unit,
 )
 
-FORMAT_VERSION = 1
+# 2: repetition status "partial" (format 1 stores are upgraded in place when opened)
+FORMAT_VERSION = 2
 DB_NAME = "results.sqlite"
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 
@@ -132,6 +133,7 @@ class ResultStore:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self._upgrade()
         self.db.execute("PRAGMA foreign_keys=ON")
         self._init_schema()
 
@@ -145,6 +147,24 @@ class ResultStore:
         if found > FORMAT_VERSION:
             raise VclabError(f"{self.path}: results format {found} is newer than this vclab "
                              f"reads ({FORMAT_VERSION}); upgrade vclab")
+
+    def _upgrade(self) -> None:
+        """Format 1 -> 2: the repetition table's status check gains "partial". SQLite cannot
+        change a CHECK in place: the table is rebuilt with foreign keys off, so no other
+        table's rows are touched."""
+        row = self.db.execute("SELECT sql FROM sqlite_master WHERE name='repetition'").fetchone()
+        if row is None or "'partial'" in row[0]:
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS repetition"):]
+        create = create[:create.index(");") + 2].replace("IF NOT EXISTS repetition", "repetition_v2")
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        with self.transaction() as db:
+            db.execute(create)
+            db.execute("INSERT INTO repetition_v2 SELECT * FROM repetition")
+            db.execute("DROP TABLE repetition")
+            db.execute("ALTER TABLE repetition_v2 RENAME TO repetition")
+            db.execute("CREATE INDEX IF NOT EXISTS repetition_run ON repetition(run_id)")
+            db.execute("UPDATE meta SET value=? WHERE key='format_version'", (str(FORMAT_VERSION),))
 
     @property
     def format_version(self) -> int:
@@ -247,7 +267,7 @@ class ResultStore:
         return rid
 
     def completed(self, run_id: int) -> set[tuple[str, int]]:
-        """(mechanism, index) pairs that need not run again: ok or failed, not interrupted."""
+        """(mechanism, index) pairs that need not run again: ok, partial or failed, not interrupted."""
         rows = self.db.execute("SELECT mechanism, idx FROM repetition WHERE run_id=? AND status != "
                                "'interrupted'", (run_id,))
         return {(r["mechanism"], r["idx"]) for r in rows}
