@@ -202,20 +202,51 @@ def up(file: Path = typer.Argument(..., help="cluster YAML"),
     out.print("every network reaches every member; management is isolated")
 
 
+def _budget_seconds(text: str) -> float:
+    """"10m", "90s", "1h", "600" (seconds) -> seconds; BadParameter names the option."""
+    import re
+
+    from vclab.units import parse_ms
+
+    t = text.strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(h|m)", t)
+    try:
+        if m:
+            seconds = float(m[1]) * (3600 if m[2] == "h" else 60)
+        elif re.fullmatch(r"\d+(?:\.\d+)?", t):
+            seconds = float(t)
+        else:
+            seconds = parse_ms(t) / 1e3
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise typer.BadParameter(f"{text!r}: write a time such as 10m, 600s or 1h", param_hint="--budget")
+    return seconds
+
+
 @app.command()
 @friendly
 def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
         results: Optional[Path] = typer.Option(None, help="results directory (default: results/NAME)"),
         resume: bool = typer.Option(False, "--resume", help="continue the last interrupted run"),
-        repetitions: Optional[int] = typer.Option(None, help="override the file's repetitions"),
+        repetitions: Optional[int] = typer.Option(
+            None, help="run exactly this many rounds (each mechanism once per round), no budget"),
+        budget: Optional[str] = typer.Option(
+            None, help="add rounds until every verdict is clear or this much time is spent "
+                       "(10m, 600s, 1h; default 9m, sized for the main job); the file's "
+                       "repetitions are the least number of rounds"),
         report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end"),
         shard: str = typer.Option("1/1", help="run only shard I of N (I/N) of the repetitions; `vclab merge` joins them"),
         prefix: str = typer.Option("vc", help=PREFIX_HELP)):
-    """Run an experiment: each mechanism x repetition, faults on schedule, results stored."""
+    """Run an experiment: mechanisms interleaved round by round, faults on schedule, results
+    stored; ends on one verdict line per fault and traffic class (the full table: `vclab compare`)."""
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vclab.experiments.loader import load_experiment
-    from vclab.experiments.runner import Runner
+    from vclab.experiments.runner import DEFAULT_BUDGET_S, Runner
+    from vclab.results.summary import progress_line
 
     try:
         i, n = (int(x) for x in shard.split("/"))
@@ -223,34 +254,68 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
             raise ValueError
     except ValueError:
         raise typer.BadParameter(f"{shard!r}: write I/N with 1 <= I <= N, e.g. 2/4", param_hint="--shard")
+    if repetitions is not None and budget is not None:
+        raise typer.BadParameter("give --repetitions (a fixed count) or --budget, not both",
+                                 param_hint="--budget")
+    if budget is not None and n > 1:
+        raise typer.BadParameter("a budget decides rounds on one machine; shards run a fixed "
+                                 "count (--repetitions)", param_hint="--budget")
     loaded = load_experiment(experiment)
     e = loaded.experiment
     reps = repetitions or e.repetitions
+    budget_s = None if (repetitions is not None or n > 1) else (
+        _budget_seconds(budget) if budget is not None else DEFAULT_BUDGET_S)
     results = results or Path("results") / e.experiment
-    total = len(range(i - 1, len(e.mechanisms) * reps, n))
+    per_round = len(e.mechanisms)
+    total = len(range(i - 1, per_round * reps, n))
+    started = time.monotonic()
+    # A terminal gets a live bar; a log (CI, a pipe) gets one plain line per step instead,
+    # because a bar drawn to a file shows nothing until the end.
+    live = out.is_terminal
+    plan = (f"{reps} rounds" if budget_s is None else
+            f"at least {reps} rounds, more while a verdict is unclear, within {budget_s / 60:g} min")
+    out.print(f"{e.experiment}: {per_round} mechanisms ({', '.join(m.label for m in e.mechanisms)}), "
+              f"{plan}", highlight=False, soft_wrap=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err) as bar:
+                  TimeElapsedColumn(), console=err, disable=not live) as bar:
         task = bar.add_task(e.experiment, total=total)
 
         def progress(mechanism: str, index: int, phase: str) -> None:
-            bar.update(task, description=f"{mechanism} {index}/{reps}: {phase}")
-            if phase in ("ok", "failed"):
+            if not mechanism:  # the runner's word on a whole round
+                say(phase)
+                return
+            of = f"/{reps}" if budget_s is None else ""
+            bar.update(task, description=f"{mechanism} {index}{of}: {phase}")
+            if phase in ("ok", "partial", "failed"):
+                if budget_s is not None and bar.tasks[0].completed + 1 >= bar.tasks[0].total:
+                    bar.update(task, total=bar.tasks[0].total + per_round)
                 bar.advance(task)
-                if phase == "failed":
-                    bar.console.print(f"[red]{mechanism} repetition {index} failed[/] (see compare)")
+                if phase != "ok":
+                    bar.console.print(f"[red]{mechanism} repetition {index} {phase}[/] "
+                                      f"(`vclab compare` says why)")
+            if not live and (phase in ("building", "ok", "partial", "failed")):
+                say(f"{mechanism} repetition {index}{of}: {phase}")
+
+        def say(text: str) -> None:
+            if live:
+                bar.console.print(text, highlight=False)
+            else:
+                print(progress_line(time.monotonic() - started, text), flush=True)
 
         summary = Runner(loaded, results, resume=resume, repetitions=reps, progress=progress,
-                         shard=(i, n), lab_prefix=None if prefix == "vc" else prefix).run()
-    out.print(f"{summary.ok} repetitions ok, {summary.failed} failed in {summary.seconds:.0f} s; "
-              f"results in {summary.results}", highlight=False)
+                         shard=(i, n), lab_prefix=None if prefix == "vc" else prefix,
+                         budget_s=budget_s).run()
+    stop = f"; stopped: {summary.stopped_because}" if summary.stopped_because else ""
+    out.print(f"{summary.ok} repetitions ok, {summary.partial} partial, {summary.failed} failed in "
+              f"{summary.rounds} rounds, {summary.seconds:.0f} s{stop}; results in {summary.results}",
+              highlight=False, soft_wrap=True)
     if summary.interrupted:
         err.print("vclab: interrupted; finished repetitions are kept: `vclab run --resume` continues")
         raise typer.Exit(130)
-    from vclab.results.cli import compare_cmd, report_cmd
+    from vclab.results.cli import report_cmd, summary_cmd
 
-    compare_cmd(summary.results, "table", summary.run_id, out)
-    if report_too:
-        out.print(f"report: {report_cmd(summary.results, None, summary.run_id)}", highlight=False)
+    path = report_cmd(summary.results, None, summary.run_id) if report_too else None
+    summary_cmd(summary.results, summary.run_id, out, report=path)
     if summary.failed:
         raise typer.Exit(1)
 

@@ -155,7 +155,7 @@ def test_rich_table_and_cli(tmp_path, capsys):
     con = Console(record=True, width=160)
     con.print(render_table(c))
     text = con.export_text()
-    assert "sdn" in text and "rstp" in text and "8.1 ms" in text and "winner" in text
+    assert "sdn" in text and "rstp" in text and "8.1 ms" in text and "verdict" in text
     con = Console(record=True, width=160)
     assert compare_cmd(Path(tmp_path), "table", console=con) == ""
     assert "left out: rstp repetition 3 failed: did not converge" in con.export_text()

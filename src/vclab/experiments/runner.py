@@ -26,6 +26,12 @@ from vclab.results.model import WORKLOAD_FAILED, Event, FaultRecord, RepetitionR
 from vclab.results.store import ResultStore
 
 MIGRATION_WAIT_S = 300.0
+# `vclab run` with neither --repetitions nor --budget: sized for the main job (scripts/main.sh,
+# at most 12 min on a 2-core machine, where a round of the default experiment's 4 mechanisms
+# takes about 3 min): rounds start while one more fits in 9 min, leaving time for the install
+# and the report.
+DEFAULT_BUDGET_S = 9 * 60.0
+MAX_ROUNDS = 100
 
 # Processes that must live through a whole repetition (the others end on their own, and a
 # workload whose tool died shows it in its own output).
@@ -67,17 +73,24 @@ class RunSummary:
     failed: int
     interrupted: bool
     seconds: float
+    partial: int = 0
+    rounds: int = 0
+    stopped_because: str = ""  # budget mode: "every verdict is clear" or "the budget is spent"
 
 
 class Runner:
     def __init__(self, loaded: LoadedExperiment, results: Path, *, resume: bool = False,
                  repetitions: int | None = None, progress: Progress | None = None,
-                 lab_prefix: str | None = None, shard: tuple[int, int] = (1, 1)) -> None:
+                 lab_prefix: str | None = None, shard: tuple[int, int] = (1, 1),
+                 budget_s: float | None = None) -> None:
         self.loaded = loaded
         self.experiment = loaded.experiment
         self.results = Path(results)
         self.resume = resume
         self.repetitions = repetitions or self.experiment.repetitions
+        # With a budget, the file's repetitions are the least number of rounds; more rounds
+        # follow while a verdict is unclear and another round fits in the budget.
+        self.budget_s = budget_s if shard == (1, 1) else None
         self.progress = progress or (lambda m, i, phase: None)
         self.lab_prefix = lab_prefix
         self.sink = sink_name(lab_prefix or "vc")
@@ -106,32 +119,77 @@ class Runner:
             run_id = info.id
             store.resume_run(run_id)
             done = store.completed(run_id)
+            if self.budget_s is not None and info.settings.get("repetitions") is not None \
+                    and info.settings.get("budget_s") is None:
+                self.budget_s = None  # the run began with a fixed count: it keeps it
         else:
             caps = [c.as_dict() for c in probe_all()]
             run_id = store.start_run(
                 self.experiment.experiment, self.loaded.text, self.loaded.cluster_text,
                 software=software_versions(), capabilities=caps, host=host_info(),
-                settings={"repetitions": self.repetitions, "shard": f"{self.shard[0]}/{self.shard[1]}",
-                          **self._ha_settings()})
-        ok = failed = 0
-        interrupted = False
+                settings={"repetitions": None if self.budget_s is not None else self.repetitions,
+                          "budget_s": self.budget_s,
+                          "min_repetitions": self.repetitions if self.budget_s is not None else None,
+                          "shard": f"{self.shard[0]}/{self.shard[1]}", **self._ha_settings()})
+        summary = RunSummary(run_id, self.results, 0, 0, False, 0.0)
         old = signal.signal(signal.SIGTERM, _terminate)
         try:
-            for choice, index in shard_units(self.experiment.mechanisms, self.repetitions, self.shard):
-                if (choice.label, index) in done:
-                    continue
-                rep = self.repetition(choice, index)
-                store.record_repetition(run_id, rep)
-                ok += rep.status == "ok"
-                failed += rep.status == "failed"
+            if self.budget_s is None:
+                for choice, index in shard_units(self.experiment.mechanisms, self.repetitions, self.shard):
+                    if (choice.label, index) not in done:
+                        self._one(store, run_id, choice, index, summary)
+                summary.rounds = self.repetitions
+            else:
+                self._rounds(store, run_id, done, started, summary)
             store.finish_run(run_id, "finished")
         except (KeyboardInterrupt, SystemExit):
-            interrupted = True
+            summary.interrupted = True
             store.finish_run(run_id, "interrupted")
         finally:
             signal.signal(signal.SIGTERM, old)
             store.close()
-        return RunSummary(run_id, self.results, ok, failed, interrupted, time.monotonic() - started)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def _one(self, store: ResultStore, run_id: int, choice: MechanismChoice, index: int,
+             summary: RunSummary) -> None:
+        rep = self.repetition(choice, index)
+        store.record_repetition(run_id, rep)
+        summary.ok += rep.status == "ok"
+        summary.partial += rep.status == "partial"
+        summary.failed += rep.status == "failed"
+
+    def _rounds(self, store: ResultStore, run_id: int, done: set[tuple[str, int]], started: float,
+                summary: RunSummary) -> None:
+        """Round after round (every mechanism once per round, interleaved so a round's pairs
+        share the machine's load) until every verdict is clear or the next round would not
+        fit in the budget."""
+        from vclab.results.compare import compare
+
+        spent: list[float] = []  # seconds of each round that ran something in this invocation
+        for index in range(1, MAX_ROUNDS + 1):
+            t = time.monotonic()
+            todo = [c for c in self.experiment.mechanisms if (c.label, index) not in done]
+            for choice in todo:
+                self._one(store, run_id, choice, index, summary)
+            if todo:
+                spent.append(time.monotonic() - t)
+            summary.rounds = index
+            if index < self.repetitions:
+                continue
+            counts = compare(store, run_id).counts()
+            elapsed = time.monotonic() - started
+            left = self.budget_s - elapsed
+            self.progress("", index, f"round {index}: {counts['clear']} of {counts['rows']} verdicts "
+                                     f"clear; {max(0.0, left) / 60:.1f} min of the budget left")
+            if counts["rows"] and counts["clear"] == counts["rows"]:
+                summary.stopped_because = "every verdict is clear"
+                return
+            per_round = sum(spent) / len(spent) if spent else 0.0
+            if elapsed + per_round > self.budget_s:
+                summary.stopped_because = "the budget is spent"
+                return
+        summary.stopped_because = f"{MAX_ROUNDS} rounds"
 
     def _ha_settings(self) -> dict:
         from vclab.experiments.workloads import HeartbeatsAdapter

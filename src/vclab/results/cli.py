@@ -43,6 +43,20 @@ def compare_cmd(results: Path, fmt: str = "table", run_id: int | None = None,
     return text
 
 
+def summary_cmd(results: Path, run_id: int | None = None, console: Console | None = None,
+                report: Path | None = None) -> list[str]:
+    """Print the verdict summary `vclab run` ends on; return its lines."""
+    from vclab.results.summary import summary_lines
+
+    with _open(results) as store:
+        c = compare(store, run_id)
+    lines = summary_lines(c, c.values, None if report is None else str(report))
+    con = console or Console()
+    for line in lines:
+        con.print(line, highlight=False, markup=False, soft_wrap=True)
+    return lines
+
+
 def report_cmd(results: Path, output: Path | None = None, run_id: int | None = None) -> Path:
     """Write the self-contained HTML report (default: report.html beside the store)."""
     from vclab.results.report import write_report

@@ -83,6 +83,10 @@ class Row:
         return self.verdict.clear
 
 
+Key = tuple[str, str, str]  # (metric, traffic class, fault)
+Failed = dict[int, set[tuple[str, str]]]  # repetition id -> (kind, traffic class) whose outcome failed
+
+
 @dataclass
 class Comparison:
     run: RunInfo
@@ -92,6 +96,7 @@ class Comparison:
     confidence: float = 0.95
     partial: list[RepetitionInfo] = field(default_factory=list)  # in every row but their failed workload's
     failed_workloads: dict[int, list[dict]] = field(default_factory=dict)  # repetition id -> what failed
+    values: dict[Key, dict[str, list[float]]] = field(default_factory=dict)  # per_repetition() of the run
 
     @property
     def ci_text(self) -> str:
@@ -109,8 +114,6 @@ def _worst(values: list[float], direction: Direction) -> float:
     return min(values) if direction == "higher" else max(values)
 
 
-Key = tuple[str, str, str]  # (metric, traffic class, fault)
-Failed = dict[int, set[tuple[str, str]]]  # repetition id -> (kind, traffic class) whose outcome failed
 
 
 def per_round(rows: Iterable[MetricRow], failed: Failed | None = None) -> dict[Key, dict[str, dict[int, float]]]:
@@ -194,9 +197,11 @@ def compare(store: ResultStore, run_id: int | None = None, confidence: float = 0
     failed = failed_workloads(store, reps)
     keys = {rid: {(d.get("kind", ""), d.get("traffic_class", "")) for d in details}
             for rid, details in failed.items()}
-    return Comparison(run, mechanisms, build_rows(store.metric_rows(run.id), mechanisms, confidence, keys),
+    metric_rows = store.metric_rows(run.id)
+    return Comparison(run, mechanisms, build_rows(metric_rows, mechanisms, confidence, keys),
                       [r for r in reps if r.status not in ("ok", "partial")], confidence,
-                      [r for r in reps if r.status == "partial"], failed)
+                      [r for r in reps if r.status == "partial"], failed,
+                      per_repetition(metric_rows, keys))
 
 
 # ---- formatting ----
@@ -243,14 +248,22 @@ def format_cell(s: Summary, unit: str) -> tuple[str, str, str]:
     return format_value(s.median, unit), spread, ci
 
 
+def verdict_text(row: Row) -> str:
+    """"sdn wins by 12.3 ms over rstp", "tie: sdn, rstp (margin 2 ms)", "unclear (sdn ahead),
+    about 3 more repetitions needed"; "" when there is no contest."""
+    v = row.verdict
+    if v.kind == "none":
+        return "" if row.direction is None else "no contest"
+    margin = format_value(v.margin, row.unit)
+    if v.kind == "win":
+        return f"{v.best} wins by {format_value(v.by, row.unit)} over {v.runner_up}"
+    if v.kind == "tie":
+        return f"tie: {', '.join(v.tied)} (margin {margin})"
+    return f"unclear ({v.best} ahead), about {v.more} more repetitions needed"
+
+
 def winner_text(row: Row) -> str:
-    if row.direction is None:
-        return ""
-    if not row.winners:
-        return "no contest"
-    if len(row.winners) > 1:
-        return "tie: " + ", ".join(row.winners)
-    return row.winners[0] if row.clear else f"{row.winners[0]} (CIs overlap)"
+    return verdict_text(row)
 
 
 def row_title(row: Row) -> str:
@@ -259,24 +272,37 @@ def row_title(row: Row) -> str:
 
 
 def render_table(c: Comparison) -> Table:
-    """The comparison as a rich table: median, then p95/max, then the CI in each cell."""
-    table = Table(title=f"{c.run.experiment} (run {c.run.id}): median, p95 and max over repetitions, "
-                        f"{c.ci_text}", title_justify="left", show_lines=True)
+    """The comparison as a rich table: median, then p95/max and n in each cell; the verdict."""
+    table = Table(title=f"{c.run.experiment} (run {c.run.id}): median, p95 and max over repetitions; "
+                        f"{VERDICT_TEXT}", title_justify="left", show_lines=True)
     table.add_column("metric")
     table.add_column("network")
     for m in c.mechanisms:
         table.add_column(m, justify="right")
-    table.add_column("winner")
+    table.add_column("verdict")
     for row in c.rows:
         cells = []
         for m in c.mechanisms:
             med, spread, ci = format_cell(row.cells[m], row.unit)
+            ci = f"n={row.cells[m].n}" if row.cells[m].n else ""
             style = "bold green" if m in row.winners and len(row.winners) == 1 else ""
             first = f"[{style}]{med}[/]" if style else med
             cells.append("\n".join(x for x in (first, f"[dim]{spread}[/]" if spread else "",
                                                f"[dim]{ci}[/]" if ci else "") if x))
-        table.add_row(row.label, row_title(row), *cells, winner_text(row))
+        table.add_row(row.label, row_title(row), *cells, verdict_text(row))
     return table
+
+
+VERDICT_TEXT = ("verdicts from the paired differences per round: 95 % Hodges-Lehmann interval "
+                "(exact, needs 6 rounds); a tie lies inside the equivalence margin")
+
+
+def verdict_record(row: Row) -> dict:
+    v = row.verdict
+    return {"verdict": v.kind, "verdict_text": verdict_text(row), "margin": v.margin,
+            "by": v.by, "runner_up": v.runner_up, "more_repetitions": v.more,
+            "pairs": {m: {"n": p.n, "estimate": p.estimate, "low": p.low, "high": p.high}
+                      for m, p in v.pairs.items()}}
 
 
 def to_records(c: Comparison) -> list[dict]:
@@ -287,7 +313,8 @@ def to_records(c: Comparison) -> list[dict]:
             out.append({"metric": row.metric, "label": row.label, "traffic_class": row.traffic_class,
                         "fault": row.fault, "unit": row.unit, "direction": row.direction or "",
                         "mechanism": mech, **s.as_dict(), "winner": mech in row.winners,
-                        "clear_winner": row.clear and mech in row.winners})
+                        "clear_winner": row.clear and mech in row.winners,
+                        "verdict": row.verdict.kind, "margin": row.verdict.margin})
     return out
 
 
@@ -308,8 +335,11 @@ def to_json(c: Comparison) -> str:
         "mechanisms": c.mechanisms,
         "rows": [{"metric": r.metric, "label": r.label, "traffic_class": r.traffic_class,
                   "fault": r.fault, "unit": r.unit, "direction": r.direction,
-                  "winners": r.winners, "clear": r.clear,
+                  "winners": r.winners, "clear": r.clear, **verdict_record(r),
                   "cells": {m: s.as_dict() for m, s in r.cells.items()}} for r in c.rows],
+        "verdicts": c.counts(),
         "excluded": [{"mechanism": r.mechanism, "index": r.index, "status": r.status,
                       "reason": r.reason} for r in c.excluded],
+        "partial": [{"mechanism": r.mechanism, "index": r.index, "reason": r.reason,
+                     "failed": c.failed_workloads.get(r.id, [])} for r in c.partial],
     }, indent=2)
