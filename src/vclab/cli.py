@@ -306,7 +306,7 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
                          shard=(i, n), lab_prefix=None if prefix == "vc" else prefix,
                          budget_s=budget_s).run()
     stop = f"; stopped: {summary.stopped_because}" if summary.stopped_because else ""
-    out.print(f"{summary.ok} repetitions ok, {summary.partial} partial, {summary.failed} failed in "
+    out.print(f"{summary.ok} repetitions ok, {summary.failed} failed, {summary.partial} partial in "
               f"{summary.rounds} rounds, {summary.seconds:.0f} s{stop}; results in {summary.results}",
               highlight=False, soft_wrap=True)
     if summary.interrupted:

@@ -103,3 +103,10 @@ def test_budget_option_reads_minutes_seconds_and_hours():
     assert [_budget_seconds(x) for x in ("10m", "600s", "1h", "90", "2min")] == [600, 600, 3600, 90, 120]
     with pytest.raises(typer.BadParameter, match="--budget|10m"):
         _budget_seconds("soon")
+
+
+def test_one_mechanism_has_no_verdict_to_wait_for(tmp_path, env):
+    loaded, clock = env
+    loaded.experiment = loaded.experiment.model_copy(update={"mechanisms": loaded.experiment.mechanisms[:1]})
+    s = Synthetic(loaded, tmp_path, budget_s=3600, outage=distinct, clock=clock).run()
+    assert s.rounds == loaded.experiment.repetitions and s.stopped_because == "no verdict to wait for"

@@ -182,7 +182,10 @@ class Runner:
             left = self.budget_s - elapsed
             self.progress("", index, f"round {index}: {counts['clear']} of {counts['rows']} verdicts "
                                      f"clear; {max(0.0, left) / 60:.1f} min of the budget left")
-            if counts["rows"] and counts["clear"] == counts["rows"]:
+            if counts["rows"] == 0:  # one mechanism, or nothing measured twice: no contest
+                summary.stopped_because = "no verdict to wait for"
+                return
+            if counts["clear"] == counts["rows"]:
                 summary.stopped_because = "every verdict is clear"
                 return
             per_round = sum(spent) / len(spent) if spent else 0.0
