@@ -57,8 +57,8 @@ from mininet.net import Mininet  # noqa: E402
 from mininet.node import Host, OVSSwitch  # noqa: E402
 from mininet.topo import Topo  # noqa: E402
 
-from vclab.procs import ProcessTracker  # noqa: E402
-from vclab.topology.build import Lab  # noqa: E402
+from vclab.lab.procs import ProcessTracker  # noqa: E402
+from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import load_cluster  # noqa: E402
 from vclab.topology.plan import BuildPlan, build_plan  # noqa: E402
 from vclab.topology.spec import Cluster, semantic_problems  # noqa: E402

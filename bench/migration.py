@@ -42,7 +42,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vclab.topology.build import Lab
+from vclab.lab.lab import Lab
 from vclab.topology.loader import cluster_from_text
 from vclab.workloads.migration import LiveMigration
 from vclab.workloads.vmotion_model import VmotionSpec, simulate

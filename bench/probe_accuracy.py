@@ -5,7 +5,7 @@
 
 Two namespaces vcq-a, vcq-b on the netdev OVS bridge vcq-br (the tests use vcp-*). A baseline
 run with no fault gives the noise floor. Then, for each length, two black holes (the same
-helpers as tests/integration/test_probe.py, from vclab.netns):
+helpers as tests/integration/test_probe.py, from tests/rigs/netns.py):
 
   kernel    vcq-ap's MTU shrunk by ioctl: its edges are exact, so this is the probe's own
             error (a->b direction, dropped in a's sendto)
@@ -26,6 +26,7 @@ import signal
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,9 +34,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vclab.netns import BlackHole, MtuBlackHole, SwitchWatch, rig
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.probe import quiet_trial
+
+# The black holes and the rig are test tooling (tests/rigs), not part of vclab itself.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from rigs.netns import BlackHole, MtuBlackHole, SwitchWatch, rig  # noqa: E402
 
 PREFIX = "vcq"
 console = Console()

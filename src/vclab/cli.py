@@ -160,9 +160,9 @@ def up(file: Path = typer.Argument(..., help="cluster YAML"),
        pin: List[str] = typer.Option(
            [], help="with --servers: put a switch or server on a server (tor-a=b); repeatable")):
     """Build the cluster, check reachability on every network and VLAN isolation, tear down."""
-    from vclab.topology.build import Lab
+    from vclab.lab.lab import Lab
     from vclab.topology.loader import load_cluster
-    from vclab.topology.placement import describe
+    from vclab.lab.placement import describe
 
     cluster = load_cluster(file)
     pins = {}
@@ -373,7 +373,7 @@ def clean(prefix: str = typer.Option("vc", help="only objects named with this pr
                                                 "built with --prefix); processes: those recorded "
                                                 "in VCLAB_STATE_DIR (default /run/vclab)")):
     """Remove every namespace, veth, bridge and process vclab created (its own prefix only)."""
-    from vclab.clean import clean as do_clean
+    from vclab.lab.clean import clean as do_clean
 
     removed = do_clean(prefix=prefix)
     if removed:

@@ -38,11 +38,11 @@ pytestmark = [
 
 mininet = pytest.importorskip("mininet")
 
-from vclab.clean import clean, leftovers, vclab_bridges  # noqa: E402
+from vclab.lab.clean import clean, leftovers, vclab_bridges  # noqa: E402
 from vclab.errors import VclabError  # noqa: E402
 from vclab.fabric.mechanisms import Rstp, Stp  # noqa: E402
-from vclab.procs import alive  # noqa: E402
-from vclab.topology.build import Lab  # noqa: E402
+from vclab.lab.procs import alive  # noqa: E402
+from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text, load_cluster  # noqa: E402
 from vclab.topology.plan import build_plan  # noqa: E402
 
@@ -252,7 +252,7 @@ def test_stp_converges_and_reaches(tmp_path):
 
 def _start(state: Path, run_id: str, hold: float) -> subprocess.Popen:
     env = {**os.environ, "VCLAB_STATE_DIR": str(state)}
-    return subprocess.Popen([sys.executable, "-m", "vclab.topology.build", str(DEFAULT),
+    return subprocess.Popen([sys.executable, "-m", "vclab.lab", str(DEFAULT),
                              "--prefix", PREFIX, "--run-id", run_id, "--hold", str(hold)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -39,11 +39,11 @@ pytestmark = [
 
 mininet = pytest.importorskip("mininet")
 
-from vclab.clean import leftovers  # noqa: E402
-from vclab.procs import alive  # noqa: E402
-from vclab.topology.build import Lab  # noqa: E402
+from vclab.lab.clean import leftovers  # noqa: E402
+from vclab.lab.procs import alive  # noqa: E402
+from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import load_cluster  # noqa: E402
-from vclab.topology.placement import TUNNEL_MTU, TunnelEnd, tunnel_commands  # noqa: E402
+from vclab.lab.placement import TUNNEL_MTU, TunnelEnd, tunnel_commands  # noqa: E402
 
 
 def full_matrix(lab) -> int:

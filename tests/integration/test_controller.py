@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from vclab.controller import model, qos
-from vclab.netns import NetnsNode
-from vclab.procs import ProcessTracker
+from vclab.fabric.controller import model, qos
+from rigs.netns import NetnsNode
+from vclab.lab.procs import ProcessTracker
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -151,7 +151,7 @@ class Rig:
     controller: int = 0
 
     def start_controller(self) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "vclab.controller", "--fabric",
+        proc = subprocess.Popen([sys.executable, "-m", "vclab.fabric.controller", "--fabric",
                                  str(self.fabric_file), "--port", str(self.port), "--log",
                                  str(self.log)], stdout=subprocess.DEVNULL,
                                 stderr=open(self.tmp / "controller.stderr", "a"))

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from vclab.netns import rig, run
-from vclab.procs import ProcessTracker
+from rigs.netns import rig, run
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.ha_model import HaConfig
 from vclab.workloads.heartbeats import Heartbeats, HaMember
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from vclab.netns import rig
-from vclab.procs import ProcessTracker, alive
+from rigs.netns import rig
+from vclab.lab.procs import ProcessTracker, alive
 from vclab.workloads.iperf import Iperf3
 
 pytestmark = [

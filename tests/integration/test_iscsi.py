@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from vclab.netns import BlackHole, NetnsNode, Rig, rig, run
-from vclab.procs import ProcessTracker, alive
+from rigs.netns import BlackHole, NetnsNode, Rig, rig, run
+from vclab.lab.procs import ProcessTracker, alive
 from vclab.workloads import iscsi
 from vclab.workloads.base import WorkloadError
 from vclab.workloads.iscsi import Iscsi

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from vclab.locking.model import Timing
-from vclab.locking.workload import LockManager, run_scenario
-from vclab.netns import BlackHole, NetnsNode, Rig, SwitchWatch, rig, run
-from vclab.procs import ProcessTracker, alive
+from vclab.workloads.locking.model import Timing
+from vclab.workloads.locking.workload import LockManager, run_scenario
+from rigs.netns import BlackHole, NetnsNode, Rig, SwitchWatch, rig, run
+from vclab.lab.procs import ProcessTracker, alive
 from vclab.workloads.base import WorkloadError
 from vclab.workloads.iscsi_target import IscsiTarget
 

@@ -21,7 +21,7 @@ import pytest
 
 from vclab.experiments.loader import load_experiment
 from vclab.experiments.runner import Runner
-from vclab.netns import SwitchWatch, rig
+from rigs.netns import SwitchWatch, rig
 from vclab.results.store import ResultStore
 from vclab.units import parse_bytes
 
@@ -132,7 +132,7 @@ def test_host_crash_lock_broken_after_break_after(tmp_path, witness):
                                        locking={"hosts": ["esx1", "esx2"]})
     spec = loaded.experiment.workloads[0].locking
     (crash,) = store.faults(rep.id)
-    assert crash.action == "crash" and any("vclab.locking.agent" in k
+    assert crash.action == "crash" and any("vclab.workloads.locking.agent" in k
                                            for k in crash.detail["killed"])
     m = assert_takeover(store, rep, watch, "host esx1 crash", spec.break_after)
     # killed before its cables were cut: nothing it wrote landed after the crash

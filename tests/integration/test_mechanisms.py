@@ -18,7 +18,7 @@ import pytest
 
 from vclab.experiments.runner import cluster_for
 from vclab.experiments.spec import MechanismChoice
-from vclab.topology.build import Lab
+from vclab.lab.lab import Lab
 from vclab.topology.loader import load_cluster
 
 pytestmark = pytest.mark.root
@@ -186,7 +186,7 @@ def test_isl_lag_moves_the_flow_inside_the_datapath(tmp_path):
     """The two inter-switch cables as one LACP LAG under RSTP: the cable carrying esx1 ->
     array1 goes down and the bond's own member table moves the flow (lb-output-action), with
     no spanning-tree change or revalidation round (RSTP alone: 4-8 ms on this datapath)."""
-    from vclab.netns import link_updown
+    from vclab.lab.ioctl import link_updown
     from vclab.workloads.probe import Endpoint, Probe
 
     with Lab(load_cluster(LAG), mechanism="rstp", prefix=PREFIX, state_dir=tmp_path / "state",

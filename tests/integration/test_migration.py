@@ -33,9 +33,9 @@ pytestmark = [
 
 mininet = pytest.importorskip("mininet")
 
-from vclab.clean import leftovers  # noqa: E402
+from vclab.lab.clean import leftovers  # noqa: E402
 from vclab.errors import VclabError  # noqa: E402
-from vclab.topology.build import Lab  # noqa: E402
+from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
 from vclab.workloads.migration import LiveMigration  # noqa: E402
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vclab.netns import BlackHole, MtuBlackHole, SwitchWatch, rig
-from vclab.procs import ProcessTracker
+from rigs.netns import BlackHole, MtuBlackHole, SwitchWatch, rig
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.probe import Probe, quiet_trial
 
 pytestmark = pytest.mark.root

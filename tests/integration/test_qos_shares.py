@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from vclab.controller import qos
-from vclab.procs import ProcessTracker
+from vclab.fabric.controller import qos
+from vclab.lab.procs import ProcessTracker
 
 
 def _ovs_running() -> bool:
@@ -37,7 +37,7 @@ pytestmark = [
 mininet = pytest.importorskip("mininet")
 pytest.importorskip("os_ken")
 
-from vclab.topology.build import Lab  # noqa: E402
+from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
 from vclab.workloads.iperf import Iperf3  # noqa: E402
 

@@ -4,7 +4,7 @@ controller) and a real `vclab up` (reachability and isolation pings).
 
 The real CLI runs under `strace -f -y --seccomp-bpf`: every process it starts is followed, and
 every connect/sendto/sendmsg/sendmmsg destination is read with the network namespace its
-sender was in (vclab.egress). Each must be loopback, or a cluster subnet sent from inside a
+sender was in (tests/rigs/egress.py). Each must be loopback, or a cluster subnet sent from inside a
 namespace. While it runs, every namespace under it is looked into: none has a default route
 (in any routing table), and every IPv4 route of its main table stays inside the cluster's
 subnets.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from vclab.egress import ROOT, STRACE_SYSCALLS, exposed, leaks, parse_trace
+from rigs.egress import ROOT, STRACE_SYSCALLS, exposed, leaks, parse_trace
 from vclab.topology.loader import load_cluster
 from vclab.topology.plan import build_plan
 

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from vclab.netns import BlackHole, rig, run
-from vclab.procs import ProcessTracker
+from rigs.netns import BlackHole, rig, run
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.vmotion import VmotionReplay
 from vclab.workloads.vmotion_model import MEMORY, STOP_AND_COPY, VmotionSpec, simulate
 

@@ -52,7 +52,7 @@ class FakeSystem:
 
 @pytest.fixture
 def system(monkeypatch):
-    import vclab.clean as clean_mod
+    import vclab.lab.clean as clean_mod
     live = probe_name("a")  # this process is alive: its probe may be running right now
     fake = FakeSystem(
         links={"eth0", "vcys0p1", probe_name("a", DEAD), probe_name("b", DEAD), live,
@@ -65,7 +65,7 @@ def system(monkeypatch):
 
 
 def test_clean_with_a_prefix_also_removes_a_dead_probes_objects(system, tmp_path):
-    from vclab.clean import clean
+    from vclab.lab.clean import clean
     removed = clean(state_dir=tmp_path, prefix="vcy")
     gone = set(system.deleted)
     assert {probe_name("br", DEAD), probe_name("a", DEAD), "vcys0", "vcys0p1"} <= gone
@@ -74,13 +74,13 @@ def test_clean_with_a_prefix_also_removes_a_dead_probes_objects(system, tmp_path
 
 
 def test_clean_of_one_run_leaves_probes_alone(system, tmp_path):
-    from vclab.clean import clean
+    from vclab.lab.clean import clean
     clean(run_id="r1", state_dir=tmp_path)
     assert not any(probe_owner(n) for n in system.deleted)
 
 
 def test_a_prefix_outside_vclabs_is_refused(tmp_path):
-    from vclab.clean import clean
+    from vclab.lab.clean import clean
     from vclab.errors import VclabError
     with pytest.raises(VclabError, match="must start with 'vc'"):
         clean(state_dir=tmp_path, prefix="br")

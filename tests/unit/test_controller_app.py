@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from vclab.controller import app, core, model
-from vclab.controller.model import Attachment, FabricSpec, Link, Network, Switch, Uplink
-from vclab.controller.trace import link_down
+from vclab.fabric.controller import app, core, model
+from vclab.fabric.controller.model import Attachment, FabricSpec, Link, Network, Switch, Uplink
+from vclab.fabric.controller.trace import link_down
 
 OF = core.OFP13.ofproto
 PARSER = core.OFP13.ofproto_parser

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from vclab.controller import core
-from vclab.controller.model import (Attachment, FabricSpec, Link, Network, Options, Switch,
+from vclab.fabric.controller import core
+from vclab.fabric.controller.model import (Attachment, FabricSpec, Link, Network, Options, Switch,
                                     Uplink)
-from vclab.controller.trace import FakeFabric, link_down, single_failures, unprotected
+from vclab.fabric.controller.trace import FakeFabric, link_down, single_failures, unprotected
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 

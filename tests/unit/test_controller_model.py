@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vclab.controller import model
+from vclab.fabric.controller import model
 from vclab.errors import ConfigError
 
 DOC = {

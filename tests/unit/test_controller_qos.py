@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vclab.controller import qos
-from vclab.controller.model import FabricSpec, Link, Network, Options, Switch
+from vclab.fabric.controller import qos
+from vclab.fabric.controller.model import FabricSpec, Link, Network, Options, Switch
 from vclab.fabric.sdn import fabric_spec, vswitch_uplinks
 from vclab.topology.loader import cluster_from_text
 from vclab.topology.plan import build_plan

@@ -1,8 +1,8 @@
-"""vclab.egress on strace output (lines as strace 6.1 prints them with -f -y)."""
+"""rigs.egress on strace output (lines as strace 6.1 prints them with -f -y)."""
 
 from __future__ import annotations
 
-from vclab.egress import ROOT, addresses, exposed, leaks, parse_trace
+from rigs.egress import ROOT, addresses, exposed, leaks, parse_trace
 
 ROOT_NS = "net:[4026531833]"
 SUBNETS = ["10.10.0.0/24", "10.20.0.0/24"]

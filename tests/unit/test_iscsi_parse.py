@@ -202,7 +202,7 @@ def test_agent_refuses_bad_arguments(tmp_path, capsys) -> None:
 
 
 def test_workload_check_names_every_problem(tmp_path) -> None:
-    from vclab.procs import ProcessTracker
+    from vclab.lab.procs import ProcessTracker
     from vclab.workloads.base import WorkloadError
 
     wl = Iscsi(object(), ["10.0.0.1", "nope"], "iqn.x:y", 1,

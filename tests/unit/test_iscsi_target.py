@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from vclab.errors import VclabError
-from vclab.netns import NetnsNode
-from vclab.procs import end_pid
+from rigs.netns import NetnsNode
+from vclab.lab.procs import end_pid
 from vclab.workloads.iscsi_target import (
     CONTROL_PORTS,
     Chap,
@@ -142,7 +142,7 @@ def test_parse_sessions_from_saved_show() -> None:
 
 
 def test_target_checks_its_inputs(tmp_path) -> None:
-    from vclab.procs import ProcessTracker
+    from vclab.lab.procs import ProcessTracker
 
     tracker = ProcessTracker(run_id="unit", state_dir=tmp_path / "state")
     with pytest.raises(VclabError) as e:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from vclab.locking import checker, layout
-from vclab.locking.agent import CONFLICT, GOOD, LockAgent, PathDown, key_of, rmw_budget_s
-from vclab.locking.layout import DataBlock
-from vclab.locking.model import Timing
+from vclab.workloads.locking import checker, layout
+from vclab.workloads.locking.agent import CONFLICT, GOOD, LockAgent, PathDown, key_of, rmw_budget_s
+from vclab.workloads.locking.layout import DataBlock
+from vclab.workloads.locking.model import Timing
 
 T = Timing(heartbeat_s=0.2, lease_s=1.5, break_after_s=3.0, io_timeout_s=0.5)
 STEP = 0.005

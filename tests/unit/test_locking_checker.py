@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vclab.locking import checker, layout
-from vclab.locking.layout import EXCLUSIVE, DataBlock, Heartbeat, LockRecord
+from vclab.workloads.locking import checker, layout
+from vclab.workloads.locking.layout import EXCLUSIVE, DataBlock, Heartbeat, LockRecord
 
 MS = 1_000_000
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vclab.locking import layout
-from vclab.locking.layout import EXCLUSIVE, DataBlock, Heartbeat, LockRecord
+from vclab.workloads.locking import layout
+from vclab.workloads.locking.layout import EXCLUSIVE, DataBlock, Heartbeat, LockRecord
 
 
 def test_round_trips() -> None:

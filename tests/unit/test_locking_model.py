@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from vclab.locking.layout import EXCLUSIVE, LockRecord
-from vclab.locking.model import (
+from vclab.workloads.locking.layout import EXCLUSIVE, LockRecord
+from vclab.workloads.locking.model import (
     HostFaults,
     Lease,
     StaleWatch,

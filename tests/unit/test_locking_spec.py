@@ -16,7 +16,7 @@ from vclab.experiments.loader import load_experiment
 from vclab.experiments.spec import Fault, LockingSpec
 from vclab.experiments.workloads import (LockingAdapter, _HandoverLab, adapter_for,
                                          locking_measurements)
-from vclab.procs import Tracked
+from vclab.lab.procs import Tracked
 from vclab.topology.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from vclab.locking import checker
-from vclab.locking.agent import parse_vms
-from vclab.locking.layout import DataBlock
-from vclab.locking.model import Timing
-from vclab.locking.workload import LockAgentProcess, LockManager, parse
-from vclab.procs import ProcessTracker
+from vclab.workloads.locking import checker
+from vclab.workloads.locking.agent import parse_vms
+from vclab.workloads.locking.layout import DataBlock
+from vclab.workloads.locking.model import Timing
+from vclab.workloads.locking.workload import LockAgentProcess, LockManager, parse
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.base import WorkloadError
 
 
@@ -34,7 +34,7 @@ def test_agent_command(tmp_path) -> None:
                          ProcessTracker(state_dir=tmp_path), timing=Timing(),
                          vms={"web": 0, "db": 3}, workdir=tmp_path)
     cmd = a.command()
-    assert cmd[1:3] == ["-m", "vclab.locking.agent"]
+    assert cmd[1:3] == ["-m", "vclab.workloads.locking.agent"]
     assert cmd[cmd.index("--host-id") + 1] == "2"
     assert [cmd[i + 1] for i, x in enumerate(cmd) if x == "--portal"] == ["10.0.0.1", "10.0.1.1"]
     assert [cmd[i + 1] for i, x in enumerate(cmd) if x == "--vm"] == ["web=0", "db=3"]

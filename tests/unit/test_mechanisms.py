@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from vclab.controller import model
+from vclab.fabric.controller import model
 from vclab.errors import VclabError
 from vclab.fabric.linux_stp import LinuxStp, judge
-from vclab.fabric.mechanisms import Rstp, Stp, get_mechanism
+from vclab.fabric.mechanisms import Rstp, Stp
+from vclab.fabric.registry import get_mechanism
 from vclab.fabric.sdn import Sdn, bfd_sessions, fabric_spec
 from vclab.topology.loader import load_cluster
 from vclab.topology.plan import build_plan, ovs_commands

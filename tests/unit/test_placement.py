@@ -9,7 +9,7 @@ import pytest
 
 from vclab.errors import VclabError
 from vclab.topology.loader import cluster_from_text, load_cluster
-from vclab.topology.placement import (TUNNEL_MTU, VNI_BASE, Server, describe, parse_servers,
+from vclab.lab.placement import (TUNNEL_MTU, VNI_BASE, Server, describe, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
 from vclab.topology.plan import build_commands, build_plan, host_commands
 
@@ -144,7 +144,7 @@ def test_lab_in_cluster_mode_without_building():
     """What a Lab decides before it builds anything (no root needed): which mechanisms can
     cross servers, and which server each command goes to."""
     pytest.importorskip("mininet")
-    from vclab.topology.build import Lab
+    from vclab.lab.lab import Lab
 
     cluster = load_cluster(DEFAULT)
     with pytest.raises(VclabError, match="'sdn' does not run across servers"):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vclab.errors import ConfigError, VclabError
-from vclab.fabric.mechanisms import NoProtection, Rstp, Stp, get_mechanism, parse_port_table
+from vclab.fabric.mechanisms import NoProtection, Rstp, Stp, parse_port_table
+from vclab.fabric.registry import get_mechanism
 from vclab.topology.loader import cluster_from_text, load_cluster
 from vclab.topology.plan import (Bond, build_commands, build_plan, describe_loop, find_loop,
                                  host_commands, ipv6_off_commands, merge_transactions, ovs_commands, shape_commands,
@@ -443,7 +444,7 @@ class FakeSystem:
 
 @pytest.fixture
 def fake(monkeypatch):
-    import vclab.clean as clean_mod
+    import vclab.lab.clean as clean_mod
     system = FakeSystem()
     monkeypatch.setattr(clean_mod, "_run", system.run)
     monkeypatch.setattr(clean_mod.os, "listdir", lambda path: sorted(system.links))
@@ -452,7 +453,7 @@ def fake(monkeypatch):
 
 
 def test_clean_one_run_touches_only_that_run(fake, tmp_path):
-    from vclab.clean import clean
+    from vclab.lab.clean import clean
     removed = clean(run_id="r1", state_dir=tmp_path)
     assert fake.deleted_bridges == ["vcs0"]
     assert sorted(fake.deleted_links) == ["vcs0p1", "vcs0p2"]
@@ -461,7 +462,7 @@ def test_clean_one_run_touches_only_that_run(fake, tmp_path):
 
 
 def test_clean_all_spares_bridges_that_are_not_vclabs(fake, tmp_path):
-    from vclab.clean import clean
+    from vclab.lab.clean import clean
     removed = clean(state_dir=tmp_path)
     assert sorted(fake.deleted_bridges) == ["vcs0", "vcs1"]
     # every vc link except the device of a bridge that stays (vcq-br); never eth0

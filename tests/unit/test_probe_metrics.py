@@ -327,7 +327,7 @@ def test_probe_parse_with_a_missing_log():
 
 
 def test_check_rejects_bad_endpoints():
-    from vclab.procs import ProcessTracker
+    from vclab.lab.procs import ProcessTracker
     from vclab.workloads.base import WorkloadError
 
     class FakeNode:
@@ -403,7 +403,7 @@ def test_two_agents_on_loopback(tmp_path):
     import sys
     import time
 
-    from vclab.procs import ProcessTracker
+    from vclab.lab.procs import ProcessTracker
 
     ports = []
     for _ in range(2):

@@ -3,7 +3,7 @@
 import subprocess
 import threading
 
-from vclab.procs import ProcessTracker, alive
+from vclab.lab.procs import ProcessTracker, alive
 
 
 def test_two_threads_ending_one_process(tmp_path):

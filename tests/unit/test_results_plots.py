@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 from vclab.results.cli import plots_cmd
-from vclab.results.demo import fill_demo
+from rigs.demo import fill_demo
 from vclab.results.model import Metric, RepetitionResult, Series
 from vclab.results.plots import mechanism_colors, outage_distribution, timeline, vmotion_rounds, write_plots
 from vclab.results.store import ResultStore

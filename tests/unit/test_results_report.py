@@ -11,7 +11,7 @@ import pytest
 
 from vclab.results.cli import report_cmd
 from vclab.results.compare import Comparison, build_rows, per_repetition
-from vclab.results.demo import EXPERIMENT_YAML, fill_demo
+from rigs.demo import EXPERIMENT_YAML, fill_demo
 from vclab.results.model import MetricRow, RepetitionInfo, RunInfo
 from vclab.results.report import Context, findings, ha_times, network_kinds
 from vclab.results.store import ResultStore

@@ -4,7 +4,7 @@ import os
 import subprocess
 
 from vclab.experiments.runner import dead_processes
-from vclab.procs import Tracked, start_time
+from vclab.lab.procs import Tracked, start_time
 
 
 def test_a_dead_controller_or_target_is_reported_and_nothing_else():

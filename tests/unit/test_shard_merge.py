@@ -2,7 +2,7 @@
 
 from vclab.experiments.runner import shard_units
 from vclab.experiments.spec import MechanismChoice
-from vclab.results.demo import fill_demo
+from rigs.demo import fill_demo
 from vclab.results.merge import merge
 from vclab.results.store import ResultStore
 

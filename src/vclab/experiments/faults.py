@@ -132,7 +132,7 @@ def run_commands(cmds: list[list[str]], check: bool = True) -> tuple[int, float]
     """Run in order; return (wall-clock ns after the last one, seconds they took).
     `ip link set dev X up|down` is done in-process (one ioctl), so a cable's two ends go down
     within ~0.1 ms of each other and the applied time is that precise."""
-    from vclab.netns import link_updown
+    from vclab.lab.ioctl import link_updown
 
     t0 = time.perf_counter()
     for cmd in cmds:
@@ -168,7 +168,7 @@ def kill_now(victims) -> list[str]:
     import os
     import signal
 
-    from vclab.procs import alive
+    from vclab.lab.procs import alive
 
     killed = []
     for t in victims:

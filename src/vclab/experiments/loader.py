@@ -124,7 +124,7 @@ def locking_problems(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str
     """A `locking` workload against its cluster: hosts that mount the datastore, the LUN (big
     enough for the VMs' lock records and disks), who runs each VM and where HA restarts it,
     and the other workloads that would clash with it."""
-    from vclab.locking.layout import EXTENT_BLOCKS, lun_bytes_needed
+    from vclab.workloads.locking.layout import EXTENT_BLOCKS, lun_bytes_needed
 
     s = e.workloads[i].locking
     base = ("workloads", i, "locking")

@@ -41,7 +41,7 @@ MUST_LIVE = ("vclab controller", "tgtd:")
 def dead_processes(tracked) -> list[str]:
     """Tracked processes that should be running and are not: the repetition measured a
     fabric without its controller, or storage without its target."""
-    from vclab.procs import alive
+    from vclab.lab.procs import alive
 
     return [f"{t.label} (pid {t.pid})" for t in tracked
             if t.label.startswith(MUST_LIVE) and not alive(t.pid, t.started)]
@@ -204,8 +204,8 @@ class Runner:
 
     # ---- one repetition ----
     def repetition(self, choice: MechanismChoice, index: int) -> RepetitionResult:
-        from vclab.procs import ProcessTracker
-        from vclab.topology.build import Lab
+        from vclab.lab.procs import ProcessTracker
+        from vclab.lab.lab import Lab
 
         e = self.experiment
         label = choice.label

@@ -44,7 +44,7 @@ class MechanismChoice(Strict):
 
     def mechanism(self):
         """The mechanism object this choice builds with."""
-        from vclab.fabric.mechanisms import get_mechanism
+        from vclab.fabric.registry import get_mechanism
         from vclab.fabric.sdn import Sdn
 
         return Sdn(bfd_nics=True) if self.bfd_nics else get_mechanism(self.fabric)
@@ -166,7 +166,7 @@ class LockingSpec(Strict):
 
     def timing(self):
         """The agents' timers (locking.model.Timing), in seconds."""
-        from vclab.locking.model import Timing
+        from vclab.workloads.locking.model import Timing
 
         return Timing(heartbeat_s=self.heartbeat / 1e3, lease_s=self.lease / 1e3,
                       break_after_s=self.break_after / 1e3, io_timeout_s=self.io_timeout / 1e3,

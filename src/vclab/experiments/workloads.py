@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vclab.experiments.spec import Workload as WorkloadEntry
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.results.model import Event, FaultRecord, Metric, Raw, Series, rounds_as_events
 from vclab.workloads import probe_metrics
 from vclab.workloads.base import Workload
@@ -594,7 +594,7 @@ class _LockGroup(Workload):
 
     @staticmethod
     def parse(raw):
-        from vclab.locking.workload import parse
+        from vclab.workloads.locking.workload import parse
 
         return parse(raw)
 
@@ -603,7 +603,7 @@ def locking_measurements(raw: dict[str, Any]) -> dict[str, Any]:
     """Pure: the locking workload's raw output -> per takeover and per handover, the times
     that matter, relative to the fault (or the release). Takeovers read the LUN for the
     owner's last write and the taker's first (issue times of writes that landed)."""
-    from vclab.locking.workload import parse
+    from vclab.workloads.locking.workload import parse
 
     parsed = parse(raw)
     events = {int(h): evs for h, evs in raw.get("events", {}).items()}
@@ -684,7 +684,7 @@ class LockingAdapter(Adapter):
         return owners, failover
 
     def make(self, lab, tracker, workdir):
-        from vclab.locking.workload import LockManager
+        from vclab.workloads.locking.workload import LockManager
         from vclab.workloads.iscsi_target import IscsiTarget
 
         cluster = lab.cluster

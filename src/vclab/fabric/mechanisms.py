@@ -243,18 +243,3 @@ def lacp_pending(lab: Runner) -> list[str]:
                 pending.append(f"{bridge.friendly}:{bond.link} LACP {' '.join(status) or 'not up'}")
     return pending
 
-
-def mechanisms() -> dict[str, type[Mechanism]]:
-    from vclab.fabric.linux_stp import LinuxStp
-    from vclab.fabric.sdn import Sdn
-
-    return {"rstp": Rstp, "stp": Stp, "linux-stp": LinuxStp, "sdn": Sdn, "none": NoProtection}
-
-
-def get_mechanism(name: str | Mechanism) -> Mechanism:
-    if isinstance(name, Mechanism):
-        return name
-    known = mechanisms()
-    if name in known:
-        return known[name]()
-    raise VclabError(f"unknown mechanism {name!r}; choose one of: {', '.join(known)}")

@@ -5,7 +5,7 @@ controller on 127.0.0.1 before the bridges exist (so they connect at once), crea
 physical bridges with `fail_mode=secure` (nothing forwards, so nothing loops, until the
 controller's rules are in), runs BFD on every inter-switch cable so a silent cable clears the
 port's LIVE flag that the fast-failover buckets watch, and applies the per-network egress
-classes (controller/qos.py) on every physical switch port and, as vSphere's NIOC does on a
+classes (fabric/controller/qos.py) on every physical switch port and, as vSphere's NIOC does on a
 distributed switch, on every server's uplinks: a saturating flow on one network cannot starve
 another below its share where the contention really is, at the hypervisor's own NIC (network
 kind is a fabric-independent idea, but only this mechanism applies it: rstp/stp runs are the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, Runner
-from vclab.procs import alive
+from vclab.lab.procs import alive
 from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
 
 CONTROLLER_ID = "@vcctl"
@@ -66,7 +66,7 @@ def vswitch_uplinks(plan: BuildPlan) -> list[tuple[str, tuple[int, ...], float |
 
 def fabric_spec(plan: BuildPlan, cluster, datapath: str = "netdev"):
     """The controller's view of a planned cluster (controller.model.FabricSpec). Pure."""
-    from vclab.controller import model
+    from vclab.fabric.controller import model
 
     physical = {b.name: b for b in plan.physical}
     peer_of = _cables(plan)
@@ -187,7 +187,7 @@ class Sdn(Mechanism):
         self.datapath = getattr(lab, "datapath", "") or "netdev"
         self.port = free_port()
         self.spec = fabric_spec(lab.plan, getattr(lab, "cluster", None), self.datapath)
-        from vclab.controller import core, model
+        from vclab.fabric.controller import core, model
 
         for sw in self.spec.switches:
             msgs = core.switch_messages(self.spec, sw.name, core.flood_tree(self.spec))
@@ -207,7 +207,7 @@ class Sdn(Mechanism):
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self._workdir / "controller.stderr", "a") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "vclab.controller", "--fabric",
+                [sys.executable, "-m", "vclab.fabric.controller", "--fabric",
                  str(self._workdir / "fabric.json"), "--port", str(self.port), "--log",
                  str(self.log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         self.pid = lab.tracker.track(proc.pid, f"vclab controller :{self.port}")
@@ -241,7 +241,7 @@ class Sdn(Mechanism):
         import os
         import signal as _signal
         import time as _time
-        from vclab.controller import model
+        from vclab.fabric.controller import model
 
         assert self._workdir is not None and self.log is not None
         self.spec = fabric_spec(lab.plan, getattr(lab, "cluster", None), self.datapath)
@@ -263,7 +263,7 @@ class Sdn(Mechanism):
         """Every HTB tree this mechanism puts on the lab: per network on each physical switch
         port (filled by the controller's DSCP marks, or set_queue on the kernel datapath) and
         NIOC's per network shares on each server uplink (filled by VLAN)."""
-        from vclab.controller import qos
+        from vclab.fabric.controller import qos
 
         return (qos.fabric_qos_commands(self.spec)
                 + qos.uplink_qos_commands(vswitch_uplinks(lab.plan), self.spec.networks,

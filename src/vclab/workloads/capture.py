@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.base import Workload, WorkloadError
 
 DEFAULT_FILTER = "arp or rarp"

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.ha_model import (
     ALARMS,

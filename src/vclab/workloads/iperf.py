@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.base import Workload, WorkloadError
 
 IPERF3_PORT = 5201

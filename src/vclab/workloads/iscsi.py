@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads import iscsi_agent
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.iscsi_agent import (

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vclab.errors import VclabError
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 
 IQN_PREFIX = "iqn.2025-01.lab.vclab"
 ISCSI_PORT = 3260

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vclab.errors import VclabError
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.topology.plan import Bridge, BuildPlan, End, Host, Veth
 from vclab.topology.spec import Cluster
 from vclab.workloads.base import WorkloadError
@@ -40,7 +40,7 @@ from vclab.workloads.vmotion_model import VmotionSpec, simulate
 
 if TYPE_CHECKING:
     from vclab.fabric.mechanisms import Mechanism
-    from vclab.topology.build import Lab
+    from vclab.lab.lab import Lab
 
 StorageMode = Literal["shared", "shared-nothing"]
 STORAGE_MODES: tuple[str, ...] = ("shared", "shared-nothing")

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads import probe_agent, probe_metrics
 from vclab.workloads.base import Workload, WorkloadError
 

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vclab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.vmotion_model import (
     MEMORY,

@@ -1,4 +1,4 @@
-"""Named network namespaces as Mininet-like nodes, and a small rig of them on one OVS bridge.
+"""Test rig: named network namespaces as Mininet-like nodes, and a small rig of them on one OVS bridge.
 
 Mininet hosts and these nodes share the one method workloads need: `popen(args, **kw)`, which
 runs a command inside the node's namespace. Tests and benches that need no whole cluster use
@@ -312,19 +312,6 @@ def link_mtu(ifname: str, mtu: int | None = None) -> int:
         ifreq = struct.pack("16si", ifname.encode(), mtu or 0).ljust(40, b"\0")
         out = fcntl.ioctl(s, SIOCSIFMTU if mtu else SIOCGIFMTU, ifreq)
         return struct.unpack_from("16si", out)[1]
-
-
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-
-
-def link_updown(ifname: str, up: bool) -> None:
-    """Set a root-namespace interface up or down with one ioctl: a fault whose applied time is
-    known to ~0.1 ms, where `ip link set` costs a process start (5-20 ms on a busy host)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifreq = struct.pack("16sH", ifname.encode(), 0).ljust(40, b"\0")
-        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
-        flags = flags | IFF_UP if up else flags & ~IFF_UP
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", ifname.encode(), flags).ljust(40, b"\0"))
 
 
 @dataclass

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from vclab.controller.model import FabricSpec, Network
+from vclab.fabric.controller.model import FabricSpec, Network
 
 NETDEV_QUEUE_PACKETS = 8  # per class, userspace datapath (see above)
 FRAME = 1518  # bytes of a full-size tagged frame: the HTB quantum unit

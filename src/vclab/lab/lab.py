@@ -1,5 +1,5 @@
-"""Build a cluster for real: Mininet hosts on Open vSwitch, from a BuildPlan. The only module
-that imports Mininet.
+"""Build a cluster for real: Mininet hosts on Open vSwitch, from a BuildPlan. With nodes.py,
+the only code that imports Mininet.
 
 Mininet creates the hosts (a shell in a namespace each) and the veths; everything else is the
 plan's command lists (ovs-vsctl, tc, host set-up) run as generated. Mininet's own switch start-up,
@@ -32,16 +32,17 @@ import threading
 import time
 from pathlib import Path
 
-from mininet.link import Intf, Link
+from mininet.link import Link
 from mininet.net import Mininet
-from mininet.node import Host, Node, OVSSwitch
 
 from vclab import PREFIX
 from vclab.doctor import PROBES
 from vclab.errors import VclabError
-from vclab.fabric.mechanisms import Mechanism, get_mechanism, lacp_pending
-from vclab.procs import ProcessTracker, alive
-from vclab.topology.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
+from vclab.fabric.mechanisms import Mechanism, lacp_pending
+from vclab.fabric.registry import get_mechanism
+from vclab.lab.nodes import PresetIntf, VclabHost, VclabSwitch, cluster_classes
+from vclab.lab.procs import ProcessTracker, alive
+from vclab.lab.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
 from vclab.topology.plan import (BuildPlan, build_commands, build_plan, host_commands,
                                  ipv6_off_commands, tc_commands)
@@ -59,72 +60,6 @@ def _probe(name: str) -> tuple[bool, str]:
 def _exit_on_signal(signum, _frame):
     # SystemExit unwinds through every `finally`, so the build removes what it created.
     raise SystemExit(128 + signum)
-
-
-class _TrackedNode:
-    """Mininet starts every process of a node (its shell, popen) through `_popen`: record each
-    PID the moment it exists, so even an interrupted start-up leaves nothing behind."""
-
-    def _popen(self, cmd, **params):
-        is_shell = getattr(self, "shell", None) is None  # startShell is the first caller
-        popen = super()._popen(cmd, **params)
-        tracker = self.params.get("tracker")
-        if tracker is not None:
-            words = [c for c in cmd if c.isprintable()]
-            tracker.track(popen.pid, f"{self.name}: {' '.join(words)[:100]}")
-        if is_shell and "shells" in self.params:
-            self.params["shells"].append(popen.pid)
-        return popen
-
-
-class VclabHost(_TrackedNode, Host):
-    pass
-
-
-class VclabSwitch(_TrackedNode, OVSSwitch):
-    """A bridge the plan's ovs-vsctl transaction creates; Mininet only knows its ports."""
-
-    def start(self, controllers):  # the plan configures the bridge
-        pass
-
-
-def _cluster_classes():
-    """Mininet's cluster edition lives in its examples (imported only in cluster mode)."""
-    from mininet.examples.cluster import MininetCluster, RemoteHost, RemoteOVSSwitch
-
-    class LocalLikeMininet:
-        """The cluster edition makes every process of a node a process-group leader, and
-        `mnexec -d` then forks and its parent exits 0 at once: a local node's shell PID and a
-        ping's exit status would be those of the wrong process (every ping "answered").
-        Local nodes start processes as plain Mininet does; remote ones skip -d (ssh is
-        already apart from our process group)."""
-
-        def _popen(self, cmd, sudo=True, tt=True, **params):
-            if not self.isRemote:
-                return Node._popen(self, cmd, **params)
-            return super()._popen(cmd, sudo=sudo, tt=tt, **params)
-
-        def popen(self, *args, **kwargs):
-            if self.isRemote:
-                kwargs.setdefault("mncmd", ["mnexec", "-a", str(self.pid)])
-            return super().popen(*args, **kwargs)
-
-    class VclabRemoteHost(_TrackedNode, LocalLikeMininet, RemoteHost):
-        pass
-
-    class VclabRemoteSwitch(_TrackedNode, LocalLikeMininet, RemoteOVSSwitch):
-        def start(self, controllers):  # the plan configures the bridge
-            pass
-
-    return MininetCluster, VclabRemoteHost, VclabRemoteSwitch
-
-
-class PresetIntf(Intf):
-    """The veth is created with its MAC already: skip Mininet's ifconfig down/hw ether/up."""
-
-    def config(self, mac=None, **params):
-        self.mac = mac
-        return super().config(**params)
 
 
 class Lab:
@@ -289,7 +224,7 @@ class Lab:
                       intf=PresetIntf)
         if self.placement is None:
             return Mininet(host=VclabHost, switch=VclabSwitch, **common)
-        cluster, host, switch = _cluster_classes()
+        cluster, host, switch = cluster_classes()
         servers = self.placement.servers
         # precheck=False: _preflight already ran a command as root on each server over ssh,
         # with an error vclab can report (Mininet's precheck exits the process).
@@ -599,35 +534,3 @@ class Lab:
             except OSError:
                 pass
         node.shell = None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m vclab.topology.build FILE [--mechanism M] [--hold S] [--prefix P] [--run-id R]`:
-    build, check reachability and isolation, tear down (exit 1 if a check failed)."""
-    import argparse
-
-    from vclab.topology.loader import load_cluster
-
-    parser = argparse.ArgumentParser(prog="python -m vclab.topology.build")
-    parser.add_argument("file")
-    parser.add_argument("--mechanism")
-    parser.add_argument("--hold", type=float, default=0.0, help="seconds to keep it up")
-    parser.add_argument("--prefix", default=PREFIX)
-    parser.add_argument("--run-id")
-    args = parser.parse_args(argv)
-    cluster = load_cluster(args.file)
-    with Lab(cluster, mechanism=args.mechanism, prefix=args.prefix, run_id=args.run_id) as lab:
-        print(f"built {cluster.cluster} in {lab.build_seconds:.2f} s on {lab.datapath}, "
-              f"{lab.mechanism.name} settled in {lab.converge_seconds:.2f} s", flush=True)
-        matrices = lab.reachability()
-        failed = [(n, pair) for n, m in matrices.items() for pair, ok in m.items() if not ok]
-        leaks = [entry for entry in lab.isolation() if entry[2]]
-        print(f"reachability: {sum(len(m) for m in matrices.values()) - len(failed)} pairs ok, "
-              f"{len(failed)} failed {failed}; isolation leaks: {leaks}", flush=True)
-        if args.hold:
-            time.sleep(args.hold)
-    return 1 if failed or leaks else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

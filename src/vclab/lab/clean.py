@@ -1,6 +1,6 @@
 """Remove what vclab created and a killed run left behind: processes, bridges, veths, namespaces.
 
-Only vclab's own: processes recorded by PID (vclab.procs), OVS bridges named with the prefix
+Only vclab's own: processes recorded by PID (vclab.lab.procs), OVS bridges named with the prefix
 AND carrying external_ids:vclab-name (a bridge somebody else named vc... stays), links and named
 namespaces with the prefix. With `run_id`, only what that run created (its bridges, their ports'
 veths and its recorded processes), so a test can clean up after itself while other runs go on.
@@ -21,7 +21,7 @@ from pathlib import Path
 from vclab import PREFIX
 from vclab.errors import VclabError
 from vclab.doctor import probe_owner
-from vclab.procs import STATE_DIR, alive, end_recorded
+from vclab.lab.procs import STATE_DIR, alive, end_recorded
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 """A results store filled with synthetic but realistic data, for tests and for a person who wants
 to see the tables, plots and report without running anything:
 
-    python -m vclab.results.demo /tmp/vclab-demo      # writes results.sqlite and report.html
+    cd tests && ../.venv/bin/python -m rigs.demo /tmp/vclab-demo      # writes results.sqlite and report.html
 
 Three mechanisms x 3 repetitions on the default cluster, one inter-switch link failure, probes on
 three networks, iSCSI, iperf3, HA heartbeats and a vMotion during the fault. The numbers follow

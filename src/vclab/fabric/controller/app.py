@@ -18,7 +18,7 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDS
 from os_ken.lib.packet import ethernet, lldp, packet
 from os_ken.ofproto import ofproto_v1_3
 
-from vclab.controller import core, model, trace
+from vclab.fabric.controller import core, model, trace
 
 # Set by __main__ before os-ken instantiates the app (os-ken builds apps without arguments).
 FABRIC_FILE = ""

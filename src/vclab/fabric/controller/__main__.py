@@ -1,4 +1,4 @@
-"""`python -m vclab.controller --fabric FILE --port 6653 --log FILE`: the fabric controller.
+"""`python -m vclab.fabric.controller --fabric FILE --port 6653 --log FILE`: the fabric controller.
 
 os-ken ships no manager script, so this is ours: patch the hub, hand os-ken its listen
 address through its own config object (127.0.0.1 only), and run the app until signalled.
@@ -15,7 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vclab.controller", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vclab.fabric.controller", description=__doc__)
     parser.add_argument("--fabric", required=True, help="fabric JSON written by the build")
     parser.add_argument("--port", type=int, default=6653, help="OpenFlow TCP port on 127.0.0.1")
     parser.add_argument("--log", required=True, help="log file, kept with the run")
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from os_ken import cfg
     import os_ken.controller.controller  # noqa: F401  (registers the ofp-* options)
 
-    from vclab.controller import app as fabric_app
-    from vclab.controller.model import load
+    from vclab.fabric.controller import app as fabric_app
+    from vclab.fabric.controller.model import load
     from vclab.errors import ConfigError
 
     try:
@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _reload)
     logging.getLogger("vclab.controller").info("listening on 127.0.0.1:%d", args.port)
-    app_manager.AppManager.run_apps(["vclab.controller.app", "os_ken.controller.ofp_handler"])
+    app_manager.AppManager.run_apps(["vclab.fabric.controller.app", "os_ken.controller.ofp_handler"])
     return 0
 
 
 def _reload(signum: int, _frame: object) -> None:
     """SIGHUP from the build after it rewrote the fabric file (a VM moved)."""
-    from vclab.controller import app
+    from vclab.fabric.controller import app
 
     if app.INSTANCE is not None:
         app.INSTANCE.reload()

@@ -1,7 +1,7 @@
 """The per-hypervisor lock manager: heartbeats, VM file locks and the VMs' disk writes on a
 shared LUN, over iSCSI (libiscsi, through iscsi_agent's ctypes binding).
 
-    python -m vclab.locking.agent --host-id 1 --portal IP [--portal IP] --target IQN --lun 1 \\
+    python -m vclab.workloads.locking.agent --host-id 1 --portal IP [--portal IP] --target IQN --lun 1 \\
         --vm web=0 --vm db=1 [--timing JSON] [--primitive auto] --log FILE
 
 Commands on stdin, one per line: `acquire VM` (take it; if another host holds it, watch that
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vclab.locking import layout
-from vclab.locking.layout import DataBlock, Heartbeat, LockRecord
-from vclab.locking.model import (
+from vclab.workloads.locking import layout
+from vclab.workloads.locking.layout import DataBlock, Heartbeat, LockRecord
+from vclab.workloads.locking.model import (
     COMPARE_AND_WRITE,
     PERSISTENT_RESERVATION,
     PRIMITIVES,

@@ -40,7 +40,7 @@ from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from vclab.controller.model import Attachment, FabricSpec
+from vclab.fabric.controller.model import Attachment, FabricSpec
 
 OFPVID_PRESENT = ofproto_v1_3.OFPVID_PRESENT
 ETH_LLDP = 0x88CC

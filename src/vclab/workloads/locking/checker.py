@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vclab.locking import layout
-from vclab.locking.layout import DataBlock, Heartbeat, LockRecord
+from vclab.workloads.locking import layout
+from vclab.workloads.locking.layout import DataBlock, Heartbeat, LockRecord
 
 
 def scan_image(path: Path, vms: list[int], block_size: int = layout.RECORD) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from vclab.locking import checker
-from vclab.locking.model import Timing
-from vclab.procs import ProcessTracker
+from vclab.workloads.locking import checker
+from vclab.workloads.locking.model import Timing
+from vclab.lab.procs import ProcessTracker
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.iscsi_target import IscsiTarget
 
@@ -49,7 +49,7 @@ class LockAgentProcess:
         return self.workdir / f"{self.name}.jsonl"
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "vclab.locking.agent", "--host-id", str(self.host_id),
+        args = [sys.executable, "-m", "vclab.workloads.locking.agent", "--host-id", str(self.host_id),
                 "--target", self.iqn, "--lun", str(self.lun), "--timing",
                 self.timing.model_dump_json(), "--primitive", self.primitive,
                 "--start-timeout-s", f"{max(1.0, self.start_timeout - 5):g}",

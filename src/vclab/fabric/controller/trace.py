@@ -16,7 +16,7 @@ from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as of
 
-from vclab.controller.model import Attachment, FabricSpec
+from vclab.fabric.controller.model import Attachment, FabricSpec
 
 MAX_HOPS = 32
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vclab.locking.layout import EXCLUSIVE, FREE, LockRecord
+from vclab.workloads.locking.layout import EXCLUSIVE, FREE, LockRecord
 
 COMPARE_AND_WRITE = "compare-and-write"
 PERSISTENT_RESERVATION = "persistent-reservation"
