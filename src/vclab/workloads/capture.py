@@ -26,6 +26,32 @@ ETH_ARP, ETH_RARP = 0x0806, 0x8035
 DLT_EN10MB = 1  # pcap link type: Ethernet
 
 
+def _listen_socket():
+    """scapy's listening socket, made to live through its port going down.
+
+    When a fault takes a captured port down (a switch fails, a cable is cut), the kernel
+    reports ENETDOWN once on the packet socket's next read. scapy's sniffer takes any read
+    error as the socket's end: it closes it, logs "Socket ... failed with '[Errno 100] Network
+    is down'" and captures nothing more on that port, not even after the port comes back.
+    Read as "no frame this time" instead, so the port is captured again once it is up."""
+    import errno
+
+    from scapy.config import conf
+
+    base = conf.L2listen
+
+    class ListenThroughPortDown(base):  # type: ignore[misc, valid-type]
+        def recv_raw(self, x=65535):
+            try:
+                return super().recv_raw(x)
+            except OSError as e:
+                if e.errno == errno.ENETDOWN:
+                    return None, None, None
+                raise
+
+    return ListenThroughPortDown
+
+
 class Capture(Workload):
     kind = "capture"
 
@@ -60,7 +86,7 @@ class Capture(Workload):
 
         started = threading.Event()
         self._sniffer = AsyncSniffer(iface=self.ports, filter=self.bpf, store=True,
-                                     started_callback=started.set)
+                                     started_callback=started.set, L2socket=_listen_socket())
         self._sniffer.start()
         # Frames sent before the sockets are open are lost: return only once they are.
         if not started.wait(self.start_timeout):

@@ -1,0 +1,57 @@
+"""The capture lives through its port going down (issue 14): a switch failure used to end
+scapy's socket on that port with "Socket ... failed with '[Errno 100] Network is down'" logged,
+and nothing was captured there afterwards."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+
+import pytest
+
+from vclab.workloads.capture import Capture
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (veths in the root namespace)")]
+
+A, B = "vccapt0", "vccapt1"  # vclab's own prefix: `vclab clean` removes leftovers
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def gratuitous_arp(port: str) -> None:
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.sendrecv import sendp
+
+    sendp(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:01") /
+          ARP(op=1, hwsrc="02:00:00:00:00:01", psrc="10.99.0.1", pdst="10.99.0.1"),
+          iface=port, verbose=False)
+
+
+def test_capture_goes_on_after_its_port_was_down(tmp_path, caplog):
+    ip("link", "add", A, "type", "veth", "peer", "name", B)
+    try:
+        ip("link", "set", A, "up")
+        ip("link", "set", B, "up")
+        cap = Capture([A], tmp_path)
+        cap.check()
+        with caplog.at_level(logging.WARNING, logger="scapy"):
+            cap.start()
+            gratuitous_arp(B)
+            time.sleep(0.3)
+            ip("link", "set", A, "down")  # the fault
+            time.sleep(0.5)
+            ip("link", "set", A, "up")  # the repair
+            time.sleep(0.5)
+            gratuitous_arp(B)
+            time.sleep(0.5)
+            cap.stop()
+        frames = Capture.parse(cap.collect())
+        assert frames["garp"] == 2, frames  # before the port went down and after it came back
+        assert not [r for r in caplog.records if "Network is down" in r.getMessage()]
+    finally:
+        subprocess.run(["ip", "link", "del", A], capture_output=True)
