@@ -123,3 +123,36 @@ def test_a_run_with_nothing_but_a_failure_still_reports(tmp_path):
         text = build_report(store)
     assert "sdn repetition 1 failed: tgtd did not start" in text.replace("&#x27;", "'")
     assert "No metrics recorded." in text and "<img" not in text
+
+
+def test_report_opens_on_the_verdicts_then_the_limits_with_their_sources(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_results_summary import build
+
+    build(tmp_path, partial=True).close()
+    text = report_cmd(tmp_path).read_text(encoding="utf-8")
+    order = [text.index(f"<h2>{h}</h2>") for h in ("Verdicts", "Against what the applications tolerate",
+                                                    "Plots", "Findings", "Comparison", "Repetitions")]
+    assert order == sorted(order)
+    matrix = text[order[0]:order[1]]
+    assert 'class="verdicts"' in matrix and "background:#" in matrix  # coloured by winner
+    assert "verdicts: 2 clear of 3 rows (1 wins, 1 ties, 1 unclear)" in matrix
+    assert "noise floor: p95 8 ms worst (network vm-web, mechanism stp)" in matrix
+    assert "partial" in matrix and "probe vm-web" in matrix
+    limits = text[order[1]:order[2]]
+    assert "50 ms: carrier-grade protection switching" in limits and "ITU-T G.841" in limits
+    assert "over in 6 of 6 (worst 10.5 s)" in limits  # stp at the uplink
+    plain = re.sub(r"<[^>]+>", "", text).replace("&#x27;", "'")
+    assert "rstp repetition 2 is partial: probe vm-web could not be read" in plain
+    assert '<span class="partial">partial</span>' in text
+
+
+def test_every_limit_names_its_source():
+    from vclab.results.tolerances import TOLERANCES
+
+    metrics = {m for t in TOLERANCES for m in t.metrics}
+    assert {"switchover_ms", "longest_stall_ms", "heartbeat_gap_ms", "outage_ms"} <= metrics
+    assert [t.limit_ms for t in TOLERANCES] == [500.0, 10_000.0, 12_000.0, 50.0]
+    assert all(len(t.source) > 40 for t in TOLERANCES)

@@ -186,7 +186,7 @@ def _winners(row: Row) -> list[str]:
 
 def failed_workloads(store: ResultStore, reps: Iterable[RepetitionInfo]) -> dict[int, list[dict]]:
     """Repetition id -> the workloads whose outcome failed in it ("partial" repetitions)."""
-    return {r.id: [e.detail for e in store.events(r.id, kind=WORKLOAD_FAILED)]
+    return {r.id: [{"workload": e.workload, **e.detail} for e in store.events(r.id, kind=WORKLOAD_FAILED)]
             for r in reps if r.status == "partial"}
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from vclab.results.compare import metric_info, per_repetition
+from vclab.results.compare import metric_info
 from vclab.results.model import RepetitionInfo
 from vclab.results.store import ResultStore
 
@@ -34,12 +35,49 @@ FAULT_COLOR = "#c0392b"
 DURATION_SERIES = {"gap_ms", "latency_ms"}
 
 
+# Fault labels above a timeline: a label's width is estimated from its length (8 pt text is
+# about 0.062 in per character; the top panel is about 8.5 in wide in an 11 in figure).
+LABEL_CHAR_IN = 0.062
+TIMELINE_AXES_IN = 8.5
+LABEL_ROW_PT = 11
+# An undo within this long of another fault's applied time is that fault (the "up" after a
+# "down"): it is not labelled twice.
+SAME_INSTANT_MS = 50.0
+
+
+def fault_labels(faults) -> list[tuple[float, str]]:
+    """(x in s, text) for every fault, and for every undo that no other fault stands for."""
+    out = [(f.applied_ms / 1e3, f"{f.name} ({f.applied_ms / 1e3:.3f} s)") for f in faults]
+    applied = [f.applied_ms for f in faults]
+    for f in faults:
+        if f.undone_ms is not None and not any(abs(a - f.undone_ms) <= SAME_INSTANT_MS for a in applied):
+            out.append((f.undone_ms / 1e3, f"{f.target} undone ({f.undone_ms / 1e3:.3f} s)"))
+    return sorted(out)
+
+
+def label_levels(xs: list[float], widths: list[float]) -> list[int]:
+    """For labels starting at xs (sorted), the lowest row on which each overlaps no label before
+    it: a greedy interval colouring."""
+    ends: list[float] = []
+    levels = []
+    for x, w in zip(xs, widths):
+        for level, end in enumerate(ends):
+            if x >= end:
+                ends[level] = x + w
+                levels.append(level)
+                break
+        else:
+            ends.append(x + w)
+            levels.append(len(ends) - 1)
+    return levels
+
+
 @dataclass(frozen=True)
 class Plot:
     name: str  # file stem: timeline-sdn-1, outage, vmotion-rounds
     title: str
     png: bytes
-    group: str  # timeline | distribution | vmotion
+    group: str  # verdicts | distribution | vmotion | timeline
 
 
 def mechanism_colors(mechanisms: list[str]) -> dict[str, str]:
@@ -140,60 +178,115 @@ def timeline(store: ResultStore, rep: RepetitionInfo) -> Figure | None:
             if f.undone_ms is not None:
                 ax.axvspan(f.applied_ms / 1e3, f.undone_ms / 1e3, color=FAULT_COLOR, alpha=0.06)
                 ax.axvline(f.undone_ms / 1e3, color=FAULT_COLOR, ls=":", lw=1)
-    for f in faults:  # labelled once, above the top panel
-        axes[0].annotate(f"{f.name} @ {f.applied_ms / 1e3:.3f} s", (f.applied_ms / 1e3, 1),
-                         xycoords=("data", "axes fraction"), xytext=(3, 14), textcoords="offset points",
+    labels = fault_labels(faults)
+    span = max([f.applied_ms / 1e3 for f in faults] + [max((p[0] for s in series for p in s.points),
+                                                              default=0.0) / 1e3, 1.0])
+    width_s = [len(text) * LABEL_CHAR_IN / TIMELINE_AXES_IN * span * 1.1 for _, text in labels]
+    for (x, text), level in zip(labels, label_levels([x for x, _ in labels], width_s)):
+        # Labelled once, above the top panel, each on the lowest row where it overlaps none.
+        axes[0].annotate(text, (x, 1), xycoords=("data", "axes fraction"),
+                         xytext=(3, 3 + LABEL_ROW_PT * level), textcoords="offset points",
                          color=FAULT_COLOR, fontsize=8, annotation_clip=False)
-        if f.undone_ms is not None:
-            axes[0].annotate(f"undone @ {f.undone_ms / 1e3:.3f} s", (f.undone_ms / 1e3, 1),
-                             xycoords=("data", "axes fraction"), xytext=(3, 3),
-                             textcoords="offset points", color=FAULT_COLOR, fontsize=8,
-                             annotation_clip=False)
     axes[-1].set_xlabel("time since the repetition started (s)")
     fig.suptitle(f"{rep.mechanism}, repetition {rep.index}", x=0.01, ha="left", fontsize=12,
                  fontweight="bold")
     return fig
 
 
-def outage_distribution(store: ResultStore, run_id: int, metric: str = "outage_ms") -> Figure | None:
-    """One box plot per traffic class (and fault): the repetitions of each mechanism side by side,
-    every repetition drawn as a point, with the probes' noise floor for scale."""
-    mechanisms = store.mechanisms(run_id)
-    rows = store.metric_rows(run_id)
-    values = per_repetition(rows)
-    keys = [k for k in values if k[0] == metric]
+def outage_distribution(store: ResultStore, run_id: int, metric: str = "outage_ms",
+                        fault: str | None = None) -> Figure | None:
+    """One box plot per traffic class (of one fault, or of every fault when `fault` is None):
+    the repetitions of each mechanism side by side, every repetition drawn as a point, with the
+    probes' noise floor for scale. Partial repetitions count where their workload did not fail."""
+    from vclab.results.compare import compare
+
+    c = compare(store, run_id)
+    mechanisms, values = c.mechanisms, c.values
+    keys = [k for k in values if k[0] == metric and (fault is None or k[2] == fault)]
     if not keys:
         return None
     floors = {k[1]: float(np.median(sum(v.values(), []))) for k, v in values.items()
               if k[0] == "noise_floor_ms"}
     colors = mechanism_colors(mechanisms)
-    fig = Figure(figsize=(min(4.2 * len(keys), 13), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    # At most 4 panels a row, each at least 3.2 in wide: no axis is squeezed to nothing.
+    cols = min(len(keys), 4)
+    nrows = -(-len(keys) // cols)
+    fig = Figure(figsize=(max(3.4 * cols, 6.5), 3.6 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
     for ax, key in zip(axes, keys):
         mechs = [m for m in mechanisms if values[key].get(m)]
         data = [values[key][m] for m in mechs]
         box = ax.boxplot(data, widths=0.5, patch_artist=True, showfliers=False,
                          medianprops={"color": "black"})
-        ax.set_xticks(range(1, len(mechs) + 1), mechs)
+        ax.set_xticks(range(1, len(mechs) + 1), [_short(m) for m in mechs], fontsize=8)
         for patch, m in zip(box["boxes"], mechs):
             patch.set_facecolor(colors[m])
             patch.set_alpha(0.35)
         rng = np.random.default_rng(0)  # fixed jitter: the same store gives the same picture
         for i, (m, d) in enumerate(zip(mechs, data), start=1):
             ax.plot(i + rng.uniform(-0.12, 0.12, len(d)), d, "o", color=colors[m], ms=5)
-        flat = sum(data, [])
-        if key[1] in floors:
+        flat = sum(data, []) + ([floors[key[1]]] if key[1] in floors else [])
+        _log_axis(ax, flat)
+        if key[1] in floors and floors[key[1]] >= ax.get_ylim()[0]:
             ax.axhline(floors[key[1]], color="grey", ls=":", lw=1)
             ax.annotate("probe noise floor", (0.99, floors[key[1]]), xycoords=("axes fraction", "data"),
                         xytext=(0, 2), textcoords="offset points", fontsize=7, color="grey", ha="right")
-            flat.append(floors[key[1]])
-        _log_axis(ax, flat)
         title = key[1] or "-"
-        ax.set_title(f"{title}\n{key[2]}" if key[2] else title, fontsize=10)
+        ax.set_title(title if fault is not None else (f"{title}\n{key[2]}" if key[2] else title),
+                     fontsize=10)
         ax.set_ylabel(f"{metric_info(metric).label} (ms)" if metric.endswith("_ms") else metric_info(metric).label)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"{metric_info(metric).label} per mechanism, one point per repetition",
-                 x=0.01, ha="left", fontsize=12, fontweight="bold")
+    what = f"{metric_info(metric).label} at {fault}" if fault else f"{metric_info(metric).label} per mechanism"
+    fig.suptitle(f"{what}, one point per repetition", x=0.01, ha="left", fontsize=12, fontweight="bold")
+    return fig
+
+
+def _short(mechanism: str) -> str:
+    """Tick labels that fit under a box: rstp+balance-slb -> rstp+\nbalance-slb."""
+    return mechanism.replace("+", "+\n")
+
+
+def verdict_matrix(c) -> Figure | None:
+    """The verdict summary as a picture: a row per fault, a column per traffic class, each cell
+    coloured by its winner (pale when unclear, grey for a tie) and saying by how much."""
+    from vclab.results.summary import WHOLE_RUN, headline_rows, outcome_text
+
+    rows = headline_rows(c)
+    if not rows:
+        return None
+    faults = list(dict.fromkeys(r.fault or WHOLE_RUN for r in rows))
+    classes = sorted({r.traffic_class or "-" for r in rows})
+    colors = mechanism_colors(c.mechanisms)
+    fig = Figure(figsize=(2.4 + 2.3 * len(classes), max(3.0, 1.3 + 0.55 * len(faults))), layout="constrained")
+    ax = fig.subplots()
+    for r in rows:
+        y, x = faults.index(r.fault or WHOLE_RUN), classes.index(r.traffic_class or "-")
+        status, text = outcome_text(r, c.mechanisms)
+        v = r.verdict
+        face, alpha = ("#bbbbbb", 0.6) if status == "tie" else (colors.get(v.best or "", "#ffffff"),
+                                                               0.85 if status == "clear" else 0.25)
+        ax.add_patch(Rectangle((x, y), 1, 1, facecolor=face, alpha=alpha, edgecolor="white", lw=2))
+        head = {"clear": v.best, "tie": "tie", "unclear": f"unclear ({v.best})"}[status]
+        sub = text.split(" over ")[0].removeprefix(f"{v.best} ") if status == "clear" else (
+            text.split(" within ")[-1] if status == "tie" else f"~{v.more} more reps")
+        ax.text(x + 0.5, y + 0.4, head, ha="center", va="center", fontsize=9,
+                fontweight="bold" if status == "clear" else "normal")
+        ax.text(x + 0.5, y + 0.72, f"{sub} · {r.label.split(' (')[0]}", ha="center", va="center",
+                fontsize=7, color="#333333")
+    ax.set_xlim(0, len(classes))
+    ax.set_ylim(len(faults), 0)
+    ax.set_xticks([i + 0.5 for i in range(len(classes))], classes)
+    ax.xaxis.tick_top()
+    ax.set_yticks([i + 0.5 for i in range(len(faults))], faults, fontsize=9)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    n = c.counts()
+    fig.suptitle(f"{c.run.experiment}: verdicts ({n['clear']} clear of {n['rows']} rows; "
+                 f"strong colour: a win, pale: unclear, grey: a tie)", x=0.01, ha="left",
+                 fontsize=11, fontweight="bold")
     return fig
 
 
@@ -234,15 +327,27 @@ def vmotion_rounds(store: ResultStore, run_id: int) -> Figure | None:
 
 
 def all_plots(store: ResultStore, run_id: int) -> list[Plot]:
-    """Every plot of a run, rendered: distribution first, then vMotion, then each timeline."""
+    """Every plot of a run, rendered: the verdict matrix, the outage at each fault (one figure
+    per fault), vMotion, then each timeline."""
+    from vclab.results.compare import compare
+
+    c = compare(store, run_id)
     out: list[Plot] = []
-    fig = outage_distribution(store, run_id)
+    fig = verdict_matrix(c)
     if fig is not None:
-        out.append(Plot("outage", "Outage per mechanism", render_png(fig), "distribution"))
+        out.append(Plot("verdicts", "Verdicts", render_png(fig), "verdicts"))
+    faults = list(dict.fromkeys(r.fault for r in c.rows if r.metric == "outage_ms"))
+    for fault in faults:
+        fig = outage_distribution(store, run_id, fault=fault)
+        if fig is not None:
+            name = f"outage-{_slug(fault)}" if fault else "outage"
+            out.append(Plot(name, f"Outage at {fault}" if fault else "Outage", render_png(fig),
+                            "distribution"))
     fig = vmotion_rounds(store, run_id)
     if fig is not None:
         out.append(Plot("vmotion-rounds", "vMotion rounds", render_png(fig), "vmotion"))
-    reps = sorted(store.repetitions(run_id), key=lambda r: (store.mechanisms(run_id).index(r.mechanism), r.index))
+    order = store.mechanisms(run_id)
+    reps = sorted(store.repetitions(run_id), key=lambda r: (order.index(r.mechanism), r.index))
     for rep in reps:
         fig = timeline(store, rep)
         if fig is not None:

@@ -26,6 +26,7 @@ from vclab.results.compare import (
     format_value,
     per_repetition,
     row_title,
+    verdict_text,
     winner_text,
 )
 from vclab.results.model import RunInfo
@@ -104,6 +105,11 @@ def findings(c: Comparison, ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     rows = {(r.metric, r.traffic_class, r.fault): r for r in c.rows}
 
+    for rep in c.partial:  # counted, except where the failed workload took part
+        what = ", ".join(d.get("workload", "?") for d in c.failed_workloads.get(rep.id, [])) or "a workload"
+        out.append(Finding("bad", f"{rep.mechanism} repetition {rep.index} is partial: {what} could "
+                                  f"not be read ({rep.reason.strip('; ')}). It is left out of that "
+                                  f"workload's rows and counted in the others."))
     for rep in c.excluded:  # what is missing from every figure below, and why
         left = sum(1 for r in c.excluded if r.mechanism == rep.mechanism)
         out.append(Finding("bad", f"{rep.mechanism} repetition {rep.index} {rep.status}: "
@@ -157,9 +163,6 @@ def findings(c: Comparison, ctx: Context) -> list[Finding]:
                            else f"{m} {_ms(s.median)}" for m, s in others)
         out.append(Finding("note", f"{_where(r)}: {r.winners[0]} restores traffic first "
                                    f"({_ms(best.median)} median outage); {behind}."))
-        if not r.clear and best.ci_low is not None and others[0][1].ci_low is not None:
-            out.append(Finding("note", f"{_where(r)}: {r.winners[0]}'s lead over {others[0][0]} is "
-                                       f"inside the confidence intervals; more repetitions would tell."))
         floor = rows.get(("noise_floor_ms", r.traffic_class, ""))
         fs = floor.cells.get(r.winners[0]) if floor else None
         if fs and fs.n and best.median <= 2 * fs.median:
@@ -225,7 +228,10 @@ img{max-width:100%;height:auto;border:1px solid #e3e6ea;margin:6px 0 14px}
 pre{background:#f4f5f7;padding:10px 12px;overflow:auto;font-size:13px;border-radius:3px}
 details{margin:6px 0} summary{cursor:pointer;font-weight:600;margin:4px 0}
 .reps td:nth-child(6),.reps td:nth-child(7){white-space:nowrap}
-.ok{color:#1e7a3d;font-weight:600} .failed,.interrupted,.no{color:#c0392b;font-weight:600}
+.ok{color:#1e7a3d;font-weight:600} .failed,.interrupted,.no{color:#c0392b;font-weight:600} .partial{color:#b9770e;font-weight:600}
+table.verdicts td{text-align:center;min-width:120px} table.verdicts td b{display:block} table.verdicts td small{color:#333}
+table.verdicts th.fault{text-align:right} .lines{font:13px/1.5 ui-monospace,Menlo,Consolas,monospace;background:#f4f5f7;padding:8px 12px;white-space:pre}
+td.over{color:#c0392b} td.within{color:#1e7a3d}
 """
 
 
@@ -249,7 +255,7 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], raw: bool = Fa
 
 
 def comparison_html(c: Comparison) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in ("metric", "network", *c.mechanisms, "winner"))
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("metric", "network", *c.mechanisms, "verdict"))
     body = []
     for r in c.rows:
         cells = [f"<td>{_e(r.label)}</td>", f"<td>{_e(row_title(r))}</td>"]
@@ -295,13 +301,76 @@ def _repetitions_html(store: ResultStore, run_id: int) -> str:
                   rows, raw=True, cls="reps")
 
 
+def _tint(hex_color: str, alpha: float) -> str:
+    """A mechanism's colour mixed with white: strong for a win, pale for unclear."""
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    mix = lambda v: round(255 - (255 - v) * alpha)  # noqa: E731
+    return f"#{mix(r):02x}{mix(g):02x}{mix(b):02x}"
+
+
+def verdicts_html(c: Comparison) -> str:
+    """The verdict summary as a matrix: a row per fault, a column per traffic class, each cell
+    coloured by its winner (strong: a win; pale: unclear; grey: a tie)."""
+    from vclab.results.plots import mechanism_colors
+    from vclab.results.summary import WHOLE_RUN, headline_rows, outcome_text
+
+    rows = headline_rows(c)
+    if not rows:
+        return '<p class="muted">No row has a contest: nothing to decide.</p>'
+    faults = list(dict.fromkeys(r.fault or WHOLE_RUN for r in rows))
+    classes = sorted({r.traffic_class or "-" for r in rows})
+    colors = mechanism_colors(c.mechanisms)
+    cell = {(r.fault or WHOLE_RUN, r.traffic_class or "-"): r for r in rows}
+    head = "<tr><th></th>" + "".join(f"<th>{_e(k)}</th>" for k in classes) + "</tr>"
+    body = []
+    for f in faults:
+        tds = [f'<th class="fault">{_e(f)}</th>']
+        for k in classes:
+            r = cell.get((f, k))
+            if r is None:
+                tds.append("<td></td>")
+                continue
+            status, text = outcome_text(r, c.mechanisms)
+            best = r.verdict.best or ""
+            bg = "#dddddd" if status == "tie" else _tint(colors.get(best, "#ffffff"),
+                                                         0.55 if status == "clear" else 0.18)
+            head_text = {"clear": best, "tie": "tie", "unclear": f"unclear ({best})"}[status]
+            tds.append(f'<td style="background:{bg}" title="{_e(verdict_text(r))}"><b>{_e(head_text)}</b>'
+                       f"<small>{_e(text)} · {_e(r.label)}</small></td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    legend = " ".join(f'<span style="background:{_tint(colors[m], 0.55)};padding:1px 6px">{_e(m)}</span>'
+                      for m in c.mechanisms)
+    return f'<table class="verdicts">{head}{"".join(body)}</table><p>{legend}</p>'
+
+
+def tolerances_html(c: Comparison) -> str:
+    from vclab.results.tolerances import TOLERANCES, checks
+
+    found = checks(c, c.values)
+    if not found:
+        return '<p class="muted">No metric here has an application limit.</p>'
+    head = ["measured", "where", "limit", *c.mechanisms]
+    rows = []
+    for ch in found:
+        tds = [_e(ch.row.label), _e(row_title(ch.row)), _e(f"{_ms(ch.tolerance.limit_ms)}: {ch.tolerance.what}")]
+        for m in c.mechanisms:
+            j = ch.cells.get(m)
+            cls = "" if j is None or not j.n else ("within" if j.within else "over")
+            tds.append(f'<td class="{cls}">{_e(ch.text(m))}</td>')
+        rows.append("<tr>" + "".join(t if t.startswith("<td") else f"<td>{t}</td>" for t in tds) + "</tr>")
+    used = {ch.tolerance for ch in found}
+    sources = "".join(f"<li><b>{_e(t.what)}</b> ({_e(_ms(t.limit_ms))}): {_e(t.source)}</li>"
+                      for t in TOLERANCES if t in used)
+    return (f'<table><tr>{"".join(f"<th>{_e(h)}</th>" for h in head)}</tr>{"".join(rows)}</table>'
+            f"<p>Sources of the limits:</p><ul>{sources}</ul>")
+
+
 def build_report(store: ResultStore, run_id: int | None = None) -> str:
     """The whole report as one HTML string."""
     c = compare(store, run_id)
     run = c.run
     failure_ms, isolation_ms = ha_times(run)
-    ctx = Context(network_kinds(run.topology_yaml), failure_ms, isolation_ms,
-                  per_repetition(store.metric_rows(run.id)))
+    ctx = Context(network_kinds(run.topology_yaml), failure_ms, isolation_ms, c.values)
     found = findings(c, ctx)
     plots = all_plots(store, run.id)
     reps = store.repetitions(run.id)
@@ -312,29 +381,37 @@ def build_report(store: ResultStore, run_id: int | None = None) -> str:
              '<div class="facts">']
     facts = [("started", _when(run.started_ns)), ("finished", _when(run.finished_ns)),
              ("mechanisms", ", ".join(c.mechanisms)),
-             ("repetitions", f"{ok} ok of {len(reps)}"),
+             ("repetitions", f"{ok} ok of {len(reps)}" + (f", {len(c.partial)} partial" if c.partial else "")),
              ("HA failure / isolation", " / ".join(_ms(v) if v is not None else "?"
                                                    for v in (failure_ms, isolation_ms)))]
     parts += [f"<div><b>{_e(k)}</b>{_e(v)}</div>" for k, v in facts]
     parts.append("</div>")
 
-    parts.append("<h2>Findings</h2>")
-    if found:
-        parts.append('<ul class="findings">' + "".join(
-            f'<li class="{f.severity}">{_e(f.text)}</li>' for f in found) + "</ul>")
-    else:
-        parts.append('<p class="muted">No rule fired: there is nothing to compare yet.</p>')
+    from vclab.results.summary import counts_line, floor_line, worst_noise_floor
 
-    parts.append("<h2>Comparison</h2>")
-    parts.append(f'<p class="muted">Each cell: median over the repetitions that finished ok, then '
-                 f'p95 and max, then the {_e(c.ci_text[4:])} (CI) with n. A repetition counts with '
-                 f'the worst value of its workloads on that network. Green: the best median; '
-                 f'"CIs overlap" means the lead is not yet statistically clear.</p>')
-    parts.append(comparison_html(c) if c.rows else '<p class="muted">No metrics recorded.</p>')
+    parts.append("<h2>Verdicts</h2>")
+    parts.append(verdicts_html(c))
+    parts.append(f'<div class="lines">{_e(counts_line(c))}\n{_e(floor_line(worst_noise_floor(c, c.values)))}</div>')
+    parts.append(f'<p class="muted">One cell per fault and traffic class, on the first metric of the '
+                 f"comparison below that has a contest. Verdicts compare the mechanisms round by round "
+                 f"(they ran interleaved): the 95 % Hodges&ndash;Lehmann interval of the paired "
+                 f"difference (exact, distribution-free; it needs 6 rounds) decides a win; a tie is an "
+                 f"interval inside the equivalence margin (max(2 ms, 10 % of the smaller median) for "
+                 f"times); otherwise the row is unclear and says about how many more repetitions "
+                 f"would settle it. The verdict count covers every row of the comparison.</p>")
+    if c.partial:
+        parts.append("<p>" + "; ".join(
+            f'<span class="partial">partial</span>: {_e(r.mechanism)} repetition {_e(r.index)} '
+            f"({_e(', '.join(d.get('workload', '?') for d in c.failed_workloads.get(r.id, [])))})"
+            for r in c.partial) + "</p>")
+
+    parts.append("<h2>Against what the applications tolerate</h2>")
+    parts.append(tolerances_html(c))
 
     parts.append("<h2>Plots</h2>")
-    # Each figure carries its own title; a heading above it would only repeat it.
-    parts += [_img(p) for p in plots if p.group != "timeline"]
+    # Each figure carries its own title; a heading above it would only repeat it. The verdict
+    # matrix above is the same as the verdicts figure, so that one is left out here.
+    parts += [_img(p) for p in plots if p.group not in ("timeline", "verdicts")]
     timelines = [p for p in plots if p.group == "timeline"]
     if timelines:
         parts.append("<h3>Timelines</h3><p class=\"muted\">Red dashed line: a fault took effect; "
@@ -348,6 +425,21 @@ def build_report(store: ResultStore, run_id: int | None = None) -> str:
             parts.append(_img(p))
         else:
             parts.append(f"<details><summary>{_e(p.title)}</summary>{_img(p)}</details>")
+
+    parts.append("<h2>Findings</h2>")
+    if found:
+        parts.append('<ul class="findings">' + "".join(
+            f'<li class="{f.severity}">{_e(f.text)}</li>' for f in found) + "</ul>")
+    else:
+        parts.append('<p class="muted">No rule fired: there is nothing to compare yet.</p>')
+
+    parts.append("<h2>Comparison</h2>")
+    parts.append(f'<p class="muted">Each cell: median over the repetitions that count (ok, and partial '
+                 f"ones outside their failed workload's rows), then p95 and max, then the {_e(c.ci_text[4:])} "
+                 f"(CI) of that mechanism alone, with n. A repetition counts with the worst value of its "
+                 f"workloads on that network. Green: the best median. The last column is the row's "
+                 f"verdict from the paired rounds.</p>")
+    parts.append(comparison_html(c) if c.rows else '<p class="muted">No metrics recorded.</p>')
 
     parts.append("<h2>Repetitions</h2>")
     parts.append(_repetitions_html(store, run.id))
