@@ -44,6 +44,17 @@ if [ "$(cat /proc/sys/net/core/wmem_default)" -lt "$wmem" ]; then
     echo "vclab install: cannot raise net.core.wmem_default: a flooded cable can starve the others"
   fi
 fi
+# Each userspace-datapath port receives through its own AF_PACKET socket, created when the port
+# is added, with net.core.rmem_default as its buffer (208 KiB on Debian). With userspace TSO a
+# storage or vMotion frame is up to 64 KiB, so three of them fill it: while ovs-vswitchd's main
+# thread is busy for a few ms, every further frame on that port (probes included) is dropped.
+# Under the default experiment's load that was all of the no-fault probe loss (3-28 ms gaps).
+# No restart needed: labs built from now on get the larger buffer.
+rmem=8388608
+if [ "$(cat /proc/sys/net/core/rmem_default)" -lt "$rmem" ]; then
+  sysctl -qw net.core.rmem_default="$rmem" 2>/dev/null ||
+    echo "vclab install: cannot raise net.core.rmem_default: probes will be lost under load with no fault"
+fi
 # Open vSwitch: start ovsdb-server/ovs-vswitchd ourselves when they are not running.
 if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true

@@ -138,7 +138,7 @@ def test_readme_explains_each_missing_kernel_feature_in_doctors_words():
                     "## What each missing kernel feature changes"):
         assert heading in text
     section = text.split("## What each missing kernel feature changes", 1)[1].split("\n## ", 1)[0]
-    kernel = ("ovs-kernel-datapath", "ovs-userspace-tso", "ovs-send-buffer", "bonding-driver", "vlan-8021q", "netem",
+    kernel = ("ovs-kernel-datapath", "ovs-userspace-tso", "ovs-send-buffer", "ovs-receive-buffer", "bonding-driver", "vlan-8021q", "netem",
               "htb", "tbf", "linux-bridge-stp")
     means = {name: text_ for name, _, text_ in PROBES}
     for name in kernel:
