@@ -60,7 +60,7 @@ def test_summary_lines(tmp_path):
                     r"over sdn$", rows[1]), rows
     assert re.match(r"esx1\.vmnic0 down@6s\s+management\s+outage\s+tie\s+all within ±2 ms$", rows[0])
     assert re.match(r"tor-a/tor-b#1 down@14s\s+vm-web\s+outage\s+unclear\s+\S+ ahead; ~\d+ more "
-                    r"repetitions needed$", rows[2])
+                    r"reps$", rows[2])
     assert lines[-3] == "verdicts: 2 clear of 3 rows (1 wins, 1 ties, 1 unclear)"
     assert lines[-2] == "noise floor: p95 8 ms worst (network vm-web, mechanism stp)"
     assert lines[-1] == "report: results/default/report.html"

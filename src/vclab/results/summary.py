@@ -21,8 +21,9 @@ WIDTH = 100
 # The short names the summary shows for the metric that heads a fault x class line.
 SHORT = {"outage_ms": "outage", "longest_stall_ms": "iSCSI stall", "failover_ms": "iSCSI failover",
          "switchover_ms": "switch-over", "downtime_ms": "vMotion down", "total_ms": "vMotion time",
-         "throughput_during_fault_bps": "throughput", "false_failures": "HA false",
-         "heartbeat_gap_ms": "HA gap", "late_disruption_ms": "late disr."}
+         "throughput_during_fault_bps": "throughput",
+         "heartbeat_gap_ms": "HA gap", "late_disruption_ms": "late disr.",
+         "throughput_bps": "throughput", "false_failures": "HA false fails"}
 WHOLE_RUN = "whole run"
 
 
@@ -57,14 +58,14 @@ def outcome_text(row: Row, mechanisms: list[str]) -> tuple[str, str]:
     if v.kind == "tie":
         who = "all" if set(v.tied) >= {m for m, s in row.cells.items() if s.n} else ", ".join(v.tied)
         return "tie", f"{who} within ±{format_value(v.margin, row.unit)}"
-    return "unclear", f"{v.best} ahead; ~{v.more} more repetitions needed"
+    return "unclear", f"{v.best} ahead; ~{v.more} more reps"
 
 
 def verdict_lines(c: Comparison, width: int = WIDTH) -> list[str]:
     rows = headline_rows(c)
     if not rows:
         return []
-    fw = min(26, max(len(r.fault or WHOLE_RUN) for r in rows))
+    fw = min(28, max(len(r.fault or WHOLE_RUN) for r in rows))
     cw = min(12, max(len(r.traffic_class or "-") for r in rows))
     mw = max(len(SHORT.get(r.metric, r.metric)) for r in rows)
     out = []
