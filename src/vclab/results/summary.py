@@ -1,7 +1,7 @@
 """What `vclab run` ends on: one verdict line per fault x traffic class, then three lines
 (verdict counts, the worst noise floor, the report), all within 100 columns. Pure.
 
-    esx1.vmnic0 down@6s     vmotion    outage      clear    sdn by 12.3 ms over rstp
+    link esx1.vmnic0 down@6s vmotion    outage      clear   sdn by 12.3 ms over rstp
     ...
     verdicts: C clear of R rows (W wins, T ties, U unclear)
     noise floor: p95 X ms worst (network N, mechanism M)
@@ -23,7 +23,7 @@ SHORT = {"outage_ms": "outage", "longest_stall_ms": "iSCSI stall", "failover_ms"
          "switchover_ms": "switch-over", "downtime_ms": "vMotion down", "total_ms": "vMotion time",
          "throughput_during_fault_bps": "throughput",
          "heartbeat_gap_ms": "HA gap", "late_disruption_ms": "late disr.",
-         "throughput_bps": "throughput", "false_failures": "HA false fails"}
+         "throughput_bps": "throughput", "false_failures": "false fails"}
 WHOLE_RUN = "whole run"
 
 
@@ -71,8 +71,8 @@ def verdict_lines(c: Comparison, width: int = WIDTH) -> list[str]:
     out = []
     for r in rows:
         status, text = outcome_text(r, c.mechanisms)
-        line = (f"{_fit(r.fault or WHOLE_RUN, fw):<{fw}}  {_fit(r.traffic_class or '-', cw):<{cw}}  "
-                f"{SHORT.get(r.metric, r.metric)[:mw]:<{mw}}  {status:<7}  {text}")
+        line = (f"{_fit(r.fault or WHOLE_RUN, fw):<{fw}} {_fit(r.traffic_class or '-', cw):<{cw}} "
+                f"{SHORT.get(r.metric, r.metric)[:mw]:<{mw}} {status:<7} {text}")
         out.append(_fit(line, width))
     return out
 
