@@ -395,11 +395,13 @@ class FaultOutage:
 
 
 def gap_at(gaps: Sequence[Gap], fault_ns: int, uncertainty_ns: int = 0) -> Gap | None:
-    """The largest gap that spans the fault's applied time: a gap may end up to its own error
-    bar before, or begin that much plus the fault's uncertainty after, and still span it."""
+    """The largest gap that spans the fault's applied time. The fault took effect somewhere in
+    [applied - uncertainty, applied] (the applied time is taken when its command returned, the
+    uncertainty is how long the command took); a gap spans that stretch when it overlaps it,
+    give or take the gap's own error bar."""
     spanning = [g for g in gaps
-                if g.start_ns - uncertainty_ns - g.error_ms * NS_PER_MS <= fault_ns
-                <= g.end_ns + g.error_ms * NS_PER_MS]
+                if g.start_ns - g.error_ms * NS_PER_MS <= fault_ns
+                and g.end_ns + g.error_ms * NS_PER_MS >= fault_ns - uncertainty_ns]
     return max(spanning, key=lambda g: g.outage_ms, default=None)
 
 
