@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vclab.errors import ConfigError, VclabError
@@ -47,32 +48,47 @@ def friendly(fn):
     return wrapper
 
 
-@app.command()
+CHECK_EXIT = ("Exit status: 0 valid (warnings and notes only inform); 2 the file is wrong (each "
+              "problem printed as FILE:LINE:COLUMN: FIELD: what is wrong) or the analysis found "
+              "an error, such as a hypervisor missing a network its VMs use (`up` and `run` "
+              "would build a cluster that cannot do its job); 1 with --strict when the analysis "
+              "found warnings.")
+
+
+@app.command(help="Validate a cluster or experiment file and analyse the cluster (single points "
+                  "of failure, missing networks): everything `up` and `run` would refuse, "
+                  "refused here. Nothing is built.\n\n" + CHECK_EXIT)
 @friendly
 def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
-          strict: bool = typer.Option(False, help="exit 1 on any error or warning (notes only inform)")):
-    """Validate a cluster or experiment file and analyse the cluster (single points of
-    failure, missing networks). Nothing is built."""
+          strict: bool = typer.Option(False, help="exit 1 on warnings too (errors always exit 2; "
+                                                  "notes only inform)")):
     from vclab.topology.analysis import analyse
-    from vclab.topology.loader import load_cluster
-    from vclab.yamlfile import load_yaml, position
+    from vclab.topology.loader import check_buildable
+    from vclab.topology.spec import Cluster, semantic_problems
+    from vclab.yamlfile import load_yaml, position, read_text, validate
 
-    data = load_yaml(file)
+    text = read_text(file)  # once: a FIFO or a file being rewritten is read one time only
+    data = load_yaml(file, text)
     if isinstance(data, dict) and "experiment" in data:
         # An experiment file: validated with its cluster, nothing built.
         from vclab.experiments.faults import expand_schedule
         from vclab.experiments.loader import load_experiment
 
-        loaded = load_experiment(file)
+        loaded = load_experiment(file, text)
         e = loaded.experiment
         out.print(f"{file}: experiment {e.experiment!r} is valid: {len(e.mechanisms)} mechanisms "
                   f"({', '.join(m.label for m in e.mechanisms)}) x {e.repetitions} repetitions, "
                   f"{len(e.workloads)} workloads, {len(expand_schedule(e, loaded.cluster))} faults; "
                   f"cluster {loaded.cluster.cluster!r}", highlight=False, soft_wrap=True)
-        file, cluster = (loaded.experiment.cluster_path(loaded.path) or file), loaded.cluster
-        data = load_yaml(file) if file != loaded.path else data.get("topology")
+        cluster_file = loaded.experiment.cluster_path(loaded.path)
+        cluster = loaded.cluster
+        if cluster_file is not None:
+            file, data = cluster_file, load_yaml(cluster_file, loaded.cluster_text)
+        else:
+            data = data.get("topology")
     else:
-        cluster = load_cluster(file)
+        cluster = validate(Cluster, data, str(file), semantic_problems)
+        check_buildable(cluster, data, str(file))  # the file's own mechanism, as `up` runs it
     findings = analyse(cluster)
     out.print(f"{file}: cluster {cluster.cluster!r} is valid: {len(cluster.switches)} switches, "
               f"{len(cluster.hypervisors)} hypervisors, {len(cluster.storage)} storage arrays, "
@@ -86,10 +102,15 @@ def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
         line, col = position(data, tuple(f.path)) if getattr(f, "path", None) else (None, None)
         where = f"{file}:{line}:{col}" if line else str(file)
         out.print(f"{where}: [{colour.get(f.severity, 'white')}]{f.severity}[/] {f.code} "
-                  f"[bold]{f.subject}[/]: {f.message}", highlight=False, soft_wrap=True)
+                  f"[bold]{escape(f.subject)}[/]: {escape(f.message)}", highlight=False, soft_wrap=True)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "note")}
     out.print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
-    if strict and any(f.severity in ("error", "warning") for f in findings):
+    if counts["error"]:
+        err.print(f"vclab: {file}: the analysis found {counts['error']} "
+                  f"error{'s' if counts['error'] != 1 else ''} (listed above): `up` would build a "
+                  "cluster that cannot do its job", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if strict and counts["warning"]:
         raise typer.Exit(1)
 
 
@@ -97,11 +118,14 @@ def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
 @friendly
 def schema(output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here"),
            kind: str = typer.Option("cluster", help="cluster or experiment")):
-    """Print the JSON schema of cluster files, for editors that check YAML as it is typed."""
+    """Print the JSON schema of cluster or experiment files, for editors that check YAML as it
+    is typed."""
     if kind == "cluster":
         from vclab.topology.spec import Cluster as model
+    elif kind == "experiment":
+        from vclab.experiments.spec import Experiment as model
     else:
-        raise typer.BadParameter("kind must be cluster")
+        raise typer.BadParameter(f"{kind!r}: write cluster or experiment", param_hint="--kind")
     text = json.dumps(model.model_json_schema(), indent=2)
     if output:
         output.write_text(text + "\n")

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# A message echoes what the user wrote; a 10 MB value must not come back whole.
+SHOWN_CHARS = 80
+MESSAGE_CHARS = 2000
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """repr(value), cut to `limit` characters with the length said, for messages."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters shown"
+    return f"{text[:limit]}... ({size})"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -22,7 +35,12 @@ class Problem:
             if self.column is not None:
                 where += f":{self.column}"
         fieldpart = f" {self.field}:" if self.field else ""
-        return f"{where}:{fieldpart} {self.message}"
+        message = self.message
+        if len(message) > MESSAGE_CHARS:
+            message = f"{message[:MESSAGE_CHARS]}... ({len(message) - MESSAGE_CHARS} more characters)"
+        if len(fieldpart) > MESSAGE_CHARS // 4:
+            fieldpart = f"{fieldpart[:MESSAGE_CHARS // 4]}...:"
+        return f"{where}:{fieldpart} {message}"
 
 
 @dataclass

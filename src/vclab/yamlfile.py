@@ -5,40 +5,105 @@ this module joins the two. Used for cluster files and experiment files alike."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from vclab.errors import ConfigError, Problem
+from vclab.errors import ConfigError, Problem, shown
 
 M = TypeVar("M", bound=BaseModel)
 
 
+# Limits of what vclab reads. The biggest cluster the build can lay out (255 switches and 255
+# servers) is ~100 KB of YAML and ~10,000 values; the shipped files are under 3 KB. ruamel's
+# pure-Python parser reads ~100 KB per second on a loaded 2-core machine, so 256 KiB is also
+# what can be refused or accepted within about two seconds.
+MAX_BYTES = 256 * 1024
+MAX_VALUES = 20_000  # scalars, mappings and lists, counting each alias as what it repeats
+MAX_DEPTH = 32  # mappings and lists inside each other; a cluster file needs 6
+# Plain YAML only: an explicit tag from this list is allowed (`!!str 10`), any other is refused.
+PLAIN_TAGS = {f"tag:yaml.org,2002:{t}": t for t in ("str", "int", "float", "bool", "null", "map",
+                                                    "seq", "merge")}
+_KERNEL_DIRS = ("/proc/", "/sys/", "/dev/")
+
+
+def _kind_of_file(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def read_text(path: Path | str) -> str:
+    """The text of a cluster or experiment file: a regular file of at most MAX_BYTES in UTF-8.
+    Anything else (a directory, FIFO, /dev/zero, /proc/meminfo, a symlink loop) is refused
+    without reading it, with what it is."""
+    path = str(path)
+
+    def refuse(why: str, line: int | None = None, col: int | None = None) -> ConfigError:
+        return ConfigError([Problem(why, path, line, col)])
+
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as e:  # ELOOP (a symlink loop), ENOENT, EACCES, a NUL byte
+        raise refuse(f"cannot read the file: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse(f"cannot read the file: it is {_kind_of_file(info.st_mode)}; vclab reads "
+                         "cluster and experiment files, which are regular files")
+        real = os.path.realpath(path)
+        if real.startswith(_KERNEL_DIRS):
+            raise refuse(f"cannot read the file: {real} is a file the kernel makes up as it is "
+                         "read, not a cluster or experiment file")
+        if info.st_size > MAX_BYTES:
+            raise refuse(f"the file is {info.st_size:,} bytes; vclab reads files of at most "
+                         f"{MAX_BYTES:,} bytes (the biggest cluster it can build needs ~100 KB)")
+        try:
+            raw = os.read(fd, MAX_BYTES + 1)
+        except OSError as e:
+            raise refuse(f"cannot read the file: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_BYTES:  # it grew since fstat
+        raise refuse(f"the file is more than {MAX_BYTES:,} bytes; vclab reads files of at most that")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise refuse(f"not a text file (UTF-8): byte {raw[e.start:e.start + 1]!r} here", line, col) from None
+
+
 def load_yaml(path: Path | str, text: str | None = None) -> Any:
-    """Parse YAML keeping positions; syntax errors and duplicate keys become a ConfigError."""
+    """Parse YAML keeping positions, within the limits above; syntax errors, duplicate keys,
+    tags and limits become a ConfigError with the line."""
     path = str(path)
     if text is None:
-        try:
-            raw = Path(path).read_bytes()
-        except (OSError, ValueError) as e:
-            raise ConfigError([Problem(f"cannot read the file: {getattr(e, 'strerror', None) or e}", path)]) from None
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError as e:
-            line = raw[:e.start].count(b"\n") + 1
-            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-            raise ConfigError([Problem(f"not a text file (UTF-8): byte {raw[e.start:e.start + 1]!r} here",
-                                       path, line, col)]) from None
-    yaml = YAML(typ="rt")
-    yaml.Constructor = _PlacedConstructor
-    yaml.allow_duplicate_keys = False
+        text = read_text(path)
+    if len(text) > MAX_BYTES:
+        raise ConfigError([Problem(f"the text is {len(text):,} characters; vclab reads at most "
+                                   f"{MAX_BYTES:,}", path)])
+    if "\x00" in text:
+        at = text.index("\x00")
+        line = text.count("\n", 0, at) + 1
+        raise ConfigError([Problem("not a text file: a NUL byte here (a binary file?)", path, line,
+                                   at - (text.rfind("\n", 0, at) + 1) + 1)])
+    yaml = _yaml()
     try:
         data = yaml.load(text)
     except DuplicateKeyError as e:
@@ -49,9 +114,80 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
         line = text.count("\n", 0, e.position) + 1
         col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
         raise ConfigError([Problem(f"character {e.character!r} is not allowed in YAML", path, line, col)]) from None
-    except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate anchors)
-        raise ConfigError([Problem(f"not valid YAML: {' '.join(str(e).split())}", path)]) from None
+    except RecursionError:  # MAX_DEPTH keeps the composer far from this; a last guard
+        raise ConfigError([Problem(f"not valid YAML: nested deeper than {MAX_DEPTH} levels", path)]) from None
+    except Exception as e:  # ruamel raises a few unmarked errors
+        raise ConfigError([Problem(f"not valid YAML: {shown(' '.join(str(e).split()), 300)}", path)]) from None
     return data
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Composer = _BoundedComposer
+    yaml.Constructor = _PlacedConstructor
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer with vclab's limits, checked as the document is read, so an alias bomb
+    or a deep nest is refused at the line where it crosses the limit, before anything grows:
+    depth, number of values with aliases expanded, an anchor used inside itself, an anchor given
+    twice, and tags other than plain YAML's."""
+
+    def compose_document(self: Any) -> Any:
+        self._values = 0
+        self._open: set[str] = set()  # anchors whose node is still being read
+        self._expanded: dict[int, int] = {}  # id(anchored node) -> values it stands for
+        self._nesting = 0
+        return super().compose_document()
+
+    def _fail(self, message: str, mark: Any) -> None:
+        raise ComposerError(None, None, message, mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            if event.anchor in self._open:
+                self._fail(f"alias *{shown(event.anchor)[1:-1]} is inside its own anchor: the value "
+                           "would contain itself forever", event.start_mark)
+            node = super().compose_node(parent, index)
+            self._values += self._expanded.get(id(node), 1)
+            if self._values > MAX_VALUES:
+                self._fail(f"with its aliases expanded the document holds more than {MAX_VALUES:,} "
+                           f"values; this alias *{shown(event.anchor)[1:-1]} crosses that limit "
+                           "(aliases of aliases multiply)", event.start_mark)
+            return node
+        self._values += 1
+        if self._values > MAX_VALUES:
+            self._fail(f"the document holds more than {MAX_VALUES:,} values; vclab reads at most "
+                       "that many", event.start_mark)
+        if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            self._nesting += 1
+            if self._nesting > MAX_DEPTH:
+                self._fail(f"mappings and lists are nested more than {MAX_DEPTH} deep here; "
+                           f"vclab reads at most {MAX_DEPTH}", event.start_mark)
+        tag = getattr(event, "ctag", None)
+        if tag is not None and str(tag) != "!" and str(tag) not in PLAIN_TAGS:
+            shown_tag = str(tag).replace("tag:yaml.org,2002:", "!!")
+            self._fail(f"tag {shown(shown_tag)[1:-1]} is not allowed: vclab files are plain YAML "
+                       f"(the only tags allowed are !!{', !!'.join(PLAIN_TAGS.values())})",
+                       event.start_mark)
+        anchor = event.anchor
+        if anchor is not None:
+            if anchor in self.anchors:
+                first = self.anchors[anchor].start_mark
+                self._fail(f"anchor &{shown(anchor)[1:-1]} is given twice; the first is on line "
+                           f"{first.line + 1}", event.start_mark)
+            self._open.add(anchor)
+        before = self._values
+        node = super().compose_node(parent, index)
+        if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            self._nesting -= 1
+        if anchor is not None:
+            self._open.discard(anchor)
+            self._expanded[id(node)] = self._values - before + 1
+        return node
 
 
 class _PlacedConstructor(RoundTripConstructor):
@@ -63,8 +199,15 @@ class _PlacedConstructor(RoundTripConstructor):
         except MarkedYAMLError:
             raise
         except Exception as e:
-            raise ConstructorError(None, None, f"cannot read this value ({type(e).__name__}: {e})",
-                                   node.start_mark) from None
+            kind = PLAIN_TAGS.get(str(node.tag))
+            if isinstance(node, ScalarNode) and kind is not None:
+                # `!!int abc`: say what the tag asks for, not Python's "invalid literal for int()"
+                what = {"int": "a whole number", "float": "a number", "bool": "true or false",
+                        "null": "null"}.get(kind, kind)
+                raise ConstructorError(None, None, f"{shown(node.value)} is not {what}, which its "
+                                       f"tag !!{kind} asks for", node.start_mark) from None
+            raise ConstructorError(None, None, f"cannot read this value ({type(e).__name__}: "
+                                   f"{shown(str(e), 200)})", node.start_mark) from None
 
     def construct_mapping(self, node: Any, maptyp: Any, deep: bool = False) -> Any:
         try:
@@ -96,7 +239,7 @@ def _marked(e: MarkedYAMLError, path: str) -> Problem:
 def _duplicate_keys(text: str, path: str) -> list[Problem]:
     """Every key given twice in one mapping, with its field path; ruamel stops at the first."""
     try:
-        root = YAML(typ="rt").compose(text)
+        root = _yaml().compose(text)
     except Exception:
         return []
     out: list[Problem] = []

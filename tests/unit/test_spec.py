@@ -184,7 +184,7 @@ def test_a_key_that_is_a_mapping():
 
 def test_a_value_yaml_cannot_build():
     assert problems_of_text("cluster: !!int lab\n") == [
-        "c.yaml:1:10: cannot read this value (ValueError: invalid literal for int() with base 10: 'lab')"]
+        "c.yaml:1:10: 'lab' is not a whole number, which its tag !!int asks for"]
 
 
 def test_tab_indentation():

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vclab.errors import ConfigError, Problem, VclabError
+from vclab.errors import ConfigError, Problem, shown
 from vclab.experiments.spec import Experiment, Fault, MechanismChoice, Sweep
+from vclab.topology.loader import build_problems
 from vclab.topology.spec import Cluster, Team, semantic_problems
-from vclab.yamlfile import load_yaml, position, validate
+from vclab.yamlfile import load_yaml, position, read_text, validate
 
 
 @dataclass
@@ -34,17 +35,12 @@ def cluster_for(cluster: Cluster, choice: MechanismChoice) -> Cluster:
 def mechanism_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
     """Each mechanism checked on the cluster it will run (its team mode applied) before
     anything is built: LACP across two switches, `none` on a looped fabric, sdn with LACP."""
-    from vclab.topology.plan import build_plan
-
     out: list[tuple[tuple, str]] = []
     for i, choice in enumerate(e.mechanisms):
         teamed = cluster_for(c, choice)
         found = [f"{'.'.join(str(k) for k in path)}: {why}" for path, why in semantic_problems(teamed)]
         if not found:
-            try:
-                choice.mechanism().check(build_plan(teamed, "vc"))
-            except VclabError as err:
-                found.append(str(err))
+            found = [why for _, why in build_problems(teamed, choice.mechanism())]
         out += [(("mechanisms", i), f"{choice.label}: {why}") for why in found]
     return out
 
@@ -70,7 +66,10 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
         base = ("workloads", i, w.kind)
         s = w.spec
         if w.kind in ("probe", "iperf3"):
-            if need(base + ("network",), s.network, set(c.networks), "network"):
+            if s.src == s.dst:
+                out.append((base + ("to",), f"{w.kind} from {s.src} to itself never leaves the host: "
+                            "name another member of the network"))
+            elif need(base + ("network",), s.network, set(c.networks), "network"):
                 for end, key in ((s.src, "from"), (s.dst, "to")):
                     if need(base + (key,), end, hosts, "host") and end not in members(s.network):
                         out.append((base + (key,), f"{end!r} is not on network {s.network!r}; its members are: "
@@ -80,8 +79,11 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
 
             if need(base + ("vm",), s.vm, set(c.vms), "VM") and \
                     need(base + ("to",), s.to, set(c.hypervisors), "hypervisor"):
-                for why in migration_problems(c, s.vm, s.to):
+                whys = migration_problems(c, s.vm, s.to)
+                for why in whys:
                     out.append((base + ("to",), f"{s.vm} cannot migrate to {s.to}: {why}"))
+                if not whys:
+                    out += vmotion_in_run(e, c, i)
         elif w.kind == "iscsi":
             for j, h in enumerate(s.hosts):
                 need(base + ("hosts", j), h, set(c.hypervisors), "hypervisor")
@@ -117,6 +119,97 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
                             f"partition ({', '.join(c.networks_of_kind('storage')) or 'none'})"))
         elif f.controller is not None and not any(m.fabric == "sdn" for m in e.mechanisms):
             out.append((base + ("controller",), "controller faults need the sdn mechanism among `mechanisms`"))
+    return out + schedule_problems(e, c)
+
+
+def vmotion_in_run(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str]]:
+    """A vMotion starts inside the run. It may end after it: the runner waits for a migration
+    to finish (migration-storage-modes.yaml relies on that), but one that starts after the
+    probes stopped measures nothing."""
+    s = e.workloads[i].vmotion
+    if s.at >= e.duration:
+        return [(("workloads", i, "vmotion", "at"),
+                 f"the migration of {s.vm} starts at {s.at:g} ms, when the run has ended "
+                 f"({e.duration:g} ms): start it earlier or lengthen `duration`")]
+    return []
+
+
+class _One:
+    """An experiment of one schedule item, to expand it with the runner's own expand_schedule."""
+
+    def __init__(self, item) -> None:
+        self.faults = [item]
+
+
+# What each action does to its target's state; the state it needs first, and what it leaves.
+_STATE_CHANGE = {
+    "down": ("down", False, True), "up": ("down", True, False),
+    "silent": ("silent", False, True), "restore": ("silent", True, False),
+    "fail": ("failed", False, True), "recover": ("failed", True, False),
+    "isolate": ("isolated", False, True), "rejoin": ("isolated", True, False),
+    "storage-partition": ("partitioned", False, True), "storage-rejoin": ("partitioned", True, False),
+    "crash": ("crashed", False, True),
+}
+_UNDOES = {"up": "down", "restore": "silent", "recover": "fail", "rejoin": "isolate",
+           "storage-rejoin": "storage-partition"}
+
+
+def schedule_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
+    """The schedule as it will run (flaps and sweeps expanded by the runner's expand_schedule),
+    walked in time order with the state of each target: no `down` twice before `up`, no `up`
+    without a `down`, no recover without a fail, no host crashed twice, no two faults on one
+    target at one instant; a flap inside the run."""
+    from vclab.experiments.faults import expand_schedule
+
+    out: list[tuple[tuple, str]] = []
+    steps: list[tuple[float, int, int, Fault]] = []
+    for i, item in enumerate(e.faults):
+        expanded = expand_schedule(_One(item), c)
+        steps += [(f.at, i, k, f) for k, f in enumerate(expanded)]
+        if isinstance(item, Fault) and item.action == "flap" and expanded and expanded[-1].at > e.duration:
+            out.append((("faults", i, "count"), f"the flap's last `up` is at {expanded[-1].at:g} ms "
+                        f"({item.count} x {item.period:g} ms from {item.at:g} ms), after the end of "
+                        f"the run ({e.duration:g} ms)"))
+    steps.sort(key=lambda s: (s[0], s[1], s[2]))
+    state: dict[tuple[str, str, str], tuple[float, int]] = {}  # (kind, target, what) -> (since, fault)
+    last: dict[tuple[str, str], tuple[float, int, str]] = {}  # (kind, target) -> latest step
+    reported: set[int] = set()
+
+    def blame(i: int, text: str) -> None:
+        if i not in reported:  # one problem per line of the file: the first thing wrong there
+            reported.add(i)
+            key = "action" if isinstance(e.faults[i], Fault) else "sweep"
+            out.append((("faults", i, key), text))
+
+    for at, i, _, f in steps:
+        kind, target = f.target_kind, f.target
+        action = f.action or str(f.controller)
+        previous = last.get((kind, target))
+        if previous is not None and previous[0] == at and previous[1] != i:
+            blame(i, f"{kind} {target} already gets `{previous[2]}` at {at:g} ms (faults.{previous[1]}); "
+                     "two faults on one target at one instant happen in no defined order: "
+                     "give them different times")
+        last[(kind, target)] = (at, i, action)
+        change = _STATE_CHANGE.get(action)
+        if change is None:
+            continue
+        what, needs, leaves = change
+        key = (kind, target, what)
+        now = state.get(key)
+        if needs and now is None:
+            blame(i, f"`{action}` of {kind} {target} at {at:g} ms has no earlier "
+                     f"`{_UNDOES[action]}` to undo")
+        elif not needs and now is not None:
+            blame(i, f"{kind} {target} is already {what} at {at:g} ms (since {now[0]:g} ms, "
+                     f"faults.{now[1]}): `{action}` twice needs a "
+                     f"{'recovery' if action == 'crash' else 'undo'} in between"
+                  if action != "crash" else
+                  f"host {target} already crashed at {now[0]:g} ms (faults.{now[1]}); "
+                  "a crashed host stays down until the run ends")
+        if leaves:
+            state[key] = (at, i)
+        else:
+            state.pop(key, None)
     return out
 
 
@@ -189,26 +282,28 @@ def locking_problems(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str
     return out
 
 
-def load_experiment(path: Path | str) -> LoadedExperiment:
+def load_experiment(path: Path | str, text: str | None = None) -> LoadedExperiment:
     path = Path(path)
-    data = load_yaml(path)
-    text = path.read_text()
+    text = read_text(path) if text is None else text
+    data = load_yaml(path, text)
     e = validate(Experiment, data, str(path))
     try:
         cluster_file = e.cluster_path(path)
-        found = cluster_file is None or cluster_file.is_file()
-        why = "no such file"
-    except (OSError, ValueError) as err:  # a name too long, a NUL byte
-        cluster_file, found = path.parent / str(e.topology), False
-        why = getattr(err, "strerror", None) or str(err)
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        cluster_file = path.parent / "x"
     if cluster_file is not None:
-        if not found:
+        try:
+            cluster_text = read_text(cluster_file)
+        except ConfigError as err:
+            # Not readable as a file at all: blame the experiment's `topology:` line.
+            (problem,) = err.problems
+            if problem.line is not None:
+                raise
             line, col = position(data, ("topology",))
-            raise ConfigError([Problem(f"no cluster file at {str(cluster_file)!r} ({why})", str(path),
-                                       line, col, "topology")])
-        cluster_data = load_yaml(cluster_file)
+            raise ConfigError([Problem(f"no cluster file at {shown(str(cluster_file), 200)}: "
+                                       f"{problem.message}", str(path), line, col, "topology")]) from None
+        cluster_data = load_yaml(cluster_file, cluster_text)
         cluster = validate(Cluster, cluster_data, str(cluster_file), semantic_problems)
-        cluster_text = cluster_file.read_text()
     else:
         # Inline: positions point into the experiment file, under `topology`.
         try:

@@ -3,6 +3,7 @@ fault schedule and repetitions. Validated whole and against its cluster before a
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -15,6 +16,13 @@ from vclab.units import Millis, Percent, Rate
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# Times: finite and not negative (units.Millis), and within a day, which no run comes near.
+DAY_MS = 86_400_000.0
+Instant = Annotated[Millis, Field(le=DAY_MS)]  # a moment or a wait: 0 is allowed
+Span = Annotated[Millis, Field(gt=0, le=DAY_MS)]  # a length or a period: more than 0
+Count = Annotated[int, Field(strict=True)]  # `true` is not 1
 
 
 class MechanismChoice(Strict):
@@ -56,20 +64,20 @@ class ProbeSpec(Strict):
     src: Name = Field(alias="from")
     dst: Name = Field(alias="to")
     network: Name
-    every: Millis = 1.0
+    every: Span = 1.0
 
 
 class HeartbeatsSpec(Strict):
     isolation_address: Name | None = None  # a node whose management address hosts ping
-    interval: Millis = 1000.0
-    failure_after: Millis | None = None  # defaults: the HA product's published defaults
-    isolation_after: Millis | None = None
+    interval: Span = 1000.0
+    failure_after: Span | None = None  # defaults: the HA product's published defaults
+    isolation_after: Span | None = None
 
 
 class VmotionSpec(Strict):
     vm: Name
     to: Name
-    at: Millis = 0.0
+    at: Instant = 0.0
     mode: Literal["shared", "shared-nothing"] = "shared"
 
 
@@ -81,13 +89,21 @@ class IscsiSpec(Strict):
     mix: str = Field(default="70/30", pattern=r"^\d{1,3}/\d{1,3}$")  # read/write percent
     multipath: bool = True
 
+    @field_validator("mix")
+    @classmethod
+    def _adds_up(cls, mix: str) -> str:
+        from vclab.workloads.iscsi_agent import parse_mix  # what the agent itself will refuse
+
+        parse_mix(mix)
+        return mix
+
 
 class Iperf3Spec(Strict):
     src: Name = Field(alias="from")
     dst: Name = Field(alias="to")
     network: Name
     protocol: Literal["tcp", "udp"] = "tcp"
-    rate: Union[Literal["max"], Rate] = "max"
+    rate: Union[Literal["max"], Annotated[Rate, Field(gt=0)]] = "max"
 
 
 class LockingSpec(Strict):
@@ -107,21 +123,22 @@ class LockingSpec(Strict):
     lun: Name
     vms: list[Name] = Field(min_length=1, max_length=64)  # VMs whose files are locked
     failover_host: Name | None = None  # where HA restarts them; default: the first other host
-    restart_after: Millis = 0.0  # HA's failure detection before the restart attempt
-    heartbeat: Millis = 200.0
-    io_timeout: Millis = 500.0  # TCP_USER_TIMEOUT of the agents' iSCSI sessions
-    clock_drift: float = Field(0.001, ge=0, lt=0.5)  # max clock rate error, as a fraction
-    lease: Millis = 1500.0
-    break_after: Millis = 3000.0
+    restart_after: Instant = 0.0  # HA's failure detection before the restart attempt
+    heartbeat: Instant = 200.0
+    io_timeout: Instant = 500.0  # TCP_USER_TIMEOUT of the agents' iSCSI sessions
+    # max clock rate error, as a fraction (strict: `false` is not 0)
+    clock_drift: float = Field(0.001, ge=0, lt=0.5, strict=True)
+    lease: Instant = 1500.0
+    break_after: Instant = 3000.0
     primitive: Literal["auto", "compare-and-write", "persistent-reservation"] = "auto"
     # how often each running VM writes its disk (the evidence the dual-writer checker reads:
     # each owner's log holds 1024 writes, so 20 ms covers 20 s of one owner)
-    write_every: Millis = 20.0
+    write_every: Instant = 20.0
 
     @field_validator("hosts", "vms")
     @classmethod
     def _distinct(cls, names: list[str]) -> list[str]:
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = sorted(n for n, k in Counter(names).items() if k > 1)
         if twice:
             raise ValueError(f"named more than once: {', '.join(twice)}")
         return names
@@ -210,7 +227,7 @@ LinkAction = Literal["down", "up", "silent", "restore", "flap"]
 class Fault(Strict):
     """One scheduled fault. The target is one of link, nic, switch, controller, host."""
 
-    at: Millis
+    at: Instant
     link: str | None = None  # `tor-a/tor-b#1` or a NIC's cable `esx1.vmnic0`
     switch: Name | None = None
     controller: Literal["kill", "restart"] | None = None
@@ -222,8 +239,8 @@ class Fault(Strict):
                     "isolate", "rejoin", "crash", "storage-partition",
                     "storage-rejoin"] | None = None
     direction: Literal["both", "forward", "reverse"] = "both"  # silent loss: one way only
-    period: Millis | None = None  # flap
-    count: int | None = Field(default=None, ge=1, le=1000)  # flap
+    period: Span | None = None  # flap
+    count: Count | None = Field(default=None, ge=1, le=1000)  # flap
 
     @model_validator(mode="after")
     def _one_target(self):
@@ -239,6 +256,14 @@ class Fault(Strict):
             raise ValueError(f"a {targets[0]} fault's action is one of {', '.join(allowed)}")
         if self.action == "flap" and (self.period is None or self.count is None):
             raise ValueError("a flap needs `period` and `count`")
+        # A key the fault would ignore is a mistake in the file, not a setting.
+        ignored = [k for k, used_by in (("period", "flap"), ("count", "flap"), ("direction", "silent"))
+                   if k in self.model_fields_set and self.action != used_by]
+        if ignored:
+            raise ValueError(f"{' and '.join(f'`{k}`' for k in ignored)} only "
+                             f"{'apply' if len(ignored) > 1 else 'applies'} to a "
+                             f"{'flap' if ignored[0] != 'direction' else 'silent'} fault, not to "
+                             f"{self.action or self.controller!r}")
         return self
 
     @property
@@ -254,8 +279,8 @@ class Sweep(Strict):
     """Generated schedules: `sweep: single-failures` fails every switch, link and NIC in turn."""
 
     sweep: Literal["single-failures"]
-    at: Millis = 2000.0
-    hold: Millis = 3000.0  # how long each failure lasts before it is undone
+    at: Instant = 2000.0
+    hold: Span = 3000.0  # how long each failure lasts before it is undone
 
 
 FaultOrSweep = Annotated[
@@ -268,15 +293,30 @@ class Experiment(Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # names the results
     topology: Union[str, dict[str, Any]]  # a path relative to this file, or the cluster inline
     mechanisms: list[MechanismChoice] = Field(min_length=1)
-    repetitions: int = Field(default=3, ge=1, le=1000)
-    seed: int = 1
-    warmup: Millis = 1000.0
-    settle: Millis = 1000.0
-    duration: Millis = 10_000.0
+    repetitions: Count = Field(default=3, ge=1, le=1000)
+    seed: Count = 1
+    warmup: Instant = 1000.0
+    settle: Instant = 1000.0
+    duration: Span = 10_000.0
     workloads: list[Workload] = Field(default_factory=list)
     faults: list[FaultOrSweep] = Field(default_factory=list)
 
+    @field_validator("mechanisms")
+    @classmethod
+    def _each_once(cls, choices: list[MechanismChoice]) -> list[MechanismChoice]:
+        # The runner keeps each repetition's files under LABEL-N: two alike would share them.
+        counts = Counter(c.label for c in choices)
+        twice = sorted(label for label, n in counts.items() if n > 1)
+        if twice:
+            raise ValueError(f"{', '.join(twice)} is listed more than once; each mechanism "
+                             "runs once per repetition (use `repetitions` for more runs)")
+        return choices
+
     def cluster_path(self, experiment_file: Path) -> Path | None:
         if isinstance(self.topology, str):
-            return (experiment_file.parent / self.topology).resolve()
+            path = experiment_file.parent / self.topology
+            try:
+                return path.resolve()
+            except (RuntimeError, OSError, ValueError):  # a symlink loop: reading it says so
+                return path.absolute()
         return None

@@ -382,17 +382,27 @@ def build_plan(cluster: Cluster, prefix: str = PREFIX) -> BuildPlan:
 
 
 def _check_names(cluster: Cluster, prefix: str) -> None:
-    problems = []
-    for name in cluster.node_names():
-        # Mininet keeps hosts and bridges in one namespace of names.
-        if name.startswith(prefix) and len(name) > len(prefix) and name[len(prefix)] in "sv" \
-                and name[len(prefix) + 1:].isdigit():
-            problems.append(f"{name!r} is also the name of one of vclab's bridges: rename it")
-    for name in cluster.networks:
-        if name == "lo":
-            problems.append("a network cannot be called 'lo': its interfaces are named after it")
+    problems = [why for _, why in name_problems(cluster, prefix)]
     if problems:
         raise VclabError("; ".join(problems))
+
+
+def name_problems(cluster: Cluster, prefix: str = PREFIX) -> list[tuple[tuple, str]]:
+    """Names the build cannot use, each with the path of the key to blame (for `vclab check`)."""
+    problems = []
+    sections = ("switches", "hypervisors", "storage", "management", "vms")
+    for section in sections:
+        for name in getattr(cluster, section):
+            # Mininet keeps hosts and bridges in one namespace of names.
+            if name.startswith(prefix) and len(name) > len(prefix) and name[len(prefix)] in "sv" \
+                    and name[len(prefix) + 1:].isdigit():
+                problems.append(((section, name), f"{name!r} is also the name of one of vclab's "
+                                 f"bridges ({prefix}sN, {prefix}vN): rename it"))
+    for name in cluster.networks:
+        if name == "lo":
+            problems.append((("networks", name), "a network cannot be called 'lo': its interfaces "
+                             "are named after it"))
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from vclab.errors import shown
 from vclab.units import Bytes, Millis, Percent, Rate
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,14}")
@@ -23,7 +24,7 @@ def _check_name(value: str) -> str:
     # characters, and a shell or `ip` must never see anything else than these characters.
     if not _NAME_RE.fullmatch(value):
         raise ValueError(
-            f"{value!r} cannot become a Linux interface or host name: use 1 to 15 lowercase "
+            f"{shown(value)} cannot become a Linux interface or host name: use 1 to 15 lowercase "
             "letters, digits, '-' or '_', starting with a letter"
         )
     return value
@@ -46,10 +47,25 @@ def _subnet_text(value: object) -> object:
     # pydantic would read `subnet: 5` as 0.0.0.5/32: a subnet is only ever written as text.
     if isinstance(value, (str, ipaddress.IPv4Network)):
         return value
-    raise ValueError(f"{value!r} is not a subnet; write ADDRESS/PREFIX, e.g. 10.10.0.0/24")
+    raise ValueError(f"{shown(value)} is not a subnet; write ADDRESS/PREFIX, e.g. 10.10.0.0/24")
 
 
-Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet_text)]
+# Blocks no host on a LAN can use: every address there means something else to the kernel.
+_NOT_A_LAN = [(ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8), which no host may use"),
+              (ipaddress.IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8), which never leaves a host"),
+              (ipaddress.IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4), which cannot be a host's address"),
+              (ipaddress.IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4, and broadcast)")]
+
+
+def _usable_subnet(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    for block, what in _NOT_A_LAN:
+        if net.overlaps(block):
+            raise ValueError(f"subnet {net} reaches into {what}; use a private range such as 10.0.0.0/8, "
+                             "172.16.0.0/12 or 192.168.0.0/16")
+    return net
+
+
+Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet_text), AfterValidator(_usable_subnet)]
 
 # units.py parses the forms; these say which values make sense for a cluster.
 LinkRate = Annotated[Rate, Field(gt=0, allow_inf_nan=False)]
@@ -243,6 +259,31 @@ class Cluster(Strict):
 Path = tuple  # a location in the document: ("hypervisors", "esx1", "nics", "vmnic0")
 
 
+def _overlapping_subnets(c: Cluster) -> list[tuple[Path, str]]:
+    """Each pair of networks whose subnets overlap, blamed on the later one in the file.
+    Subnets nest or are apart, never half-overlap: sorted by start (widest first), the subnets
+    still open when one starts are exactly those that contain it. O(n log n) plus the pairs
+    reported; past the nearest OVERLAPS_SHOWN containers a subnet's further ones are not listed."""
+    order = {name: i for i, name in enumerate(c.networks)}
+    spans = sorted(((int(n.subnet.network_address), int(n.subnet.broadcast_address), order[name], name)
+                    for name, n in c.networks.items()), key=lambda s: (s[0], -s[1], s[2]))
+    found: list[tuple[int, int, str, str]] = []
+    open_: list[tuple[int, int, str]] = []  # (end, file position, name) of the containers
+    for start, end, pos, name in spans:
+        while open_ and open_[-1][0] < start:
+            open_.pop()
+        for _, other_pos, other in reversed(open_[-OVERLAPS_SHOWN:]):
+            later, earlier = (name, other) if pos > other_pos else (other, name)
+            found.append((order[later], order[earlier], later, earlier))
+        open_.append((end, pos, name))
+    return [(("networks", b, "subnet"), f"subnet {c.networks[b].subnet} overlaps "
+                                        f"{c.networks[a].subnet} of network {a!r}")
+            for _, _, b, a in sorted(found)]
+
+
+OVERLAPS_SHOWN = 8
+
+
 def semantic_problems(c: Cluster) -> list[tuple[Path, str]]:
     """Every cross-reference problem in the cluster, each with the path of the key to blame."""
     out: list[tuple[Path, str]] = []
@@ -279,11 +320,7 @@ def semantic_problems(c: Cluster) -> list[tuple[Path, str]]:
         if net.vlan in vlans:
             out.append((("networks", name, "vlan"), f"VLAN {net.vlan} is already used by network {vlans[net.vlan]!r}"))
         vlans.setdefault(net.vlan, name)
-    items = list(c.networks.items())
-    for i, (a, na) in enumerate(items):
-        for b, nb in items[i + 1:]:
-            if na.subnet.overlaps(nb.subnet):
-                out.append((("networks", b, "subnet"), f"subnet {nb.subnet} overlaps {na.subnet} of network {a!r}"))
+    out += _overlapping_subnets(c)
     total_share = sum(n.share or 0 for n in c.networks.values())
     if total_share > 100:
         out.append((("networks",), f"the shares add up to {total_share:g}%; at most 100% can be guaranteed"))
