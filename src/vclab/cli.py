@@ -23,6 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # emoji off: `:name:` in a user's value must print as typed, not as a picture
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
+PROBLEMS_SHOWN = 100
 PREFIX_HELP = ("name prefix of every bridge, link and namespace built (starts with vc): two labs "
                "side by side need different ones; `vclab clean --prefix` removes one's leftovers")
 
@@ -35,8 +36,13 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
-            for problem in e.problems:
+            # A generated file can hold thousands of the same mistake: the first ones show it.
+            for problem in e.problems[:PROBLEMS_SHOWN]:
                 err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+            if len(e.problems) > PROBLEMS_SHOWN:
+                last = e.problems[PROBLEMS_SHOWN]
+                err.print(f"{last.file}:{last.line or 1}: ... and {len(e.problems) - PROBLEMS_SHOWN} "
+                          "more problems", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except VclabError as e:
             err.print(f"vclab: {e}", markup=False, highlight=False, soft_wrap=True)
@@ -101,14 +107,13 @@ def check(file: Path = typer.Argument(..., help="cluster or experiment YAML"),
     for f in findings:
         line, col = position(data, tuple(f.path)) if getattr(f, "path", None) else (None, None)
         where = f"{file}:{line}:{col}" if line else str(file)
-        out.print(f"{where}: [{colour.get(f.severity, 'white')}]{f.severity}[/] {f.code} "
-                  f"[bold]{escape(f.subject)}[/]: {escape(f.message)}", highlight=False, soft_wrap=True)
+        # Errors go where bad input goes (stderr, exit 2); warnings and notes inform on stdout.
+        (err if f.severity == "error" else out).print(
+            f"{escape(where)}: [{colour.get(f.severity, 'white')}]{f.severity}[/] {f.code} "
+            f"[bold]{escape(f.subject)}[/]: {escape(f.message)}", highlight=False, soft_wrap=True)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "note")}
     out.print(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
     if counts["error"]:
-        err.print(f"vclab: {file}: the analysis found {counts['error']} "
-                  f"error{'s' if counts['error'] != 1 else ''} (listed above): `up` would build a "
-                  "cluster that cannot do its job", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     if strict and counts["warning"]:
         raise typer.Exit(1)

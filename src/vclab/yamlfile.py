@@ -5,6 +5,8 @@ this module joins the two. Used for cluster files and experiment files alike."""
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import stat
 from pathlib import Path
@@ -60,7 +62,8 @@ def read_text(path: Path | str) -> str:
         # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting forever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError) as e:  # ELOOP (a symlink loop), ENOENT, EACCES, a NUL byte
-        raise refuse(f"cannot read the file: {getattr(e, 'strerror', None) or e}") from None
+        loop = " (a loop of symbolic links)" if getattr(e, "errno", None) == errno.ELOOP else ""
+        raise refuse(f"cannot read the file: {getattr(e, 'strerror', None) or e}{loop}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -364,25 +367,29 @@ def _message(err: dict, model: type[BaseModel], loc: tuple) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
-        return f"unknown key {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        return f"unknown key {shown(loc[-1])}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     if kind == "missing":
         return f"item {loc[-1] + 1} is missing" if loc and isinstance(loc[-1], int) else "this key is required"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
-        return f"{err.get('input')!r} is not allowed; expected {expected}"
+        return f"{shown(err.get('input'))} is not allowed; expected {expected if len(expected) <= 300 else expected[:300] + '...'}"
     if kind in ("model_type", "dict_type"):
-        return f"expected a mapping of keys (or the short form), got {err.get('input')!r}"
+        return f"expected a mapping of keys (or the short form), got {shown(err.get('input'))}"
     if ("[key]" in err["loc"] and kind == "string_type") or kind == "invalid_key":
-        return f"{err.get('input')!r} cannot be a name here: write a name as text"
+        return f"{shown(err.get('input'))} cannot be a name here: write a name as text"
     if kind == "ip_v4_network":
-        return (f"{err.get('input')!r} is not an IPv4 network; write ADDRESS/PREFIX with the host "
+        return (f"{shown(err.get('input'))} is not an IPv4 network; write ADDRESS/PREFIX with the host "
                 "bits zero, e.g. 10.10.0.0/24")
+    value = err.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN fails `ge` before `allow_inf_nan` is asked: say what is wrong with it.
+        return f"Input should be a finite number (got {value!r})"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if kind.endswith("_type") or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal",
                                           "multiple_of", "finite_number"):
-        msg = f"{msg} (got {err.get('input')!r})"
+        msg = f"{msg} (got {shown(err.get('input'))})"
     return msg
 
 

@@ -152,6 +152,7 @@ _STATE_CHANGE = {
 }
 _UNDOES = {"up": "down", "restore": "silent", "recover": "fail", "rejoin": "isolate",
            "storage-rejoin": "storage-partition"}
+_UNDONE_BY = {done: undo for undo, done in _UNDOES.items()}
 
 
 def schedule_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
@@ -201,8 +202,8 @@ def schedule_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
                      f"`{_UNDOES[action]}` to undo")
         elif not needs and now is not None:
             blame(i, f"{kind} {target} is already {what} at {at:g} ms (since {now[0]:g} ms, "
-                     f"faults.{now[1]}): `{action}` twice needs a "
-                     f"{'recovery' if action == 'crash' else 'undo'} in between"
+                     f"faults.{now[1]}): it needs `{_UNDONE_BY[action]}` before another "
+                     f"`{action}`"
                   if action != "crash" else
                   f"host {target} already crashed at {now[0]:g} ms (faults.{now[1]}); "
                   "a crashed host stays down until the run ends")

@@ -103,7 +103,8 @@ class Iperf3Spec(Strict):
     dst: Name = Field(alias="to")
     network: Name
     protocol: Literal["tcp", "udp"] = "tcp"
-    rate: Union[Literal["max"], Annotated[Rate, Field(gt=0)]] = "max"
+    # The rate first: its error ("must be more than 0") is the one to show for `rate: 0`.
+    rate: Union[Annotated[Rate, Field(gt=0)], Literal["max"]] = "max"
 
 
 class LockingSpec(Strict):
@@ -284,8 +285,10 @@ class Sweep(Strict):
 
 
 FaultOrSweep = Annotated[
-    Union[Annotated[Fault, Tag("fault")], Annotated[Sweep, Tag("sweep")]],
-    Discriminator(lambda d: "sweep" if (isinstance(d, dict) and "sweep" in d) or isinstance(d, Sweep) else "fault"),
+    # Tags unlike any key: pydantic puts the tag in an error's path, where `sweep` would be read
+    # as the sweep's own key and the line of `hold` lost.
+    Union[Annotated[Fault, Tag("Fault")], Annotated[Sweep, Tag("Sweep")]],
+    Discriminator(lambda d: "Sweep" if (isinstance(d, dict) and "sweep" in d) or isinstance(d, Sweep) else "Fault"),
 ]
 
 
