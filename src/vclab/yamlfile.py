@@ -27,11 +27,11 @@ from vclab.errors import ConfigError, Problem, shown
 M = TypeVar("M", bound=BaseModel)
 
 
-# Limits of what vclab reads. The biggest cluster the build can lay out (255 switches and 255
-# servers) is ~100 KB of YAML and ~10,000 values; the shipped files are under 3 KB. ruamel's
-# pure-Python parser reads ~100 KB per second on a loaded 2-core machine, so 256 KiB is also
-# what can be refused or accepted within about two seconds.
-MAX_BYTES = 256 * 1024
+# Limits of what vclab reads. The shipped files are under 3 KB; 128 KiB holds a cluster of
+# hundreds of servers, more than one machine can emulate. ruamel's pure-Python parser reads
+# ~60-100 KB per second on a busy 2-core machine, so the limit also keeps any answer within
+# about two seconds.
+MAX_BYTES = 128 * 1024
 MAX_VALUES = 20_000  # scalars, mappings and lists, counting each alias as what it repeats
 MAX_DEPTH = 32  # mappings and lists inside each other; a cluster file needs 6
 # Plain YAML only: an explicit tag from this list is allowed (`!!str 10`), any other is refused.
@@ -106,6 +106,7 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
         line = text.count("\n", 0, at) + 1
         raise ConfigError([Problem("not a text file: a NUL byte here (a binary file?)", path, line,
                                    at - (text.rfind("\n", 0, at) + 1) + 1)])
+    _check_flow_depth(text, path)
     yaml = _yaml()
     try:
         data = yaml.load(text)
@@ -122,6 +123,39 @@ def load_yaml(path: Path | str, text: str | None = None) -> Any:
     except Exception as e:  # ruamel raises a few unmarked errors
         raise ConfigError([Problem(f"not valid YAML: {shown(' '.join(str(e).split()), 300)}", path)]) from None
     return data
+
+
+def _check_flow_depth(text: str, path: str) -> None:
+    """Refuse `[[[[...` past MAX_DEPTH before ruamel sees it: its scanner looks for a possible
+    key at every open bracket, which takes time quadratic in the depth (5,000 brackets: 2 s)
+    before the composer could count levels. Linear; skips quoted text and comments."""
+    depth, quote, line, line_start, prev = 0, "", 1, 0, "\n"
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line, line_start = line + 1, i + 1
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1  # an escaped character, perhaps a quote
+            elif ch == quote:
+                quote = ""
+        elif ch == "#" and prev in " \t\n":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif ch in "'\"" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch in "[{" and prev in " \t\n[{,:-?":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError([Problem(f"mappings and lists are nested more than {MAX_DEPTH} deep "
+                                           f"here; vclab reads at most {MAX_DEPTH}", path, line,
+                                           i - line_start + 1)])
+        elif ch in "]}" and depth:
+            depth -= 1
+        prev = ch
+        i += 1
 
 
 def _yaml() -> YAML:
