@@ -21,7 +21,7 @@ def build_problems(cluster: Cluster, mechanism=None) -> list[tuple[tuple, str]]:
     """What `vclab up` would refuse before building anything, by the same code it runs: names
     the build needs for itself, and the mechanism's own check of the plan (`none` on a loop, a
     LAG under sdn or linux-stp...). `mechanism`: a name or Mechanism; default: the file's."""
-    from vclab.fabric.mechanisms import get_mechanism
+    from vclab.fabric.registry import get_mechanism
     from vclab.topology.plan import build_plan, name_problems
 
     found = name_problems(cluster)
