@@ -8,7 +8,13 @@ go through `load_experiment` (`vclab check` takes clusters only): a ConfigError 
 all name a file and a line, never another exception. Names in the user's words must match the
 name rule, which is what keeps them out of shells and `ip` arguments.
 
-About 1,200 generated cases by default (~40 s); VCLAB_HYPOTHESIS_EXAMPLES scales every property
+The second half (issue 17) goes family by family: a sample per family in tests/data/hostile must
+exit 2 at its line with its words; special files are refused unread; the loader itself is fuzzed
+(alias bombs, nesting, any text, anchors anywhere, tags); times and rates must be finite and in
+range; a link's schedule must alternate down and up; subnets must be usable on a LAN, and the
+overlap check finds exactly the overlapping pairs.
+
+About 2,500 generated cases by default (~90 s); VCLAB_HYPOTHESIS_EXAMPLES scales every property
 as in test_spec.py (300 = the default)."""
 
 from __future__ import annotations

@@ -28,8 +28,11 @@ def build_problems(cluster: Cluster, mechanism=None) -> list[tuple[tuple, str]]:
     if found:
         return found
     try:
-        chosen = get_mechanism(mechanism or cluster.mechanism)
-        chosen.check(build_plan(cluster))
+        plan = build_plan(cluster)
+    except VclabError as err:  # more ports or bridges than the build lays out
+        return [((), str(err))]
+    try:
+        get_mechanism(mechanism or cluster.mechanism).check(plan)
     except VclabError as err:
         return [(("mechanism",), str(err))]
     return []
