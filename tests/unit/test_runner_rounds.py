@@ -110,3 +110,38 @@ def test_one_mechanism_has_no_verdict_to_wait_for(tmp_path, env):
     loaded.experiment = loaded.experiment.model_copy(update={"mechanisms": loaded.experiment.mechanisms[:1]})
     s = Synthetic(loaded, tmp_path, budget_s=3600, outage=distinct, clock=clock).run()
     assert s.rounds == loaded.experiment.repetitions and s.stopped_because == "no verdict to wait for"
+
+
+def test_vclab_run_prints_progress_lines_to_a_log_and_ends_on_the_verdicts(tmp_path, env, monkeypatch):
+    """stdout not a terminal (CI): a plain line per step, then the summary, the last three lines
+    exactly as the issue names them."""
+    from typer.testing import CliRunner
+
+    from vclab.cli import app
+
+    loaded, clock = env
+
+    def repetition(self, choice, index):
+        self.progress(choice.label, index, "building")
+        clock.t += 45.0
+        self.progress(choice.label, index, "ok")
+        return RepetitionResult(choice.label, index, index, metrics=[
+            Metric("probe", "probe", "vmotion", "outage_ms", distinct(choice.label, index),
+                   fault="link esx1.vmnic0 down@6s"),
+            Metric("probe", "probe", "vmotion", "noise_floor_ms", 0.5 * index)])
+
+    monkeypatch.setattr(Runner, "repetition", repetition)
+    result = CliRunner().invoke(app, ["run", str(EXPERIMENT), "--results", str(tmp_path),
+                                      "--budget", "30m", "--no-report"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("uplink-and-switch-failure: 4 mechanisms (sdn, rstp, stp, rstp+balance-slb), "
+                               "at least 2 rounds")
+    assert "[00:00] sdn repetition 1: building" in lines
+    assert any(line.startswith("[") and "round 6: 1 of 1 verdicts clear" in line for line in lines)
+    assert any(line.startswith("24 repetitions ok, 0 failed, 0 partial in 6 rounds") and
+               "stopped: every verdict is clear" in line for line in lines)
+    # --no-report: no report line; the summary is the last three
+    assert lines[-3:] == ["link esx1.vmnic0 down@6s vmotion outage clear   rstp+balance-slb by 5 ms over sdn",
+                          "verdicts: 1 clear of 1 rows (1 wins, 0 ties, 0 unclear)",
+                          "noise floor: p95 3 ms worst (network vmotion, mechanism sdn)"]
