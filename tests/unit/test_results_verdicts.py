@@ -116,3 +116,9 @@ def test_rounds_needed_scales_as_one_over_root_n():
 def test_no_contest():
     assert decide({"a": rounds(1, 2)}, "lower", "ms").kind == "none"
     assert decide({"a": rounds(1), "b": rounds(2)}, None, "ms").kind == "none"
+
+
+def test_nobody_is_ahead_when_every_round_is_level():
+    v = decide({"a": rounds(0, 0, 0), "b": rounds(0, 0, 0)}, "lower", "ms")
+    assert v.kind == "unclear" and v.ahead is None and v.more == 3
+    assert decide({"a": rounds(1, 1), "b": rounds(5, 5)}, "lower", "ms").ahead == "a"

@@ -259,7 +259,8 @@ def verdict_text(row: Row) -> str:
         return f"{v.best} wins by {format_value(v.by, row.unit)} over {v.runner_up}"
     if v.kind == "tie":
         return f"tie: {', '.join(v.tied)} (margin {margin})"
-    return f"unclear ({v.best} ahead), about {v.more} more repetitions needed"
+    lead = f"{v.ahead} ahead" if v.ahead else "level so far"
+    return f"unclear ({lead}), about {v.more} more repetitions needed"
 
 
 def winner_text(row: Row) -> str:

@@ -265,10 +265,10 @@ def verdict_matrix(c) -> Figure | None:
         y, x = faults.index(r.fault or WHOLE_RUN), classes.index(r.traffic_class or "-")
         status, text = outcome_text(r, c.mechanisms)
         v = r.verdict
-        face, alpha = ("#bbbbbb", 0.6) if status == "tie" else (colors.get(v.best or "", "#ffffff"),
+        face, alpha = ("#bbbbbb", 0.6) if status == "tie" else (colors.get(v.ahead or "", "#ffffff"),
                                                                0.85 if status == "clear" else 0.25)
         ax.add_patch(Rectangle((x, y), 1, 1, facecolor=face, alpha=alpha, edgecolor="white", lw=2))
-        head = {"clear": v.best, "tie": "tie", "unclear": f"unclear ({v.best})"}[status]
+        head = {"clear": v.best, "tie": "tie", "unclear": f"unclear ({v.ahead or 'level'})"}[status]
         sub = text.split(" over ")[0].removeprefix(f"{v.best} ") if status == "clear" else (
             text.split(" within ")[-1] if status == "tie" else f"~{v.more} more reps")
         ax.text(x + 0.5, y + 0.4, head, ha="center", va="center", fontsize=9,

@@ -332,9 +332,10 @@ def verdicts_html(c: Comparison) -> str:
                 continue
             status, text = outcome_text(r, c.mechanisms)
             best = r.verdict.best or ""
-            bg = "#dddddd" if status == "tie" else _tint(colors.get(best, "#ffffff"),
+            lead = r.verdict.ahead or ""
+            bg = "#dddddd" if status == "tie" else _tint(colors.get(lead, "#ffffff"),
                                                          0.55 if status == "clear" else 0.18)
-            head_text = {"clear": best, "tie": "tie", "unclear": f"unclear ({best})"}[status]
+            head_text = {"clear": best, "tie": "tie", "unclear": f"unclear ({lead or 'level'})"}[status]
             tds.append(f'<td style="background:{bg}" title="{_e(verdict_text(r))}"><b>{_e(head_text)}</b>'
                        f"<small>{_e(text)} · {_e(r.label)}</small></td>")
         body.append("<tr>" + "".join(tds) + "</tr>")

@@ -58,7 +58,7 @@ def outcome_text(row: Row, mechanisms: list[str]) -> tuple[str, str]:
     if v.kind == "tie":
         who = "all" if set(v.tied) >= {m for m, s in row.cells.items() if s.n} else ", ".join(v.tied)
         return "tie", f"{who} within ±{format_value(v.margin, row.unit)}"
-    return "unclear", f"{v.best} ahead; ~{v.more} more reps"
+    return "unclear", f"{v.ahead + ' ahead' if v.ahead else 'level so far'}; ~{v.more} more reps"
 
 
 def verdict_lines(c: Comparison, width: int = WIDTH) -> list[str]:

@@ -145,6 +145,13 @@ class Verdict:
     def clear(self) -> bool:
         return self.kind in ("win", "tie")
 
+    @property
+    def ahead(self) -> str | None:
+        """Who leads so far; None when every paired estimate is level (nobody does)."""
+        if self.best is None or all(p.estimate in (None, 0.0) for p in self.pairs.values()):
+            return None
+        return self.best
+
 
 def decide(values: Mapping[str, Mapping[int, float]], direction: Direction | None, unit: str,
            margin: float | None = None, confidence: float = CONFIDENCE) -> Verdict:
