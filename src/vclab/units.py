@@ -53,7 +53,7 @@ def parse_bytes(value: object) -> int:
     """A size in bytes: '4GiB', '512MiB', '20GB', or a plain number."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    m = re.fullmatch(_NUM + r"(?P<u>[KMGTkmgt]?i?B)", str(value).strip())
+    m = re.fullmatch(_NUM + r"(?P<u>(?:[KMGTkmgt]i?)?B)", str(value).strip())
     if not m:
         raise ValueError(f"{shown(value)} is not a size; write e.g. 4GiB, 512MiB, 20GB")
     return int(float(m["n"]) * _BYTE_UNITS[m["u"].lower()])

@@ -290,13 +290,13 @@ def _duplicate_keys(text: str, path: str) -> list[Problem]:
             first: dict[tuple, int] = {}
             for knode, vnode in node.value:
                 key = (knode.tag, knode.value) if isinstance(knode, ScalarNode) else (None, id(knode))
-                shown = knode.value if isinstance(knode, ScalarNode) else "?"
+                name = knode.value if isinstance(knode, ScalarNode) else "?"
                 if key in first and knode.tag != "tag:yaml.org,2002:merge":
-                    out.append(Problem(f"key {shown!r} is given twice; the first is on line {first[key]}",
+                    out.append(Problem(f"key {shown(name)} is given twice; the first is on line {first[key]}",
                                        path, knode.start_mark.line + 1, knode.start_mark.column + 1,
-                                       _field_path(loc + (shown,))))
+                                       _field_path(loc + (name,))))
                 first.setdefault(key, knode.start_mark.line + 1)
-                walk(vnode, loc + (shown,))
+                walk(vnode, loc + (name,))
         elif isinstance(node, SequenceNode):
             for i, item in enumerate(node.value):
                 walk(item, loc + (i,))

@@ -526,6 +526,7 @@ FAMILIES = {  # sample: (file blamed, line, words the first problem holds)
     "down-and-silent-at-once.yaml": (None, 24, "already gets `down` at 6000 ms (faults.0)"),
     "period-on-a-down.yaml": (None, 23, "`period` only applies to a flap fault"),
     "direction-on-a-down.yaml": (None, 23, "`direction` only applies to a silent fault"),
+    "controller-with-action.yaml": (None, 27, "a controller fault takes no `action`"),
     "missing-network-finding.yaml": (None, 34, "error missing-network esx3"),
     "duplicate-anchor.yaml": (None, 30, "anchor &host is given twice; the first is on line 26"),
     "empty.yaml": (None, 1, "the file must be a mapping of keys"),
@@ -831,3 +832,21 @@ def test_many_networks_are_checked_in_near_linear_time():
     found = semantic_problems(c)
     assert time.perf_counter() - t0 < 1.0
     assert len(found) == n - 1  # the /8 overlaps every other network, reported on it
+
+
+@examples(300)
+@given(text=st.one_of(st.from_regex(r"\s?\d{1,4}(\.\d{1,3})?\s?[KMGTkmgtiBbsuminpt/%]{0,5}\s?", fullmatch=True),
+                      st.text(max_size=12)))
+def test_quantities_parse_to_a_number_or_say_what_is_allowed(text):
+    # Found here: "1iB" (a cut "1GiB") raised KeyError from the bytes table, not a message.
+    import math
+
+    from vclab.units import parse_bytes, parse_ms, parse_percent, parse_rate
+
+    for parse in (parse_bytes, parse_ms, parse_percent, parse_rate):
+        try:
+            value = parse(text)
+        except ValueError as e:
+            assert "write e.g." in str(e) or "outside 0%..100%" in str(e)
+        else:
+            assert math.isfinite(value) and value >= 0

@@ -58,7 +58,7 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
 
     def need(path, name, pool, what):
         if name not in pool:
-            out.append((path, f"unknown {what} {name!r}; {what}s are: {', '.join(sorted(pool)) or '(none)'}"))
+            out.append((path, f"unknown {what} {shown(name)}; {what}s are: {', '.join(sorted(pool)) or '(none)'}"))
             return False
         return True
 

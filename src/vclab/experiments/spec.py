@@ -255,6 +255,9 @@ class Fault(Strict):
                    "controller": (None,)}[targets[0]]
         if targets[0] != "controller" and self.action not in allowed:
             raise ValueError(f"a {targets[0]} fault's action is one of {', '.join(allowed)}")
+        if targets[0] == "controller" and self.action is not None:
+            raise ValueError(f"a controller fault takes no `action`: `controller: kill` or "
+                             f"`controller: restart` says what happens (got action {self.action!r})")
         if self.action == "flap" and (self.period is None or self.count is None):
             raise ValueError("a flap needs `period` and `count`")
         # A key the fault would ignore is a mistake in the file, not a setting.
