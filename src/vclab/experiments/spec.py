@@ -300,7 +300,8 @@ class Experiment(Strict):
     topology: Union[str, dict[str, Any]]  # a path relative to this file, or the cluster inline
     mechanisms: list[MechanismChoice] = Field(min_length=1)
     repetitions: Count = Field(default=3, ge=1, le=1000)
-    seed: Count = 1
+    # Stored per repetition (seed + index) as an SQLite integer, and fed to random.Random.
+    seed: Count = Field(default=1, ge=0, le=2**32 - 1)
     warmup: Instant = 1000.0
     settle: Instant = 1000.0
     duration: Span = 10_000.0

@@ -206,34 +206,55 @@ def _state(c: Cluster, lost: Failure | None) -> _State:
     return _State(server, portal)
 
 
-def _cuts(c: Cluster, st: _State, skip: Collection[str] = ()) -> set[tuple[str, str]]:
-    """(member, network) pairs cut off, for every network but storage (judged per path)."""
-    out: set[tuple[str, str]] = set()
+def _attachments(c: Cluster) -> dict[str, list[tuple[str, str]]]:
+    """Network (all but storage) -> its (member, server it reaches the fabric through). The
+    same for every failure: computed once, so trying each failure stays linear in the file."""
+    out: dict[str, list[tuple[str, str]]] = {}
     for net in c.networks:
-        if c.kind_of(net) == "storage" or net in skip:
+        if c.kind_of(net) == "storage":
             continue
-        members: list[tuple[str, int | None]] = [(s, st.server[s]) for s, spec in c.servers().items()
-                                                 if net in spec.networks]
-        members += [(vm, st.server[spec.host]) for vm, spec in c.vms.items()
+        members = [(s, s) for s, spec in c.servers().items() if net in spec.networks]
+        members += [(vm, spec.host) for vm, spec in c.vms.items()
                     if net in spec.networks and spec.host in c.hypervisors
                     and net in c.hypervisors[spec.host].networks]
-        pieces = [p for _, p in members]
-        sizes = Counter(p for p in pieces if p is not None)
-        # The biggest piece is the network; a tie goes to the piece of the member listed first.
-        main = max(sizes, key=lambda p: (sizes[p], -pieces.index(p)), default=None)
-        out |= {(m, net) for m, p in members if p is None or p != main}
+        out[net] = members
     return out
 
 
-def _paths(c: Cluster, st: _State) -> dict[tuple[str, str], set[str]]:
+def _cuts(c: Cluster, st: _State, skip: Collection[str] = (),
+          attached: dict[str, list[tuple[str, str]]] | None = None) -> set[tuple[str, str]]:
+    """(member, network) pairs cut off, for every network but storage (judged per path)."""
+    out: set[tuple[str, str]] = set()
+    for net, members in (attached if attached is not None else _attachments(c)).items():
+        if net in skip:
+            continue
+        pieces = [st.server[via] for _, via in members]
+        sizes = Counter(p for p in pieces if p is not None)
+        # The biggest piece is the network; a tie goes to the piece of the member listed first.
+        main = max(sizes, key=lambda p: (sizes[p], -pieces.index(p)), default=None)
+        out |= {(m, net) for (m, _), p in zip(members, pieces) if p is None or p != main}
+    return out
+
+
+def _shared(c: Cluster) -> dict[tuple[str, str], list[str]]:
+    """(server, array) -> the storage networks both are on (the server's possible paths)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for name, spec in c.servers().items():
+        on = set(spec.networks)
+        for array, arr in c.storage.items():
+            shared = [n for n in arr.portals if n in on]
+            if shared:
+                out[(name, array)] = shared
+    return out
+
+
+def _paths(c: Cluster, st: _State,
+           shared: dict[tuple[str, str], list[str]] | None = None) -> dict[tuple[str, str], set[str]]:
     """(server, array) -> storage networks on which the server reaches the array's portal."""
     out: dict[tuple[str, str], set[str]] = {}
-    for name, spec in c.servers().items():
-        for array, arr in c.storage.items():
-            shared = [n for n in arr.portals if n in spec.networks]
-            if shared:
-                here = st.server[name]
-                out[(name, array)] = {n for n in shared if here is not None and st.portal[(array, n)] == here}
+    for (name, array), nets in (shared if shared is not None else _shared(c)).items():
+        here = st.server[name]
+        out[(name, array)] = {n for n in nets if here is not None and st.portal[(array, n)] == here}
     return out
 
 
@@ -277,17 +298,18 @@ def single_points_of_failure(c: Cluster) -> list[Finding]:
     """Fail each switch, link, NIC and portal in turn; report what newly loses its network."""
     order = _order(c)
     base = _state(c, None)
+    attached, shared = _attachments(c), _shared(c)
     # A network already split is reported as unreachable; which piece counts as "the network"
     # would shift with every failure, so it gets no single-failure verdict until it is fixed.
-    split = {net for _, net in _cuts(c, base)}
-    base_paths = _paths(c, base)
+    split = {net for _, net in _cuts(c, base, (), attached)}
+    base_paths = _paths(c, base, shared)
     errors: list[Finding] = []
     notes: list[Finding] = []
     for lost in failures(c):
         st = _state(c, lost)
-        cut = _cuts(c, st, split)
+        cut = _cuts(c, st, split, attached)
         fewer: dict[str, dict[str, list[str]]] = {}  # array -> paths left -> servers
-        for key, nets in _paths(c, st).items():
+        for key, nets in _paths(c, st, shared).items():
             server, array = key
             if not base_paths[key]:
                 continue
