@@ -97,9 +97,16 @@ def _log_axis(ax, values: list[float]) -> None:
     """A log axis when the largest value dwarfs the typical one (a 10 s outage among 2 ms gaps),
     cut below so the noise floor does not fill the panel with decades of nothing."""
     pos = np.asarray([v for v in values if v > 0])
+    zeros = any(v == 0 for v in values)
     if pos.size and pos.max() / np.median(pos) > 100:
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=max(pos.min(), np.percentile(pos, 5)) / 2, top=pos.max() * 2)
+        if zeros:  # a 0 ms repetition must still show: linear near zero, log above
+            ax.set_yscale("symlog", linthresh=max(1.0, float(pos.min())))
+            ax.set_ylim(bottom=0, top=pos.max() * 2)
+        else:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=max(pos.min(), np.percentile(pos, 5)) / 2, top=pos.max() * 2)
+    elif values and min(values) >= 0:  # durations and counts: the axis starts at zero
+        ax.set_ylim(bottom=0, top=max(max(values) * 1.1, 1.0))
 
 
 def _break_holes(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
