@@ -235,6 +235,27 @@ def test_none_builds_a_loop_free_fabric(tmp_path):
         assert_full_matrix(lab)
 
 
+class CtrlCInTeardown(Rstp):
+    """Ctrl-C lands while the lab is being torn down, as one did at the very end of a run."""
+
+    def stop(self, lab):
+        os.kill(os.getpid(), signal.SIGINT)
+        super().stop(lab)
+
+
+def test_ctrl_c_during_teardown_is_held_not_lost(tmp_path):
+    """The teardown finishes, then the Ctrl-C is raised (it used to be ignored there, and the
+    run it ended carried on to exit 0)."""
+    lab = Lab(load_cluster(ROOT / "topologies" / "single-switch.yaml"), mechanism=CtrlCInTeardown(),
+              prefix=PREFIX, state_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with lab:
+            pass
+    assert leftovers(lab.plan) == []
+    assert not list(tmp_path.glob("*.procs"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.slow
 def test_stp_converges_and_reaches(tmp_path):
     stp = Stp(hello_time=1, max_age=6, forward_delay=4)

@@ -53,8 +53,7 @@ def controller(tmp_path, monkeypatch):
     spec = triangle()
     path = tmp_path / "fabric.json"
     model.dump(spec, path)
-    monkeypatch.setattr(app, "FABRIC_FILE", str(path))
-    ctl = app.FabricController()
+    ctl = app.FabricController(fabric_file=str(path))
     dps = {s.name: FakeDatapath(s.dpid) for s in spec.switches}
     for s in spec.switches:
         ports = [port(p) for p in ctl._spec_ports(s.name)]

@@ -16,7 +16,7 @@ from vclab.experiments.loader import load_experiment
 from vclab.experiments.spec import Fault, LockingSpec
 from vclab.experiments.workloads import (LockingAdapter, _HandoverLab, adapter_for,
                                          locking_measurements)
-from vclab.lab.procs import Tracked
+from vclab.lab.procs import Role, Tracked
 from vclab.topology.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,10 +189,12 @@ def test_storage_partition_stops_only_the_storage_ports(cabling):
 
 
 def test_a_crash_kills_the_hosts_processes_and_its_vms_not_the_shells():
-    tracked = [Tracked(10, 1, "esx1: bash --norc"), Tracked(11, 1, "esx1: python -m agent"),
-               Tracked(11, 1, "lock-esx1"), Tracked(12, 1, "esx10: python -m agent"),
-               Tracked(13, 1, "web1: python probe"), Tracked(14, 1, "tgtd:array1"),
-               Tracked(15, 1, "esx2: python -m agent")]
+    tracked = [Tracked(10, 1, "esx1: bash --norc", Role.SHELL, "esx1"),
+               Tracked(11, 1, "esx1: python -m agent", Role.NODE, "esx1"),
+               Tracked(11, 1, "lock-esx1"), Tracked(12, 1, "esx10: python -m agent", Role.NODE, "esx10"),
+               Tracked(13, 1, "web1: python probe", Role.NODE, "web1"),
+               Tracked(14, 1, "tgtd:array1", Role.TARGET),
+               Tracked(15, 1, "esx2: python -m agent", Role.NODE, "esx2")]
     victims = crash_victims(tracked, ["esx1", "web1"], spare={10})
     assert [t.pid for t in victims] == [11, 13]
 

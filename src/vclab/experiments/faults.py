@@ -150,13 +150,14 @@ def run_commands(cmds: list[list[str]], check: bool = True) -> tuple[int, float]
 
 
 def crash_victims(tracked, hosts: list[str], spare: set[int]) -> list:
-    """The tracked processes a crash of these hosts ends: every one started in their
-    namespaces (labelled `host: ...` by the build), except the namespaces' own shells, which
-    the lab needs to tear down. One entry per PID. Pure."""
-    prefixes = tuple(f"{h}: " for h in hosts)
+    """The tracked processes a crash of these hosts ends: every one the lab started in their
+    namespaces, except the namespaces' own shells (and `spare`), which the lab needs to tear
+    down. One entry per PID. Pure."""
+    from vclab.lab.procs import Role
+
     out, seen = [], set()
     for t in tracked:
-        if t.label.startswith(prefixes) and t.pid not in spare and t.pid not in seen:
+        if t.node in hosts and t.role is Role.NODE and t.pid not in spare and t.pid not in seen:
             seen.add(t.pid)
             out.append(t)
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from vclab.experiments.faults import apply as apply_fault, crash_victims, expand
 from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
 from vclab.experiments.workloads import Adapter, adapter_for
+from vclab.lab.signals import interrupts
 from vclab.results.model import WORKLOAD_FAILED, Event, FaultRecord, RepetitionResult
 from vclab.results.store import ResultStore
 
@@ -33,18 +33,14 @@ MIGRATION_WAIT_S = 300.0
 DEFAULT_BUDGET_S = 9 * 60.0
 MAX_ROUNDS = 100
 
-# Processes that must live through a whole repetition (the others end on their own, and a
-# workload whose tool died shows it in its own output).
-MUST_LIVE = ("vclab controller", "tgtd:")
-
 
 def dead_processes(tracked) -> list[str]:
     """Tracked processes that should be running and are not: the repetition measured a
     fabric without its controller, or storage without its target."""
-    from vclab.lab.procs import alive
+    from vclab.lab.procs import MUST_LIVE, alive
 
     return [f"{t.label} (pid {t.pid})" for t in tracked
-            if t.label.startswith(MUST_LIVE) and not alive(t.pid, t.started)]
+            if t.role in MUST_LIVE and not alive(t.pid, t.started)]
 
 Progress = Callable[[str, int, str], None]  # (mechanism label, repetition, phase)
 
@@ -98,13 +94,9 @@ class Runner:
 
     # ---- the run ----
     def run(self) -> RunSummary:
-        # A run started from a background shell inherits SIGINT ignored (and Python then keeps
-        # it so); `kill -INT` must still stop it cleanly, from its first probe on.
-        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
+        # Ctrl-C and SIGTERM stop the run from its first probe on (lab/signals.py).
+        with interrupts.interruptible():
             return self._run()
-        finally:
-            signal.signal(signal.SIGINT, old_int)
 
     def _run(self) -> RunSummary:
         from vclab.doctor import probe_all
@@ -132,7 +124,6 @@ class Runner:
                           "min_repetitions": self.repetitions if self.budget_s is not None else None,
                           "shard": f"{self.shard[0]}/{self.shard[1]}", **self._ha_settings()})
         summary = RunSummary(run_id, self.results, 0, 0, False, 0.0)
-        old = signal.signal(signal.SIGTERM, _terminate)
         try:
             if self.budget_s is None:
                 for choice, index in shard_units(self.experiment.mechanisms, self.repetitions, self.shard):
@@ -146,7 +137,6 @@ class Runner:
             summary.interrupted = True
             store.finish_run(run_id, "interrupted")
         finally:
-            signal.signal(signal.SIGTERM, old)
             store.close()
         summary.seconds = time.monotonic() - started
         return summary
@@ -340,7 +330,3 @@ def host_crasher(lab, tracker) -> Callable[[str], list[str]]:
         victims = crash_victims(tracker.tracked, hosts, spare)
         return kill_now(victims)
     return crash
-
-
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)

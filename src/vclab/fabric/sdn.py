@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, Runner
-from vclab.lab.procs import alive
+from vclab.lab.procs import Role, alive
 from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
 
 CONTROLLER_ID = "@vcctl"
@@ -210,11 +210,11 @@ class Sdn(Mechanism):
                 [sys.executable, "-m", "vclab.fabric.controller", "--fabric",
                  str(self._workdir / "fabric.json"), "--port", str(self.port), "--log",
                  str(self.log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        self.pid = lab.tracker.track(proc.pid, f"vclab controller :{self.port}")
+        self.pid = lab.tracker.track(proc.pid, f"vclab controller :{self.port}", Role.CONTROLLER)
         self._proc = proc
 
     def controller_alive(self, lab: Runner) -> bool:
-        entry = next((t for t in lab.tracker.tracked if t.pid == self.pid), None)
+        entry = lab.tracker.entry(self.pid)
         if entry is None:
             return False
         if getattr(self, "_proc", None) is not None and self._proc.poll() is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from vclab import PREFIX
 from vclab.errors import VclabError
 from vclab.doctor import probe_owner
-from vclab.lab.procs import STATE_DIR, alive, end_recorded
+from vclab.lab.procs import alive, default_state_dir, end_recorded
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -77,7 +77,7 @@ def clean(run_id: str | None = None, state_dir: Path | None = None,
     """Remove vclab's leftovers; returns what was removed, one line per object."""
     if not prefix.startswith(PREFIX):
         raise VclabError(f"a lab's name prefix must start with {PREFIX!r}, not {prefix!r}")
-    removed = [f"process {p}" for p in _end_processes(run_id, state_dir or STATE_DIR)]
+    removed = [f"process {p}" for p in _end_processes(run_id, state_dir or default_state_dir())]
 
     bridges = vclab_bridges(run_id, prefix)
     ports: list[str] = []

@@ -28,8 +28,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from mininet.link import Link
@@ -41,25 +41,20 @@ from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, lacp_pending
 from vclab.fabric.registry import get_mechanism
 from vclab.lab.nodes import PresetIntf, VclabHost, VclabSwitch, cluster_classes
-from vclab.lab.procs import ProcessTracker, alive
+from vclab.lab.procs import ProcessTracker, Role, alive
+from vclab.lab.signals import interrupts
 from vclab.lab.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
 from vclab.topology.plan import (BuildPlan, build_commands, build_plan, host_commands,
                                  ipv6_off_commands, tc_commands)
 from vclab.topology.spec import Cluster
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PING_BATCH = 100  # pings in flight at once
 
 
 def _probe(name: str) -> tuple[bool, str]:
     probe = next(p for n, p, _ in PROBES if n == name)
     return probe()
-
-
-def _exit_on_signal(signum, _frame):
-    # SystemExit unwinds through every `finally`, so the build removes what it created.
-    raise SystemExit(128 + signum)
 
 
 class Lab:
@@ -98,10 +93,10 @@ class Lab:
         self.datapath = ""
         self.build_seconds = 0.0
         self.converge_seconds = 0.0
-        self._shells: list[int] = []
         self._owned = False  # True once the names were checked free: teardown may remove them
         self._stopped = False
-        self._old_handlers: dict = {}
+        # Ctrl-C and SIGTERM unwind the build through `finally`, from start() to stop().
+        self._signals = ExitStack()
 
     # ---- context manager ----
     def __enter__(self) -> Lab:
@@ -162,7 +157,7 @@ class Lab:
     def start(self) -> None:
         started = time.monotonic()
         self._preflight()
-        self._install_signals()
+        self._signals.enter_context(interrupts.interruptible())
         try:
             self._build()
             self._converge()
@@ -233,7 +228,7 @@ class Lab:
                        user=self.ssh_user or "root", precheck=False, **common)
 
     def _node_params(self, name: str) -> dict:
-        params = dict(tracker=self.tracker, shells=self._shells)
+        params = dict(tracker=self.tracker)
         if self.placement is not None:
             server = self.placement.server(self.placement.nodes[name])
             params.update(server=server.name, serverIP=server.address,
@@ -450,54 +445,42 @@ class Lab:
         CLI(self.net)
 
     # ---- teardown ----
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in _SIGNALS:
-            self._old_handlers[sig] = signal.getsignal(sig)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _exit_on_signal)
-        signal.signal(signal.SIGHUP, _exit_on_signal)
-
     def stop(self) -> None:
-        """Remove everything this lab created; safe to call twice and after a partial build."""
+        """Remove everything this lab created; safe to call twice and after a partial build.
+        A signal during the teardown is held until it is done, then raised."""
         if self._stopped:
             return
         self._stopped = True
-        main = threading.current_thread() is threading.main_thread()
-        restore = {}
-        if main:  # a second Ctrl-C must not leave half a teardown
-            restore = {sig: signal.getsignal(sig) for sig in _SIGNALS}
-            restore.update(self._old_handlers)
-            for sig in _SIGNALS:
-                signal.signal(sig, signal.SIG_IGN)
         try:
-            shells = set(self._shells)
-            # Processes started inside hosts first (workloads, pings).
-            for entry in reversed(list(self.tracker.tracked)):
-                if entry.pid not in shells:
-                    self.tracker.end(entry.pid)
-            if self._owned:
-                try:
-                    self.mechanism.stop(self)
-                except Exception as err:  # the bridges and cables must go regardless
-                    print(f"vclab: {self.mechanism.name} teardown: {err}", file=sys.stderr)
-                for server in self.servers:
-                    self._remove(server)
-            # Interactive bash ignores SIGTERM: hang up each shell's session, as Mininet does.
-            for entry in self.tracker.tracked:
-                if entry.pid in shells and alive(entry.pid, entry.started):
-                    try:
-                        os.killpg(entry.pid, signal.SIGHUP)
-                    except OSError:
-                        pass
-            if self.net is not None:
-                for node in [*self.net.hosts, *self.net.switches]:
-                    self._release(node)
-            self.tracker.end_all()
+            with interrupts.deferred():
+                self._teardown()
         finally:
-            for sig, handler in restore.items():
-                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            self._signals.close()
+
+    def _teardown(self) -> None:
+        tracked = self.tracker.tracked
+        # Processes started inside hosts first (workloads, pings).
+        for entry in reversed(tracked):
+            if entry.role is not Role.SHELL:
+                self.tracker.end(entry.pid)
+        if self._owned:
+            try:
+                self.mechanism.stop(self)
+            except Exception as err:  # the bridges and cables must go regardless
+                print(f"vclab: {self.mechanism.name} teardown: {err}", file=sys.stderr)
+            for server in self.servers:
+                self._remove(server)
+        # Interactive bash ignores SIGTERM: hang up each shell's session, as Mininet does.
+        for entry in self.tracker.tracked:
+            if entry.role is Role.SHELL and alive(entry.pid, entry.started):
+                try:
+                    os.killpg(entry.pid, signal.SIGHUP)
+                except OSError:
+                    pass
+        if self.net is not None:
+            for node in [*self.net.hosts, *self.net.switches]:
+                self._release(node)
+        self.tracker.end_all()
 
     def _remove(self, server: str) -> None:
         """Delete this lab's bridges and root-namespace devices on one server."""

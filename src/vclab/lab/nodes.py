@@ -5,6 +5,8 @@ from __future__ import annotations
 from mininet.link import Intf
 from mininet.node import Host, Node, OVSSwitch
 
+from vclab.lab.procs import Role
+
 
 class _TrackedNode:
     """Mininet starts every process of a node (its shell, popen) through `_popen`: record each
@@ -16,9 +18,8 @@ class _TrackedNode:
         tracker = self.params.get("tracker")
         if tracker is not None:
             words = [c for c in cmd if c.isprintable()]
-            tracker.track(popen.pid, f"{self.name}: {' '.join(words)[:100]}")
-        if is_shell and "shells" in self.params:
-            self.params["shells"].append(popen.pid)
+            tracker.track(popen.pid, f"{self.name}: {' '.join(words)[:100]}",
+                          Role.SHELL if is_shell else Role.NODE, self.name)
         return popen
 
 

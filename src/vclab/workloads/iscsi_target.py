@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vclab.errors import VclabError
-from vclab.lab.procs import ProcessTracker
+from vclab.lab.procs import ProcessTracker, Role
 
 IQN_PREFIX = "iqn.2025-01.lab.vclab"
 ISCSI_PORT = 3260
@@ -254,7 +254,7 @@ class IscsiTarget:
         with self.log_path.open("ab") as log:
             proc = self.node.popen(tgtd_command(port, self.portals[0]), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.tracker.track(proc.pid, f"tgtd:{self.name}")
+        self.tracker.track(proc.pid, f"tgtd:{self.name}", Role.TARGET)
         self.proc, self.control_port = proc, port
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:

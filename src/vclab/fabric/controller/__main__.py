@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from os_ken import cfg
     import os_ken.controller.controller  # noqa: F401  (registers the ofp-* options)
 
-    from vclab.fabric.controller import app as fabric_app
+    from vclab.fabric.controller import app as fabric_app  # noqa: F401  (registers --vclab-fabric)
     from vclab.fabric.controller.model import load
     from vclab.errors import ConfigError
 
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(f"vclab controller: {exc}", file=sys.stderr)
         return 2
-    fabric_app.FABRIC_FILE = args.fabric
-    cfg.CONF(args=["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(args.port)],
+    cfg.CONF(args=["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(args.port),
+                   "--vclab-fabric", args.fabric],
              project="os_ken", default_config_files=[])
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _reload(signum: int, _frame: object) -> None:
     """SIGHUP from the build after it rewrote the fabric file (a VM moved)."""
-    from vclab.fabric.controller import app
+    from os_ken.base import app_manager
 
-    if app.INSTANCE is not None:
-        app.INSTANCE.reload()
+    controller = app_manager.lookup_service_brick("FabricController")
+    if controller is not None:
+        controller.reload()
 
 
 def _stop(signum: int, _frame: object) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from os_ken import cfg
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER,
@@ -20,8 +21,9 @@ from os_ken.ofproto import ofproto_v1_3
 
 from vclab.fabric.controller import core, model, trace
 
-# Set by __main__ before os-ken instantiates the app (os-ken builds apps without arguments).
-FABRIC_FILE = ""
+# os-ken builds apps without arguments: the fabric file comes through its config object, as
+# the listen address does (__main__ passes --vclab-fabric).
+cfg.CONF.register_cli_opts([cfg.StrOpt("vclab-fabric", default="", help="fabric JSON")])
 
 LLDP_MAC = "01:80:c2:00:00:0e"
 
@@ -68,18 +70,14 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-INSTANCE: "FabricController | None" = None  # for the SIGHUP handler of __main__
-
-
 class FabricController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fabric_file: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        global INSTANCE
-        INSTANCE = self
+        self.fabric_file = fabric_file if fabric_file is not None else self.CONF.vclab_fabric
         self.logger = logging.getLogger("vclab.controller")
-        self.spec = model.load(FABRIC_FILE)
+        self.spec = model.load(self.fabric_file)
         self.datapaths: dict[str, Any] = {}
         self.installed: dict[str, dict | None] = {}  # None: the switch's state is unknown
         self.down: set[tuple[str, int]] = set()
@@ -89,7 +87,7 @@ class FabricController(app_manager.OSKenApp):
         for gap in gaps:
             self.logger.warning("not protected in the datapath: %s", gap)
         self.logger.info("fabric %s: %d switches, %d cables, %d servers; %s",
-                         FABRIC_FILE, len(self.spec.switches), len(self.spec.links),
+                         self.fabric_file, len(self.spec.switches), len(self.spec.links),
                          len(self.spec.attachments),
                          "every single cable/NIC failure is covered" if not gaps
                          else f"{len(gaps)} cases not covered")
@@ -212,13 +210,13 @@ class FabricController(app_manager.OSKenApp):
         """The build rewrote the fabric file (a VM moved to another hypervisor): read it again
         and send each switch only what changed, the moved MACs' flows."""
         try:
-            spec = model.load(FABRIC_FILE)
+            spec = model.load(self.fabric_file)
         except Exception as exc:  # a bad rewrite must not take the fabric down
-            self.logger.error("reload of %s failed, keeping the old fabric: %s", FABRIC_FILE, exc)
+            self.logger.error("reload of %s failed, keeping the old fabric: %s", self.fabric_file, exc)
             return
         self.spec = spec
         self.converge()
-        self.logger.info("reloaded %s", FABRIC_FILE)
+        self.logger.info("reloaded %s", self.fabric_file)
 
     # ------------------------------------------------------------ helpers
 
