@@ -288,10 +288,7 @@ def load_experiment(path: Path | str, text: str | None = None) -> LoadedExperime
     text = read_text(path) if text is None else text
     data = load_yaml(path, text)
     e = validate(Experiment, data, str(path))
-    try:
-        cluster_file = e.cluster_path(path)
-    except (OSError, ValueError):  # a name too long, a NUL byte
-        cluster_file = path.parent / "x"
+    cluster_file = e.cluster_path(path)  # a name too long or with a NUL: read_text says so
     if cluster_file is not None:
         try:
             cluster_text = read_text(cluster_file)
