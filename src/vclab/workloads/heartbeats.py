@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vclab.lab.procs import ProcessTracker
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.ha_model import (
     ALARMS,
@@ -185,7 +186,7 @@ class Heartbeats(Workload):
         self.config = config or HaConfig()
         self.isolation_address = isolation_address
         self.start_timeout = start_timeout
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[str, Agent] = {}
         self.killed: dict[str, float] = {}
 
     def log_path(self, name: str) -> Path:
@@ -233,34 +234,25 @@ class Heartbeats(Workload):
             raise WorkloadError("heartbeats: already started")
         for m in self.member_list:
             self.log_path(m.name).unlink(missing_ok=True)
-            proc = m.node.popen(self._args(m), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-            self.tracker.track(proc.pid, f"ha-{m.name}")
-            self.procs[m.name] = proc
+            self.procs[m.name] = Agent(m.node, self._args(m), self.tracker, f"ha-{m.name}").spawn()
         deadline = time.monotonic() + self.start_timeout
-        for name, proc in self.procs.items():
-            left = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if not ready or proc.stdout.readline().strip() != b"ready":
-                err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+        for name, agent in self.procs.items():
+            try:
+                agent.expect("ready", deadline - time.monotonic())
+            except WorkloadError:
+                err = agent.stderr_tail() if not agent.running() else ""
                 self.stop()
-                raise WorkloadError(f"HA agent {name} did not start: {err.strip()[-500:]}")
+                raise WorkloadError(f"HA agent {name} did not start: {err.strip()[-500:]}") from None
 
     def kill(self, name: str) -> float:
         """End one agent now (by PID), as a crashed host's would; returns the wall time."""
-        proc = self.procs[name]
-        t = time.time()
-        proc.send_signal(signal.SIGKILL)
-        self.tracker.end(proc.pid)
+        t = self.procs[name].kill() / 1e9
         self.killed[name] = t
         return t
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            self.tracker.end(proc.pid)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe:
-                    pipe.close()
+        for agent in self.procs.values():
+            agent.stop(drain_s=0)  # the agents log as they go: nothing to drain
         self.procs = {}
 
     def collect(self) -> dict[str, Any]:

@@ -19,9 +19,7 @@ import importlib.util
 import ipaddress
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from typing import Any
 
 from vclab.lab.procs import ProcessTracker
 from vclab.workloads import iscsi_agent
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.iscsi_agent import (
     DOWN,
@@ -91,7 +90,7 @@ class Iscsi(Workload):
         self.initiator = initiator or f"iqn.2025-01.lab.vclab:{host_name}"
         self._own_workdir = workdir is None
         self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
+        self.proc: Agent | None = None
         self.ready_ns: int | None = None
         self.stderr = ""
         self.drain_s = max(1.0, 2 * io_timeout_ms / 1000)
@@ -153,45 +152,25 @@ class Iscsi(Workload):
                       str(self.login_timeout_s), "--session-timeout-s",
                       str(self.session_timeout_s), "--drain-s", str(self.drain_s),
                       "--seed", str(self.seed), "--out", str(self.out))
-        err_path = self.workdir / f"{self.name}.err"
-        with err_path.open("wb") as err:
-            proc = self.host.popen(args, stdout=subprocess.PIPE, stderr=err,
-                                   stdin=subprocess.DEVNULL, env=env)
-        self.tracker.track(proc.pid, f"{self.name}:{getattr(self.host, 'name', '?')}")
-        self.proc = proc
-        deadline = time.monotonic() + self.start_timeout
-        line = b""
-        while time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-            if ready:
-                line = proc.stdout.readline()
-                break
-        words = line.decode().split()
-        if len(words) == 2 and words[0] == "ready":
-            self.ready_ns = int(words[1])
-            return
-        self.stop()
-        raise WorkloadError(f"{self.name}: initiator did not start: "
-                            f"{err_path.read_text(errors='replace').strip()[-800:] or 'no output'}")
+        self.proc = Agent(self.host, args, self.tracker,
+                          f"{self.name}:{getattr(self.host, 'name', '?')}",
+                          stderr=self.workdir / f"{self.name}.err", env=env).spawn()
+        try:
+            self.ready_ns = self.proc.expect("ready", self.start_timeout).t_ns
+        except WorkloadError:
+            err = self.proc.stderr_tail().strip()[-800:]
+            self.stop()
+            raise WorkloadError(f"{self.name}: initiator did not start: {err or 'no output'}") from None
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.running()
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # the agent drains its I/O and writes its records
-        try:
-            proc.wait(timeout=self.drain_s + 5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.tracker.end(proc.pid)  # SIGKILL if it hung; forget it either way
-        if proc.stdout:
-            proc.stdout.close()
-        err = self.workdir / f"{self.name}.err" if self.workdir else None
-        self.stderr = err.read_text(errors="replace")[-2000:] if err and err.exists() else ""
+        # SIGTERM: the agent drains its I/O and writes its records.
+        self.proc.stop(drain_s=self.drain_s + 5)
+        self.stderr = self.proc.stderr
         self.proc = None
 
     def collect(self) -> dict[str, Any]:
@@ -352,20 +331,20 @@ def series(done: list[Row], t_start: int, t_end: int,
 
 def _one_shot(host: Any, args: list[str], env: dict[str, str], tracker: ProcessTracker,
               label: str, timeout: float) -> tuple[int, dict[str, Any], str]:
-    proc = host.popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                      stdin=subprocess.DEVNULL, env=env)
-    tracker.track(proc.pid, label)
+    agent = Agent(host, args, tracker, label, env=env).spawn()
+    proc = agent.proc
+    assert proc is not None and proc.stdout is not None
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise WorkloadError(f"{label} took over {timeout:g} s") from None
     finally:
-        tracker.end(proc.pid)
+        agent.stop(drain_s=0)
     try:
         result = json.loads(out) if out.strip() else {}
     except ValueError:
         result = {}
-    return proc.returncode, result, err.decode(errors="replace")
+    return proc.returncode, result, agent.stderr
 
 
 def login(host: Any, portal: str, iqn: str, lun: int, tracker: ProcessTracker, *,

@@ -11,9 +11,7 @@ import importlib.util
 import ipaddress
 import os
 import random
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 
 from vclab.lab.procs import ProcessTracker
 from vclab.workloads import probe_agent, probe_metrics
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 
 
@@ -65,7 +64,7 @@ class Probe(Workload):
         self.start_timeout = start_timeout
         self._own_workdir = workdir is None
         self.workdir = workdir
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[str, Agent] = {}
         self.ready_ns: dict[str, int] = {}
 
     def check(self) -> None:
@@ -102,44 +101,27 @@ class Probe(Workload):
         session = random.getrandbits(32)
         for side, me, peer in (("a", self.a, self.b), ("b", self.b, self.a)):
             (self.workdir / f"{side}.probe").unlink(missing_ok=True)
-            with (self.workdir / f"{side}.err").open("wb") as err:
-                proc = me.node.popen(self._args(me, peer, self.workdir / f"{side}.probe", session),
-                                     stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-            self.tracker.track(proc.pid, f"probe-{side}:{me.name}")
-            self.procs[side] = proc
-        for side, proc in self.procs.items():
-            self.ready_ns[side] = self._wait_ready(side, proc)
-
-    def _wait_ready(self, side: str, proc: subprocess.Popen) -> int:
-        """Block until the agent is receiving, so a fault applied after start() is seen."""
+            self.procs[side] = Agent(
+                me.node, self._args(me, peer, self.workdir / f"{side}.probe", session),
+                self.tracker, f"probe-{side}:{me.name}",
+                stderr=self.workdir / f"{side}.err").spawn()
         deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.05)
-            if ready:
-                line = proc.stdout.readline().decode().split()
-                if len(line) == 2 and line[0] == "ready":
-                    return int(line[1])
-                break
-            if proc.poll() is not None:
-                break
-        err = (self.workdir / f"{side}.err").read_text(errors="replace").strip()
-        self.stop()
-        raise WorkloadError(f"probe agent {side} did not start: {err or 'no output'}")
+        for side, agent in self.procs.items():
+            # Blocks until the agent is receiving, so a fault applied after start() is seen.
+            try:
+                self.ready_ns[side] = agent.expect("ready", deadline - time.monotonic()).t_ns
+            except WorkloadError:
+                err = agent.stderr_tail().strip()
+                self.stop()
+                raise WorkloadError(f"probe agent {side} did not start: {err or 'no output'}") from None
 
     def stop(self) -> None:
         # Signal both first so they stop sending at the same moment; then wait for each to
         # write its log (it lingers to catch its peer's last probes).
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=probe_agent.LINGER_S + 5)
-            except subprocess.TimeoutExpired:
-                pass
-            self.tracker.end(proc.pid)  # SIGKILL if it hung; forget it either way
-            if proc.stdout:
-                proc.stdout.close()
+        for agent in self.procs.values():
+            agent.ask_to_stop()
+        for agent in self.procs.values():
+            agent.stop(drain_s=probe_agent.LINGER_S + 5, how="")
 
     def collect(self) -> dict[str, Any]:
         """{'a': AgentLog | None, 'b': ..., 'errors': {...}}: the two agents' logs."""

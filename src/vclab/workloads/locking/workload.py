@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from typing import Any, Callable
 from vclab.workloads.locking import checker
 from vclab.workloads.locking.model import Timing
 from vclab.lab.procs import ProcessTracker
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.iscsi_target import IscsiTarget
 
@@ -38,7 +37,7 @@ class LockAgentProcess:
         self.tracker, self.timing, self.vms = tracker, timing, dict(vms)
         self.workdir, self.primitive, self.start_timeout = Path(workdir), primitive, start_timeout
         self.name = f"lock-{getattr(node, 'name', host_id)}"
-        self.proc: subprocess.Popen | None = None
+        self.agent: Agent | None = None
         self.events: list[dict] = []
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
@@ -67,11 +66,8 @@ class LockAgentProcess:
     def launch(self) -> None:
         """Start the agent and return at once (ready() waits for it to log in)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        err = (self.workdir / f"{self.name}.err").open("wb")
-        self.proc = self.node.popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=err)
-        err.close()
-        self.tracker.track(self.proc.pid, self.name)
+        self.agent = Agent(self.node, self.command(), self.tracker, self.name, stdin=True,
+                           stderr=self.workdir / f"{self.name}.err").spawn()
         self._reader = threading.Thread(target=self._read, daemon=True, name=self.name)
         self._reader.start()
 
@@ -85,6 +81,10 @@ class LockAgentProcess:
                 self.stop()
                 detail = failed[0]["message"] if failed else self.stderr()
                 raise WorkloadError(f"{self.name}: lock agent did not start: {detail}")
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.agent.proc if self.agent is not None else None
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -105,11 +105,8 @@ class LockAgentProcess:
 
     def send(self, line: str) -> int:
         """Send a command; CLOCK_REALTIME ns just before it was written."""
-        assert self.proc is not None and self.proc.stdin is not None
-        t = time.time_ns()
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
-        return t
+        assert self.agent is not None
+        return self.agent.send(line)
 
     def wait_for(self, kinds: str | tuple[str, ...], timeout: float, since: int = 0,
                  check: bool = True, **match: Any) -> dict:
@@ -137,39 +134,20 @@ class LockAgentProcess:
 
     def kill(self) -> int:
         """SIGKILL: a host crash as its lock manager sees it. CLOCK_REALTIME ns of the kill."""
-        assert self.proc is not None
-        self.killed_ns = time.time_ns()
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=5)
-        self.tracker.end(self.proc.pid, grace=0)
+        assert self.agent is not None
+        self.killed_ns = self.agent.kill()
         return self.killed_ns
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        proc = self.proc
-        if proc is None:
+        if self.agent is None or self.agent.proc is None:
             return
-        if proc.poll() is None:
-            try:
-                self.send("stop")
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        self.tracker.end(proc.pid, grace=1.0)
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass
+        # "stop" on its stdin: it releases its locks and logs out before it exits.
+        self.agent.stop(drain_s=timeout, how="stop", grace=1.0)
         if self._reader:
             self._reader.join(timeout=2)
-        self.proc = None
 
 
 class LockManager(Workload):
