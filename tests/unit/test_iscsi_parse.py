@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vclab.workloads import iscsi_agent
+from vclab.workloads import iscsi_agent, libiscsi
 from vclab.workloads.iscsi import Iscsi, parse, series
 from vclab.workloads.iscsi_agent import (
     FAILED,
@@ -18,9 +18,9 @@ from vclab.workloads.iscsi_agent import (
     RecordLog,
     Row,
     parse_mix,
-    portal_address,
     read_log,
 )
+from vclab.workloads.libiscsi import portal_address
 
 DATA = Path(__file__).parent.parent / "data" / "iscsi"
 MS = 1_000_000
@@ -186,12 +186,12 @@ def test_saved_real_failover() -> None:
 
 def test_task_layout_matches_libiscsi() -> None:
     """Offsets checked with gcc against libiscsi 1.19's scsi-lowlevel.h."""
-    assert iscsi_agent._Task.sense.offset == 48
-    assert ctypes.sizeof(iscsi_agent._Sense) == 16
-    assert iscsi_agent._Sense.bit_pointer.offset == 13
-    assert iscsi_agent._Task.datain_size.offset == 64
-    assert iscsi_agent._Task.datain_data.offset == 72
-    assert ctypes.sizeof(iscsi_agent._ProutBasic) == 24
+    assert libiscsi._Task.sense.offset == 48
+    assert ctypes.sizeof(libiscsi._Sense) == 16
+    assert libiscsi._Sense.bit_pointer.offset == 13
+    assert libiscsi._Task.datain_size.offset == 64
+    assert libiscsi._Task.datain_data.offset == 72
+    assert ctypes.sizeof(libiscsi._ProutBasic) == 24
 
 
 def test_agent_refuses_bad_arguments(tmp_path, capsys) -> None:
