@@ -12,20 +12,16 @@ from vclab.topology.plan import BuildPlan
 class PlanCabling:
     plan: BuildPlan
 
-    def _cables(self):
-        # Cables join two bridges (both ends in the root namespace); host ports do not count.
-        return [v for v in self.plan.veths if v.a.in_root and v.b.in_root]
-
     def link_ends(self, link: str) -> tuple[str, str]:
-        for v in self._cables():
+        for v in self.plan.cables():
             if v.name == link:
                 return v.a.ifname, v.b.ifname
         raise VclabError(f"no cable named {link!r} in the built cluster")
 
     def switch_links(self, switch: str) -> list[str]:
         bridge = self.plan.bridge(switch).name
-        return [v.name for v in self._cables() if bridge in (v.a.node, v.b.node)]
+        return [v.name for v in self.plan.cables() if bridge in (v.a.node, v.b.node)]
 
     def management_links(self, host: str) -> list[str]:
         server = self.plan.host(host)
-        return [v.name for v in self._cables() if v.name.startswith(f"{server.name}.")]
+        return [v.name for v in self.plan.cables() if v.name.startswith(f"{server.name}.")]

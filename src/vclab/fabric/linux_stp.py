@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vclab.errors import VclabError
-from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, Runner
+from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, BuiltLab
 from vclab.topology.plan import BuildPlan, Bridge, ipv6_off_commands
 
 # /sys/class/net/BR/brif/PORT/state
@@ -64,7 +64,7 @@ class LinuxStp(Mechanism):
     def on_ovs(self, bridge: Bridge) -> bool:
         return bridge.kind != "physical"
 
-    def prepare(self, lab: Runner) -> None:
+    def prepare(self, lab: BuiltLab) -> None:
         from vclab.doctor import PROBES
 
         probe = next(p for n, p, _ in PROBES if n == "linux-bridge-stp")
@@ -98,7 +98,7 @@ class LinuxStp(Mechanism):
             out.append(["ip", "link", "set", "dev", bridge.name, "up"])
         return out
 
-    def converged(self, lab: Runner) -> tuple[bool, str]:
+    def converged(self, lab: BuiltLab) -> tuple[bool, str]:
         states = {}
         for bridge in lab.plan.physical:
             base = Path("/sys/class/net") / bridge.name / "brif"
@@ -106,7 +106,7 @@ class LinuxStp(Mechanism):
                                        for p in base.iterdir()} if base.is_dir() else {}
         return judge(states)
 
-    def stop(self, lab: Runner) -> None:
+    def stop(self, lab: BuiltLab) -> None:
         present = set(os.listdir("/sys/class/net"))
         for bridge in lab.plan.physical:
             if bridge.name in present:

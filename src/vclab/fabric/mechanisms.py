@@ -29,7 +29,7 @@ from vclab.errors import VclabError
 from vclab.topology.plan import BuildPlan, Bond, Bridge, Port, describe_loop, find_loop
 
 
-class Runner(Protocol):
+class BuiltLab(Protocol):
     """What a mechanism needs of a built lab: its plan, and a way to run root commands."""
 
     plan: BuildPlan
@@ -68,23 +68,23 @@ class Mechanism:
     def commands(self, plan: BuildPlan) -> list[list[str]]:
         return []
 
-    def prepare(self, lab: Runner) -> None:
+    def prepare(self, lab: BuiltLab) -> None:
         """After the pre-flight checks, before anything is built (refuse here with VclabError)."""
 
-    def start(self, lab: Runner) -> None:
+    def start(self, lab: BuiltLab) -> None:
         """After the build (bridges, cables, shaping, hosts), before convergence is polled."""
 
-    def stop(self, lab: Runner) -> None:
+    def stop(self, lab: BuiltLab) -> None:
         """At teardown, before the bridges are deleted; must not raise."""
 
-    def vm_moved(self, lab: Runner) -> None:
+    def vm_moved(self, lab: BuiltLab) -> None:
         """A VM's ports moved to another virtual switch (vMotion's switch-over). Learning
         fabrics need nothing: the VM's announcement teaches them."""
 
-    def action(self, lab: Runner, what: str) -> None:
+    def action(self, lab: BuiltLab, what: str) -> None:
         raise VclabError(f"mechanism {self.name!r} has no controller to {what}")
 
-    def converged(self, lab: Runner) -> tuple[bool, str]:
+    def converged(self, lab: BuiltLab) -> tuple[bool, str]:
         """(settled, what is still moving)."""
         return True, ""
 
@@ -170,16 +170,14 @@ class Rstp(SpanningTree):
     timeout: float = 30.0
     name = "rstp"
 
-    def converged(self, lab: Runner) -> tuple[bool, str]:
+    def converged(self, lab: BuiltLab) -> tuple[bool, str]:
         """Every port forwarding or blocked, or a designated port still proposing to a blocked
         (alternate/backup) far end: OVS's alternate ports never answer a proposal (its
         ALTERNATE_PORT state compares fdWhile with forwardDelay(), the hello time under RSTP,
         not FwdDelay), so that end would forward only when its 3 s edge delay runs out. No
         frame crosses that cable either way meanwhile, and losing the other cable then fails
         over as fast as from the settled state (measured: 23 ms against 26 ms)."""
-        peer = {}
-        for v in lab.plan.veths:
-            peer[v.a.ifname], peer[v.b.ifname] = v.b.ifname, v.a.ifname
+        peer = lab.plan.cable_peers()
         ports = {}
         for bridge in lab.plan.physical:
             for iface, role, state in parse_port_table(lab.sh(["ovs-appctl", "rstp/show", bridge.name])):
@@ -216,7 +214,7 @@ class Stp(SpanningTree):
         if self.timeout is None:
             self.timeout = 2 * (self.forward_delay or 15) + (self.max_age or 20) + 10.0
 
-    def converged(self, lab: Runner) -> tuple[bool, str]:
+    def converged(self, lab: BuiltLab) -> tuple[bool, str]:
         moving = []
         for bridge in lab.plan.physical:
             rows = parse_port_table(lab.sh(["ovs-appctl", "stp/show", bridge.name]))
@@ -229,7 +227,7 @@ class Stp(SpanningTree):
         return not moving, ", ".join(moving)
 
 
-def lacp_pending(lab: Runner) -> list[str]:
+def lacp_pending(lab: BuiltLab) -> list[str]:
     """The physical switches' LACP bonds whose partner has not agreed yet (`ovs-appctl
     lacp/show`): until then OVS keeps every member disabled, a state a spanning tree would
     report as settled (a disabled port) while nothing crosses."""

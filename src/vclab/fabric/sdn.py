@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vclab.errors import VclabError
-from vclab.fabric.mechanisms import Mechanism, Runner
+from vclab.fabric.mechanisms import Mechanism, BuiltLab
 from vclab.lab.procs import Role, alive
 from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
 
@@ -39,15 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cables(plan: BuildPlan) -> dict[str, str]:
-    """Root-namespace interface -> the interface at the other end of its cable."""
-    out = {}
-    for v in plan.veths:
-        if v.a.in_root and v.b.in_root:
-            out[v.a.ifname], out[v.b.ifname] = v.b.ifname, v.a.ifname
-    return out
 
 
 def _uplinks_in_order(vswitch: Bridge) -> list[Port]:
@@ -69,7 +60,7 @@ def fabric_spec(plan: BuildPlan, cluster, datapath: str = "netdev"):
     from vclab.fabric.controller import model
 
     physical = {b.name: b for b in plan.physical}
-    peer_of = _cables(plan)
+    peer_of = plan.cable_peers()
     port_of = {p.name: p for b in plan.physical for p in b.ports}
     switches = tuple(model.Switch(b.friendly, int(b.dpid, 16)) for b in plan.physical)
     links, seen = [], set()
@@ -179,7 +170,7 @@ class Sdn(Mechanism):
         return []
 
     # ---- the controller process ----
-    def prepare(self, lab: Runner) -> None:
+    def prepare(self, lab: BuiltLab) -> None:
         import importlib.util
 
         if importlib.util.find_spec("os_ken") is None:
@@ -201,7 +192,7 @@ class Sdn(Mechanism):
         self.log = self._workdir / "controller.log"
         self._start_controller(lab)
 
-    def _start_controller(self, lab: Runner) -> None:
+    def _start_controller(self, lab: BuiltLab) -> None:
         assert self._workdir is not None and self.log is not None
         # Only what this process writes counts towards convergence (the log is appended to).
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
@@ -213,7 +204,7 @@ class Sdn(Mechanism):
         self.pid = lab.tracker.track(proc.pid, f"vclab controller :{self.port}", Role.CONTROLLER)
         self._proc = proc
 
-    def controller_alive(self, lab: Runner) -> bool:
+    def controller_alive(self, lab: BuiltLab) -> bool:
         entry = lab.tracker.entry(self.pid)
         if entry is None:
             return False
@@ -221,7 +212,7 @@ class Sdn(Mechanism):
             return False
         return alive(entry.pid, entry.started)
 
-    def action(self, lab: Runner, what: str) -> None:
+    def action(self, lab: BuiltLab, what: str) -> None:
         if what == "kill":
             lab.tracker.end(self.pid)
             if getattr(self, "_proc", None) is not None:
@@ -234,7 +225,7 @@ class Sdn(Mechanism):
         else:
             raise VclabError(f"controller action is kill or restart, not {what!r}")
 
-    def vm_moved(self, lab: Runner) -> None:
+    def vm_moved(self, lab: BuiltLab) -> None:
         """The controller places MACs from the spec, so it is told: the spec is written again
         from the moved plan and the controller reloads it (SIGHUP), sending only the moved
         MACs' flows. Waits for its log to say so (the VM is still paused meanwhile)."""
@@ -259,7 +250,7 @@ class Sdn(Mechanism):
                          f"(see {self.log})")
 
     # ---- after the build ----
-    def qos_commands(self, lab: Runner) -> list[list[str]]:
+    def qos_commands(self, lab: BuiltLab) -> list[list[str]]:
         """Every HTB tree this mechanism puts on the lab: per network on each physical switch
         port (filled by the controller's DSCP marks, or set_queue on the kernel datapath) and
         NIOC's per network shares on each server uplink (filled by VLAN)."""
@@ -269,10 +260,10 @@ class Sdn(Mechanism):
                 + qos.uplink_qos_commands(vswitch_uplinks(lab.plan), self.spec.networks,
                                           kernel_datapath=self.datapath == "system"))
 
-    def start(self, lab: Runner) -> None:
+    def start(self, lab: BuiltLab) -> None:
         self.apply_qos(lab)
 
-    def apply_qos(self, lab: Runner) -> None:
+    def apply_qos(self, lab: BuiltLab) -> None:
         # After the cables' own shaping, which each tree replaces at the same rate. One tc
         # process for all: hundreds of commands on a bigger cluster.
         cmds = self.qos_commands(lab)
@@ -280,7 +271,7 @@ class Sdn(Mechanism):
             lab.sh(["tc", "-batch", "-"], stdin="".join(shlex.join(c[1:]) + "\n" for c in cmds))
         self._qos_ports = sorted({c[c.index("dev") + 1] for c in cmds})
 
-    def clear_qos(self, lab: Runner, check: bool = False) -> None:
+    def clear_qos(self, lab: BuiltLab, check: bool = False) -> None:
         """Put the plain cable shaping back where apply_qos put a tree (a port without a
         rate gets no qdisc of its own again)."""
         from vclab.topology.plan import shape_commands
@@ -296,14 +287,14 @@ class Sdn(Mechanism):
                    check=check)
         self._qos_ports = []
 
-    def stop(self, lab: Runner) -> None:
+    def stop(self, lab: BuiltLab) -> None:
         if self.pid:
             lab.tracker.end(self.pid)
         # The trees are plain tc on the lab's veths and leave with them; putting the cable
         # shaping back costs one tc process and leaves the ports as the build made them.
         self.clear_qos(lab)
 
-    def converged(self, lab: Runner) -> tuple[bool, str]:
+    def converged(self, lab: BuiltLab) -> tuple[bool, str]:
         if not self.controller_alive(lab):
             tail = self.log.read_text()[-2000:] if self.log and self.log.exists() else ""
             stderr = self._workdir / "controller.stderr" if self._workdir else None

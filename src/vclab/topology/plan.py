@@ -180,6 +180,15 @@ class BuildPlan:
     def vswitches(self) -> list[Bridge]:
         return [b for b in self.bridges if b.kind == "vswitch"]
 
+    def cables(self) -> list[Veth]:
+        """The cables between two bridges (both ends in the root namespace); the veths to
+        hosts do not count."""
+        return [v for v in self.veths if v.a.in_root and v.b.in_root]
+
+    def cable_peers(self) -> dict[str, str]:
+        """Root-namespace interface -> the interface at the other end of its cable."""
+        return {e.ifname: far.ifname for v in self.cables() for e, far in ((v.a, v.b), (v.b, v.a))}
+
     def root_links(self) -> list[str]:
         """Every veth end in the root namespace, to check before a build and remove after."""
         return [e.ifname for v in self.veths for e in (v.a, v.b) if e.in_root]
