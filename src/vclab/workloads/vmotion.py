@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import socket
 import statistics
 import struct
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vclab.lab.procs import ProcessTracker
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 from vclab.workloads.vmotion_model import (
     MEMORY,
@@ -227,8 +227,8 @@ class VmotionReplay(Workload):
         self.receiver_log = self.outdir / f"{name}-receiver.jsonl"
         self.measured_rate_bps: float | None = None
         self.measured_samples_bps: list[float] = []
-        self._receiver: subprocess.Popen | None = None
-        self._sender: subprocess.Popen | None = None
+        self._receiver: Agent | None = None
+        self._sender: Agent | None = None
         self.sender_error = ""
 
     def _program(self, *args: str) -> list[str]:
@@ -250,41 +250,38 @@ class VmotionReplay(Workload):
             raise WorkloadError(f"cannot write vmotion logs to {self.outdir}")
 
     def _ensure_receiver(self, timeout: float = 10.0) -> None:
-        if self._receiver and self._receiver.poll() is None:
+        if self._receiver and self._receiver.running():
             return
         self.receiver_log.unlink(missing_ok=True)
-        proc = self.destination.popen(
-            self._program("receive", "--bind", self.destination_ip, "--port", str(self.port),
-                          "--log", str(self.receiver_log)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.tracker.track(proc.pid, f"{self.name}-receiver")
-        self._receiver = proc
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else b""
-        if line.strip() != b"ready":
-            err = b""
-            if proc.poll() is not None:
-                err = proc.stderr.read()
+        self._receiver = Agent(
+            self.destination, self._program("receive", "--bind", self.destination_ip, "--port",
+                                            str(self.port), "--log", str(self.receiver_log)),
+            self.tracker, f"{self.name}-receiver").spawn()
+        try:
+            self._receiver.expect("ready", timeout)
+        except WorkloadError:
+            err = self._receiver.stderr_tail() if not self._receiver.running() else ""
             self.stop()
             raise WorkloadError(f"vmotion receiver did not start on {self.destination_ip}:"
-                                f"{self.port}: {err.decode(errors='replace').strip()[-500:]}")
+                                f"{self.port}: {err.strip()[-500:]}") from None
 
     def measure_rate(self, seconds: float = 2.0, timeout: float = 60.0) -> float:
         """The TCP rate the replay can reach between the two hosts now (bits/s)."""
         self._ensure_receiver()
-        proc = self.source.popen(
-            self._program("measure", "--to", self.destination_ip, "--port", str(self.port),
-                          "--seconds", str(seconds), "--page-bytes", str(self.spec.page_bytes)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.tracker.track(proc.pid, f"{self.name}-measure")
+        agent = Agent(self.source, self._program(
+            "measure", "--to", self.destination_ip, "--port", str(self.port), "--seconds",
+            str(seconds), "--page-bytes", str(self.spec.page_bytes)),
+            self.tracker, f"{self.name}-measure").spawn()
+        proc = agent.proc
+        assert proc is not None
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise WorkloadError(f"vmotion rate measurement took over {timeout:g} s") from None
         finally:
-            self.tracker.end(proc.pid)
+            agent.stop(drain_s=0)
         if proc.returncode != 0:
-            raise WorkloadError(f"vmotion rate measurement failed: {err.decode().strip()[-500:]}")
+            raise WorkloadError(f"vmotion rate measurement failed: {agent.stderr.strip()[-500:]}")
         result = json.loads(out)
         self.measured_rate_bps = float(result["rate_bps"])
         self.measured_samples_bps = [float(x) for x in result["samples_bps"]]
@@ -304,23 +301,18 @@ class VmotionReplay(Workload):
         args = self._program("send", "--to", self.destination_ip, "--port", str(self.port),
                              "--spec", self.run_spec.model_dump_json(), "--mode", self.mode,
                              "--log", str(self.sender_log))
-        pipe = subprocess.PIPE if self.switchover else subprocess.DEVNULL
-        proc = self.source.popen(args + (["--switchover"] if self.switchover else []),
-                                 stdin=pipe, stdout=pipe, stderr=subprocess.PIPE)
-        self.tracker.track(proc.pid, f"{self.name}-sender")
-        self._sender = proc
+        self._sender = Agent(self.source, args + (["--switchover"] if self.switchover else []),
+                             self.tracker, f"{self.name}-sender", stdin=self.switchover,
+                             stdout=self.switchover).spawn()
 
     def _expect(self, word: str, timeout: float) -> int:
-        proc = self._sender
-        if proc is None or proc.stdout is None:
+        sender = self._sender
+        if sender is None or sender.proc is None or sender.proc.stdout is None:
             raise WorkloadError("vmotion: the sender was not started with switchover=True")
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline().decode().split() if ready else []
-        if len(line) != 2 or line[0] != word:
-            err = proc.stderr.read().decode(errors="replace")[-500:] if proc.poll() is not None else ""
-            raise WorkloadError(f"vmotion sender did not say {word!r} within {timeout:g} s "
-                                f"(got {line!r}) {err.strip()}")
-        return int(line[1])
+        t = sender.expect(word, timeout).t_ns
+        if t is None:
+            raise WorkloadError(f"vmotion sender said {word!r} without its time")
+        return t
 
     def pause(self, timeout: float = 600.0) -> int:
         """Wait until pre-copy is over and the VM must pause: the sender's time (ns)."""
@@ -329,27 +321,29 @@ class VmotionReplay(Workload):
     def resume(self, timeout: float = 600.0) -> int:
         """The VM is paused: send the stop-and-copy round; returns (ns) once it is acknowledged,
         when the VM may run on the destination."""
-        assert self._sender is not None and self._sender.stdin is not None
-        self._sender.stdin.write(b"go\n")
-        self._sender.stdin.flush()
+        assert self._sender is not None
+        self._sender.send("go")
         return self._expect("copied", timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the migration finished (the sender exited) within `timeout` seconds."""
-        if not self._sender:
+        if not self._sender or self._sender.proc is None:
             return False
         try:
-            self._sender.wait(timeout)
+            self._sender.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return False
         return True
 
     def stop(self) -> None:
-        for proc in (self._sender, self._receiver):
-            if proc:
-                self.tracker.end(proc.pid)
-        if self._sender and self._sender.returncode not in (0, None) and self._sender.stderr:
-            self.sender_error = self._sender.stderr.read().decode(errors="replace")[-2000:]
+        sender = self._sender
+        failed = sender is not None and sender.proc is not None and \
+            sender.proc.poll() not in (0, None)
+        for agent in (self._sender, self._receiver):
+            if agent:
+                agent.stop(drain_s=0)
+        if failed:
+            self.sender_error = sender.stderr[-2000:]
         self._sender = self._receiver = None
 
     def collect(self) -> dict[str, Any]:
