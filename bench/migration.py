@@ -44,8 +44,8 @@ from rich.table import Table
 
 from vclab.lab.lab import Lab
 from vclab.topology.loader import cluster_from_text
-from vclab.workloads.migration import LiveMigration
-from vclab.workloads.vmotion_model import VmotionSpec, simulate
+from vclab.workloads.vmotion.migration import LiveMigration
+from vclab.workloads.vmotion.model import VmotionSpec, simulate
 
 PREFIX = "vcn"
 MiB = 2**20

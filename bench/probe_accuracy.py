@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads.probe import quiet_trial
+from vclab.workloads.probe.workload import quiet_trial
 
 # The black holes and the rig are test tooling (tests/rigs), not part of vclab itself.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

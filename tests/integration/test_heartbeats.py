@@ -10,8 +10,8 @@ import pytest
 
 from rigs.netns import rig, run
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads.ha_model import HaConfig
-from vclab.workloads.heartbeats import Heartbeats, HaMember
+from vclab.workloads.heartbeats.model import HaConfig
+from vclab.workloads.heartbeats.workload import Heartbeats, HaMember
 
 pytestmark = [
     pytest.mark.root,

@@ -9,7 +9,7 @@ import pytest
 
 from rigs.netns import rig
 from vclab.lab.procs import ProcessTracker, alive
-from vclab.workloads.iperf import Iperf3
+from vclab.workloads.iperf.workload import Iperf3
 
 pytestmark = [
     pytest.mark.root,

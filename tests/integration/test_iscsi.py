@@ -19,10 +19,10 @@ import pytest
 
 from rigs.netns import BlackHole, NetnsNode, Rig, rig, run
 from vclab.lab.procs import ProcessTracker, alive
-from vclab.workloads import iscsi
+from vclab.workloads.iscsi import workload as iscsi
 from vclab.workloads.base import WorkloadError
-from vclab.workloads.iscsi import Iscsi
-from vclab.workloads.iscsi_target import Chap, IscsiTarget
+from vclab.workloads.iscsi.workload import Iscsi
+from vclab.workloads.iscsi.target import Chap, IscsiTarget
 
 pytestmark = [
     pytest.mark.root,

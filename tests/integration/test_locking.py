@@ -22,7 +22,7 @@ from vclab.workloads.locking.workload import LockManager, run_scenario
 from rigs.netns import BlackHole, NetnsNode, Rig, SwitchWatch, rig, run
 from vclab.lab.procs import ProcessTracker, alive
 from vclab.workloads.base import WorkloadError
-from vclab.workloads.iscsi_target import IscsiTarget
+from vclab.workloads.iscsi.target import IscsiTarget
 
 pytestmark = [
     pytest.mark.root,

@@ -187,7 +187,7 @@ def test_isl_lag_moves_the_flow_inside_the_datapath(tmp_path):
     array1 goes down and the bond's own member table moves the flow (lb-output-action), with
     no spanning-tree change or revalidation round (RSTP alone: 4-8 ms on this datapath)."""
     from vclab.lab.ioctl import link_updown
-    from vclab.workloads.probe import Endpoint, Probe
+    from vclab.workloads.probe.workload import Endpoint, Probe
 
     with Lab(load_cluster(LAG), mechanism="rstp", prefix=PREFIX, state_dir=tmp_path / "state",
              workdir=tmp_path) as lab:

@@ -37,7 +37,7 @@ from vclab.lab.clean import leftovers  # noqa: E402
 from vclab.errors import VclabError  # noqa: E402
 from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
-from vclab.workloads.migration import LiveMigration  # noqa: E402
+from vclab.workloads.vmotion.migration import LiveMigration  # noqa: E402
 
 PREFIX = "vcnt"
 INTERVAL_MS = 1.0

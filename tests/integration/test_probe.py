@@ -17,7 +17,7 @@ import pytest
 
 from rigs.netns import BlackHole, MtuBlackHole, SwitchWatch, rig
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads.probe import Probe, quiet_trial
+from vclab.workloads.probe.workload import Probe, quiet_trial
 
 pytestmark = pytest.mark.root
 

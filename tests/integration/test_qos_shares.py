@@ -39,7 +39,7 @@ pytest.importorskip("os_ken")
 
 from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
-from vclab.workloads.iperf import Iperf3  # noqa: E402
+from vclab.workloads.iperf.workload import Iperf3  # noqa: E402
 
 PREFIX = "vcu"
 RATE = 100e6  # the cables: low enough for 2 cores to saturate through the userspace datapath

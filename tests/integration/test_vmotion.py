@@ -19,8 +19,8 @@ import pytest
 
 from rigs.netns import BlackHole, rig, run
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads.vmotion import VmotionReplay
-from vclab.workloads.vmotion_model import MEMORY, STOP_AND_COPY, VmotionSpec, simulate
+from vclab.workloads.vmotion.workload import VmotionReplay
+from vclab.workloads.vmotion.model import MEMORY, STOP_AND_COPY, VmotionSpec, simulate
 
 pytestmark = [
     pytest.mark.root,

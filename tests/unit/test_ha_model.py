@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from vclab.workloads.ha_model import (
+from vclab.workloads.heartbeats.model import (
     CANDIDATE,
     FDM,
     ISOLATION,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vclab.workloads.base import WorkloadError
-from vclab.workloads.iperf import Iperf3, client_args, server_args
+from vclab.workloads.iperf.workload import Iperf3, client_args, server_args
 
 DATA = Path(__file__).parent.parent / "data" / "iperf3"
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vclab.workloads import iscsi_agent, libiscsi
-from vclab.workloads.iscsi import Iscsi, parse, series
-from vclab.workloads.iscsi_agent import (
+from vclab.workloads.iscsi import agent as iscsi_agent
+from vclab.workloads.iscsi import libiscsi
+from vclab.workloads.iscsi.workload import Iscsi, parse, series
+from vclab.workloads.iscsi.agent import (
     FAILED,
     OK,
     UNFINISHED,
@@ -20,7 +21,7 @@ from vclab.workloads.iscsi_agent import (
     parse_mix,
     read_log,
 )
-from vclab.workloads.libiscsi import portal_address
+from vclab.workloads.iscsi.libiscsi import portal_address
 
 DATA = Path(__file__).parent.parent / "data" / "iscsi"
 MS = 1_000_000

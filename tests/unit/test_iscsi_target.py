@@ -13,7 +13,7 @@ import pytest
 from vclab.errors import VclabError
 from rigs.netns import NetnsNode
 from vclab.lab.procs import end_pid
-from vclab.workloads.iscsi_target import (
+from vclab.workloads.iscsi.target import (
     CONTROL_PORTS,
     Chap,
     IscsiTarget,

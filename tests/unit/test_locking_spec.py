@@ -14,8 +14,9 @@ from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import crash_victims, plan, storage_ports
 from vclab.experiments.loader import load_experiment
 from vclab.experiments.spec import Fault, LockingSpec
-from vclab.experiments.workloads import (LockingAdapter, _HandoverLab, adapter_for,
-                                         locking_measurements)
+from vclab.workloads.locking.adapter import LockingAdapter, locking_measurements
+from vclab.workloads.registry import adapter_for
+from vclab.workloads.vmotion.migration import switch_over
 from vclab.lab.procs import Role, Tracked
 from vclab.topology.plan import build_plan
 
@@ -284,11 +285,10 @@ def test_a_migration_of_a_locked_vm_hands_the_lock_over_inside_its_switch_over()
         def handover(self, vm, to):
             calls.append(("handover", vm, to))
 
-    lab = _HandoverLab(Lab(), Group(), "web1")
-    assert lab.plan == "the plan"
-    lab.move_vm("web1", "esx2", between=lambda: calls.append(("copy",)))
+    # The locking adapter hooks Group.handover into the migrations of locked VMs only.
+    switch_over(Lab(), "web1", "esx2", lambda: calls.append(("copy",)), [Group().handover])
     assert calls == [("detach", "web1"), ("copy",), ("handover", "web1", "esx2"),
                      ("attach", "esx2")]
     calls.clear()
-    lab.move_vm("web2", "esx3", between=lambda: calls.append(("copy",)))
+    switch_over(Lab(), "web2", "esx3", lambda: calls.append(("copy",)))
     assert ("handover", "web2", "esx3") not in calls

@@ -16,7 +16,7 @@ import pytest
 from vclab.topology.loader import cluster_from_text, load_cluster
 from vclab.topology.plan import build_plan
 from vclab.workloads.capture import Capture
-from vclab.workloads.migration import (
+from vclab.workloads.vmotion.migration import (
     ETH_RARP,
     announce_frames,
     attach_commands,
@@ -188,12 +188,12 @@ def test_switchover_outage_takes_the_gap_over_the_detached_stretch() -> None:
 
 def test_sender_handshake_pauses_before_stop_and_copy(tmp_path) -> None:
     """The sender says `pause`, waits, sends stop-and-copy, says `copied` (loopback, no root)."""
-    from vclab.workloads.vmotion_model import VmotionSpec
+    from vclab.workloads.vmotion.model import VmotionSpec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    py = [sys.executable, "-m", "vclab.workloads.vmotion"]
+    py = [sys.executable, "-m", "vclab.workloads.vmotion.workload"]
     recv = subprocess.Popen([*py, "receive", "--bind", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.PIPE)
     try:

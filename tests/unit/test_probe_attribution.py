@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from vclab.experiments.spec import Workload as WorkloadEntry
-from vclab.experiments.workloads import ProbeAdapter
+from vclab.workloads.probe.adapter import ProbeAdapter
 from vclab.results.model import FaultRecord
-from vclab.workloads.probe_metrics import (
+from vclab.workloads.probe.metrics import (
     SETTLE_NS,
     Stream,
     analyse,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vclab.workloads import probe_agent
-from vclab.workloads.probe import Probe
-from vclab.workloads.probe_metrics import (
+from vclab.workloads.probe import agent as probe_agent
+from vclab.workloads.probe.workload import Probe
+from vclab.workloads.probe.metrics import (
     NO_ECHO,
     SETTLE_NS,
     Stream,
@@ -415,7 +415,7 @@ def test_two_agents_on_loopback(tmp_path):
     try:
         for me, peer in ((0, 1), (1, 0)):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "vclab.workloads.probe_agent", "--bind", "127.0.0.1",
+                [sys.executable, "-m", "vclab.workloads.probe.agent", "--bind", "127.0.0.1",
                  "--peer", "127.0.0.1", "--port", str(ports[me]), "--peer-port", str(ports[peer]),
                  "--session", "7", "--out", str(tmp_path / f"{me}.probe")],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -228,7 +228,7 @@ def test_results_directory_or_database_file(tmp_path):
 
 def test_vmotion_rounds_become_round_events():
     from vclab.results.model import rounds_as_events
-    from vclab.workloads.vmotion_model import Round
+    from vclab.workloads.vmotion.model import Round
 
     dicts = [{"index": 0, "phase": "memory", "bytes": 2**30, "start_s": 0.0, "duration_s": 2.9},
              {"index": 1, "phase": "stop-and-copy", "bytes": 4_000_000, "start_s": 2.9, "duration_s": 0.011}]

@@ -14,7 +14,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from vclab.workloads.vmotion_model import (
+from vclab.workloads.vmotion.model import (
     DISK,
     MEMORY,
     STOP_AND_COPY,

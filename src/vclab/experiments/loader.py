@@ -75,7 +75,7 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
                         out.append((base + (key,), f"{end!r} is not on network {s.network!r}; its members are: "
                                     f"{', '.join(sorted(members(s.network)))}"))
         elif w.kind == "vmotion":
-            from vclab.workloads.migration import migration_problems
+            from vclab.workloads.vmotion.migration import migration_problems
 
             if need(base + ("vm",), s.vm, set(c.vms), "VM") and \
                     need(base + ("to",), s.to, set(c.hypervisors), "hypervisor"):

@@ -20,8 +20,9 @@ from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import apply as apply_fault, crash_victims, expand_schedule, kill_now, run_commands, sink_commands, sink_name
 from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
-from vclab.experiments.workloads import Adapter, adapter_for
 from vclab.lab.signals import interrupts
+from vclab.workloads.adapter import Adapter
+from vclab.workloads.registry import adapter_for
 from vclab.results.model import WORKLOAD_FAILED, Event, FaultRecord, RepetitionResult
 from vclab.results.store import ResultStore
 
@@ -185,12 +186,11 @@ class Runner:
         summary.stopped_because = f"{MAX_ROUNDS} rounds"
 
     def _ha_settings(self) -> dict:
-        from vclab.experiments.workloads import HeartbeatsAdapter
-
+        settings: dict = {}
         for i, w in enumerate(self.experiment.workloads):
-            if w.kind == "heartbeats":
-                return HeartbeatsAdapter(w, i).settings()
-        return {}
+            if (a := adapter_for(w, i)) is not None:
+                settings = {**a.settings(), **settings}  # the first workload of a kind decides
+        return settings
 
     # ---- one repetition ----
     def repetition(self, choice: MechanismChoice, index: int) -> RepetitionResult:
@@ -222,8 +222,7 @@ class Runner:
                 running: list[tuple[Adapter, object]] = []
                 deferred: list[tuple[Adapter, object]] = []
                 for a in adapters:
-                    w = a.make(lab, tracker, workdir) if a.kind != "iperf3" else \
-                        a.make(lab, tracker, workdir, duration_s=duration_ms / 1e3)
+                    w = a.make(lab, tracker, workdir, duration_s=duration_ms / 1e3)
                     w.check()
                     (deferred if a.start_at_ms is not None else running).append((a, w))
                 for a, w in running + deferred:
@@ -309,11 +308,10 @@ class Runner:
                 for a, w in running:
                     a.on_fault(w, record)
             _sleep_until(t0 + int(duration_ms * 1e6))
-            # A migration that started is waited for (up to MIGRATION_WAIT_S): a slow one is
-            # the finding, a cut-short one would be no measurement at all.
+            # A workload that must end by itself (a migration that started) is waited for, up
+            # to MIGRATION_WAIT_S.
             for a, w in running:
-                if a.kind == "vmotion" and hasattr(w, "wait"):
-                    w.wait(timeout=max(duration_ms / 1e3, MIGRATION_WAIT_S))
+                a.finish(w, timeout=max(duration_ms / 1e3, MIGRATION_WAIT_S))
             rep.finished_ns = time.time_ns()
         finally:
             for record, undo in reversed(list(broken.values())):

@@ -92,7 +92,7 @@ class IscsiSpec(Strict):
     @field_validator("mix")
     @classmethod
     def _adds_up(cls, mix: str) -> str:
-        from vclab.workloads.iscsi_agent import parse_mix  # what the agent itself will refuse
+        from vclab.workloads.iscsi.agent import parse_mix  # what the agent itself will refuse
 
         parse_mix(mix)
         return mix

@@ -394,7 +394,7 @@ class Lab:
         and the teardown see it where it is."""
         # The switch-over's pure parts live with the migration workload (lazy import: the
         # build does not otherwise depend on workloads).
-        from vclab.workloads.migration import (attach_commands, detach_commands,
+        from vclab.workloads.vmotion.migration import (attach_commands, detach_commands,
                                                migration_problems, move_commands,
                                                moved_cluster, moved_plan)
 

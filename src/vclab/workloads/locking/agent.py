@@ -51,7 +51,7 @@ from vclab.workloads.locking.model import (
     break_lock,
     release,
 )
-from vclab.workloads.libiscsi import (
+from vclab.workloads.iscsi.libiscsi import (
     PR_IN_READ_RESERVATION,
     PR_PREEMPT,
     PR_RELEASE,

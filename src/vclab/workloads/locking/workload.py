@@ -23,7 +23,7 @@ from vclab.workloads.locking.model import Timing
 from vclab.lab.procs import ProcessTracker
 from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
-from vclab.workloads.iscsi_target import IscsiTarget
+from vclab.workloads.iscsi.target import IscsiTarget
 
 
 class LockAgentProcess:

@@ -1,6 +1,6 @@
 """One end of a bidirectional 1 ms UDP probe, run inside a host's network namespace.
 
-    python -m vclab.workloads.probe_agent --bind 10.0.0.1 --peer 10.0.0.2 --out a.probe
+    python -m vclab.workloads.probe.agent --bind 10.0.0.1 --peer 10.0.0.2 --out a.probe
 
 Each agent sends to its peer on an absolute schedule and records what it sent (seq, send time)
 and what it received (seq, the peer's send time, the kernel's receive time). Times are

@@ -1,9 +1,9 @@
 """An iSCSI initiator run inside a hypervisor's network namespace, on libiscsi.
 
-    python -m vclab.workloads.iscsi_agent run --portal 10.0.0.1 --portal 10.0.1.1 \\
+    python -m vclab.workloads.iscsi.agent run --portal 10.0.0.1 --portal 10.0.1.1 \\
         --target IQN --lun 1 --pattern random-4k --mix 70/30 --out io.csv
-    python -m vclab.workloads.iscsi_agent login --portal IP --target IQN --lun 1
-    python -m vclab.workloads.iscsi_agent features --portal IP --target IQN --lun 1
+    python -m vclab.workloads.iscsi.agent login --portal IP --target IQN --lun 1
+    python -m vclab.workloads.iscsi.agent features --portal IP --target IQN --lun 1
 
 `run` logs in to every portal (one session per path, as MPIO does), sends I/O down the active
 path at a fixed queue depth, and on an I/O error or an I/O older than --io-timeout-ms declares
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from vclab.workloads.libiscsi import (
+from vclab.workloads.iscsi.libiscsi import (
     BUSY,
     CALLBACK,
     CHECK_CONDITION,

@@ -16,9 +16,9 @@ before the stop-and-copy round it prints `pause T_NS` and waits for a line on st
 paused and off the network by then, so it dirties nothing more), and once that round is
 acknowledged it prints `copied T_NS`, so the VM can resume on the destination.
 
-    python -m vclab.workloads.vmotion receive --bind IP [--port 8000] --log FILE
-    python -m vclab.workloads.vmotion send --to IP --spec JSON [--mode live|plan] [--switchover] --log FILE
-    python -m vclab.workloads.vmotion measure --to IP [--seconds 2]
+    python -m vclab.workloads.vmotion.workload receive --bind IP [--port 8000] --log FILE
+    python -m vclab.workloads.vmotion.workload send --to IP --spec JSON [--mode live|plan] [--switchover] --log FILE
+    python -m vclab.workloads.vmotion.workload measure --to IP [--seconds 2]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 from vclab.lab.procs import ProcessTracker
 from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
-from vclab.workloads.vmotion_model import (
+from vclab.workloads.vmotion.model import (
     MEMORY,
     STOP_AND_COPY,
     PlannedRound,
@@ -232,7 +232,7 @@ class VmotionReplay(Workload):
         self.sender_error = ""
 
     def _program(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "vclab.workloads.vmotion", *args]
+        return [sys.executable, "-m", "vclab.workloads.vmotion.workload", *args]
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -411,7 +411,7 @@ class VmotionReplay(Workload):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.vmotion")
+    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.vmotion.workload")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("receive")
     r.add_argument("--bind", required=True)

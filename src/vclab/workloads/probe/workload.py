@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads import probe_agent, probe_metrics
+from vclab.workloads.probe import agent as probe_agent
+from vclab.workloads.probe import metrics as probe_metrics
 from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 
@@ -80,13 +81,13 @@ class Probe(Workload):
                 ipaddress.IPv4Address(ep.ip)
             except ValueError:
                 problems.append(f"endpoint {side}: {ep.ip!r} is not an IPv4 address")
-        if importlib.util.find_spec("vclab.workloads.probe_agent") is None:
-            problems.append(f"{sys.executable} cannot import vclab.workloads.probe_agent")
+        if importlib.util.find_spec("vclab.workloads.probe.agent") is None:
+            problems.append(f"{sys.executable} cannot import vclab.workloads.probe.agent")
         if problems:
             raise WorkloadError("probe: " + "; ".join(problems))
 
     def _args(self, me: Endpoint, peer: Endpoint, out: Path, session: int) -> list[str]:
-        args = [sys.executable, "-m", "vclab.workloads.probe_agent", "--bind", me.ip,
+        args = [sys.executable, "-m", "vclab.workloads.probe.agent", "--bind", me.ip,
                 "--peer", peer.ip, "--port", str(self.port), "--interval-ms", str(self.interval_ms),
                 "--session", str(session), "--rt-priority", str(self.rt_priority),
                 "--out", str(out)]

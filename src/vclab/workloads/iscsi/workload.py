@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads import iscsi_agent
+from vclab.workloads.iscsi import agent as iscsi_agent
 from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
-from vclab.workloads.iscsi_agent import (
+from vclab.workloads.iscsi.agent import (
     DOWN,
     FAILED,
     OK,
@@ -45,14 +45,14 @@ from vclab.workloads.iscsi_agent import (
     Row,
     parse_mix,
 )
-from vclab.workloads.iscsi_target import Chap, IscsiTarget
-from vclab.workloads.probe_metrics import percentile
+from vclab.workloads.iscsi.target import Chap, IscsiTarget
+from vclab.workloads.probe.metrics import percentile
 
 SERIES_BUCKET_MS = 100.0
 
 
 def _agent(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vclab.workloads.iscsi_agent", *args]
+    return [sys.executable, "-m", "vclab.workloads.iscsi.agent", *args]
 
 
 def _target_args(portals: list[str], iqn: str, lun: int, chap: Chap | None,
@@ -133,8 +133,8 @@ class Iscsi(Workload):
             ctypes.CDLL("libiscsi.so.7")
         except OSError as e:
             problems.append(f"libiscsi is not installed (apt-get install libiscsi7): {e}")
-        if importlib.util.find_spec("vclab.workloads.iscsi_agent") is None:
-            problems.append(f"{sys.executable} cannot import vclab.workloads.iscsi_agent")
+        if importlib.util.find_spec("vclab.workloads.iscsi.agent") is None:
+            problems.append(f"{sys.executable} cannot import vclab.workloads.iscsi.agent")
         if problems:
             raise WorkloadError(f"{self.name}: " + "; ".join(problems))
 

@@ -29,14 +29,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from vclab.errors import VclabError
 from vclab.lab.procs import ProcessTracker
 from vclab.topology.plan import Bridge, BuildPlan, End, Host, Veth
 from vclab.topology.spec import Cluster
 from vclab.workloads.base import WorkloadError
-from vclab.workloads.vmotion_model import VmotionSpec, simulate
+from vclab.workloads.vmotion.model import VmotionSpec, simulate
 
 if TYPE_CHECKING:
     from vclab.fabric.mechanisms import Mechanism
@@ -244,7 +244,7 @@ class Announcer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        args = [sys.executable, "-m", "vclab.workloads.migration", "announce",
+        args = [sys.executable, "-m", "vclab.workloads.vmotion.migration", "announce",
                 "--rounds", str(self.rounds), "--gap", str(self.gap_s)]
         for i in self.host.interfaces:
             args += ["--target", f"{i.name},{i.mac},{i.ip}"]
@@ -295,8 +295,8 @@ def switchover_outage(raw: dict[str, Any], off_ns: int, on_ns: int) -> dict[str,
     middle of that stretch (the worse direction's), not merely the gap nearest in time, which
     on a busy fabric may be a congestion gap. Also the noise floor: the largest gap in the
     probe's stretch before the pause, where the migration's pre-copy shares the fabric."""
-    from vclab.workloads import probe_metrics
-    from vclab.workloads.probe import Probe
+    from vclab.workloads.probe import metrics as probe_metrics
+    from vclab.workloads.probe.workload import Probe
 
     ab, ba, _ = Probe.streams(raw)
     mid = (off_ns + on_ns) // 2
@@ -320,6 +320,18 @@ def switchover_steps(t: dict[str, int]) -> dict[str, float]:
     return {k.removesuffix("_ns") + "_ms": (v - origin) / 1e6 for k, v in sorted(t.items(), key=lambda kv: kv[1])}
 
 
+def switch_over(lab: Any, vm: str, to: str, copy: Callable[[], None],
+                hooks: list[Callable[[str, str], None]] = ()) -> dict[str, int]:
+    """Move the VM's ports; while it is paused, `copy` (the stop-and-copy round), then each
+    hook(vm, to). Returns the lab's timings of the move."""
+    def between() -> None:
+        copy()
+        for hook in hooks:
+            hook(vm, to)
+
+    return lab.move_vm(vm, to, between=between)
+
+
 class LiveMigration:
     """Migrate `vm` to hypervisor `to` on a built Lab: vMotion replay over the vMotion network,
     the real switch-over, and (optionally) a probe to the VM and a capture of the window.
@@ -340,6 +352,9 @@ class LiveMigration:
         self.name = name or f"{vm}-to-{to}"
         self.model = model  # instead of the VM's memory, dirty rate and disk from the cluster
         self.source = lab.cluster.vms[vm].host if vm in lab.cluster.vms else ""
+        # Called as hook(vm, to) inside the switch-over, after the stop-and-copy and before the
+        # VM's ports join the destination (the locking workload hands the VM's lock over).
+        self.on_switchover: list[Callable[[str, str], None]] = []
 
     def check(self) -> None:
         problems = migration_problems(self.lab.cluster, self.vm, self.to)
@@ -357,8 +372,8 @@ class LiveMigration:
 
     def run(self) -> dict[str, Any]:
         from vclab.workloads.capture import Capture
-        from vclab.workloads.probe import Endpoint, Probe
-        from vclab.workloads.vmotion import VmotionReplay
+        from vclab.workloads.probe.workload import Endpoint, Probe
+        from vclab.workloads.vmotion.workload import VmotionReplay
 
         self.check()
         lab, cluster, tracker = self.lab, self.lab.cluster, self.lab.tracker
@@ -411,7 +426,7 @@ class LiveMigration:
             def stop_and_copy() -> None:
                 t["copied_ns"] = replay.resume()
 
-            t.update(lab.move_vm(self.vm, self.to, between=stop_and_copy))
+            t.update(switch_over(lab, self.vm, self.to, stop_and_copy, self.on_switchover))
             sent = announcer.announce()
             t["announced_ns"] = sent[0]
             if not replay.wait(timeout=60):
@@ -456,7 +471,7 @@ def _model_summary(m) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.migration")
+    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.vmotion.migration")
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("announce", help="announce the VM's MACs on each stdin line")
     a.add_argument("--target", action="append", required=True, help="IFACE,MAC,IP")

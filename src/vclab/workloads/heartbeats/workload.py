@@ -7,7 +7,7 @@ received and every declaration as JSON lines with wall-clock times. The experime
 declarations (time to detect a failed host, false failure/isolation declarations) and the
 heartbeat gaps (how long the management network was down for HA).
 
-    python -m vclab.workloads.heartbeats --name esx1 --role primary --bind IP \\
+    python -m vclab.workloads.heartbeats.workload --name esx1 --role primary --bind IP \\
         --host esx1=IP --host esx2=IP --manager vcenter=IP [--isolation-address IP] \\
         [--config JSON] --log FILE
 """
@@ -33,7 +33,7 @@ from typing import Any
 from vclab.lab.procs import ProcessTracker
 from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
-from vclab.workloads.ha_model import (
+from vclab.workloads.heartbeats.model import (
     ALARMS,
     ISOLATION,
     MANAGER,
@@ -217,7 +217,7 @@ class Heartbeats(Workload):
         self.outdir.mkdir(parents=True, exist_ok=True)
 
     def _args(self, m: HaMember) -> list[str]:
-        args = [sys.executable, "-m", "vclab.workloads.heartbeats", "--name", m.name,
+        args = [sys.executable, "-m", "vclab.workloads.heartbeats.workload", "--name", m.name,
                 "--role", m.role, "--bind", m.ip, "--port", str(self.port),
                 "--config", self.config.model_dump_json(), "--log", str(self.log_path(m.name))]
         for h in self.member_list:
@@ -303,7 +303,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.heartbeats")
+    ap = argparse.ArgumentParser(prog="python -m vclab.workloads.heartbeats.workload")
     ap.add_argument("--name", required=True)
     ap.add_argument("--role", required=True, choices=ROLES)
     ap.add_argument("--bind", required=True)

@@ -1,0 +1,71 @@
+"""The probe entry of an experiment: outages per fault, the noise floor, gaps and RTTs."""
+
+from __future__ import annotations
+
+from vclab.results.model import Metric, Series
+from vclab.workloads.adapter import BetweenTwo, Outcome, address, ms_since
+from vclab.workloads.probe import metrics as probe_metrics
+from vclab.workloads.probe.workload import Endpoint, Probe
+
+# A fault's window starts this many probe intervals before it was applied and ends where the
+# next fault's begins, so each outage is charged to the fault that caused it.
+MARGIN_INTERVALS = probe_metrics.FAULT_MARGIN_INTERVALS
+# A quiet stretch shorter than this many probe intervals says too little to be a noise floor.
+QUIET_MIN_INTERVALS = 100
+
+
+class ProbeAdapter(BetweenTwo):
+    kind = "probe"
+
+    def make(self, lab, tracker, workdir, duration_s):
+        s = self.spec
+        return Probe(Endpoint(lab.node(s.src), address(lab, s.src, s.network)),
+                     Endpoint(lab.node(s.dst), address(lab, s.dst, s.network)),
+                     tracker, interval_ms=s.every, port=7370 + self.index,
+                     workdir=workdir / f"probe{self.index}")
+
+    def connect(self, workload, others):
+        # When the other workloads' scheduled events happen (a vMotion starting): the noise
+        # floor must not be measured across them.
+        self.events_at_ms = [a.start_at_ms for a, _ in others if a.start_at_ms is not None]
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        out = Outcome()
+        ab, ba, rtt = Probe.streams(raw)
+        interval = ab.interval_ns
+        margin = MARGIN_INTERVALS * interval
+        applied = sorted(faults, key=lambda f: f.applied_ns)
+        # The floor: only where no fault and no workload event is scheduled, after the warm-up
+        # (ARP and MAC learning are done). Anything after an event may still be settling.
+        busy = [f.applied_ns for f in applied] + [t0_ns + int(ms * 1e6)
+                                                  for ms in getattr(self, "events_at_ms", [])]
+        quiet = probe_metrics.quiet_windows(t0_ns, end_ns, busy, margin, settle_ns=end_ns - t0_ns)
+        quiet = [(lo, hi) for lo, hi in quiet if hi - lo >= QUIET_MIN_INTERVALS * interval]
+        floors = [probe_metrics.quiet_noise_floor(s, quiet) for s in (ab, ba)]
+        floor = max((f for f in floors if f is not None), default=None)
+        common = self.common
+        if floor is not None:
+            out.metrics.append(Metric(name="noise_floor_ms", value=floor, **common))
+        for i, f in enumerate(applied):
+            start = f.applied_ns - margin
+            end = applied[i + 1].applied_ns - margin if i + 1 < len(applied) else end_ns
+            uncertainty = int(float(f.detail.get("uncertainty_ms") or 0.0) * 1e6)
+            results = [probe_metrics.fault_outage(s, f.applied_ns, start, end, uncertainty,
+                                                  floor_ms=floor or 0.0) for s in (ab, ba)]
+            at = max(results, key=lambda r: r.outage_ms)
+            late = max(results, key=lambda r: r.late_disruption_ms)
+            for name, value in (("outage_ms", at.outage_ms), ("loss_outage_ms", at.loss_outage_ms),
+                                ("late_disruption_ms", late.late_disruption_ms),
+                                ("lost", float(sum(r.lost for r in results)))):
+                out.metrics.append(Metric(name=name, value=value, fault=f.name, **common))
+        for s in (ab, ba):
+            result = probe_metrics.analyse(s, start_ns=t0_ns, end_ns=end_ns)
+            out.series.append(Series(name="gap_ms", points=[(ms_since(t0_ns, g.end_ns), g.outage_ms)
+                                                            for g in result.gaps], **common))
+        if rtt:
+            step = max(1, len(rtt) // 2000)  # keep the store small: the timeline needs shape only
+            sent = sorted(raw["a"].sent_t)[: len(rtt)] if raw.get("a") else []
+            if sent:
+                out.series.append(Series(name="rtt_ms", points=[(ms_since(t0_ns, t), r / 1e6)
+                                                                for t, r in list(zip(sent, rtt))[::step]], **common))
+        return out

@@ -1,0 +1,119 @@
+"""The vmotion entry of an experiment: a live migration at its time, in a thread, and its
+totals, downtime, switch-over and the VM's own outage."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from vclab.results.model import Event, Metric, Raw, rounds_as_events
+from vclab.workloads.adapter import Adapter, Outcome, ms_since
+from vclab.workloads.base import Workload
+from vclab.workloads.vmotion.migration import LiveMigration
+
+
+class _Migration(Workload):
+    """A live migration (vMotion replay + the VM's real switch-over) run in a thread, so it
+    can start at its scheduled time while faults go on being applied."""
+
+    kind = "vmotion"
+
+    def __init__(self, migration):
+        self.migration = migration
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def check(self):
+        self.migration.check()
+
+    def start(self):
+        def run():
+            try:
+                self.result = self.migration.run()
+            except BaseException as e:  # reported by collect(): the repetition records why
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="vmotion", daemon=True)
+        self.thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.thread is None or not self.thread.is_alive()
+
+    def stop(self):
+        # The migration ends by itself; its processes are the lab's to end at teardown.
+        self.wait(0)
+
+    def collect(self):
+        if self.thread is not None and self.thread.is_alive():
+            raise RuntimeError("the migration was still running when the repetition ended")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    @staticmethod
+    def parse(raw):
+        return raw
+
+
+class VmotionAdapter(Adapter):
+    kind = "vmotion"
+
+    @property
+    def name(self) -> str:
+        return f"vmotion {self.spec.vm}>{self.spec.to}"
+
+    @property
+    def start_at_ms(self) -> float:  # type: ignore[override]
+        return self.spec.at
+
+    @property
+    def traffic_class(self) -> str:
+        return "vmotion"
+
+    def finish(self, workload, timeout):
+        # A migration that started is waited for: a slow one is the finding, a cut-short one
+        # would be no measurement at all.
+        workload.wait(timeout=timeout)
+
+    def make(self, lab, tracker, workdir, duration_s):
+        vm = lab.cluster.vms[self.spec.vm]
+        # The VM's outage is probed from a member of its first network that stays put.
+        probe_from = None
+        if vm.networks:
+            others = [h for h, _ in lab.plan.networks[vm.networks[0]].members if h != self.spec.vm]
+            probe_from = others[0] if others else None
+        self.capture_dir = workdir / f"vmotion{self.index}" / f"vmotion{self.index}-capture"
+        return _Migration(LiveMigration(lab, self.spec.vm, self.spec.to, workdir / f"vmotion{self.index}",
+                                        storage=self.spec.mode, probe_from=probe_from, capture=True,
+                                        measure_s=1.0, name=f"vmotion{self.index}"))
+
+    def outcome(self, raw, t0_ns, end_ns, faults):
+        out = Outcome()
+        common = self.common
+        v = raw["vmotion"]
+        values = {"total_ms": v.get("total_s"), "downtime_ms": v.get("downtime_s"),
+                  "model_total_ms": v.get("model_total_s"), "model_downtime_ms": v.get("model_downtime_s")}
+        for name, seconds in values.items():
+            if seconds is not None:
+                out.metrics.append(Metric(name=name, value=seconds * 1e3, **common))
+        out.metrics.append(Metric(name="switchover_ms", value=raw["switchover_ms"], **common))
+        if raw.get("outage_ms") is not None:
+            # what the VM itself lived through, measured by a probe to it
+            out.metrics.append(Metric(name="vm_outage_ms", value=raw["outage_ms"], **common))
+        if v.get("rounds"):
+            out.events.extend(rounds_as_events(self.name, [{**r, "index": r["round"]} for r in v["rounds"]],
+                                               ms_since(t0_ns, v["t_start"] * 1e9)))
+        attached = raw["switchover_ns"].get("attached_ns")
+        if attached:
+            out.events.append(Event(self.name, ms_since(t0_ns, attached), "switch_over",
+                                    {"to": raw["to"], "steps_ms": raw["steps_ms"]}))
+        if raw.get("capture"):
+            # the pcaps stay in the repetition's work directory; the store keeps where, and what
+            # they hold (RARP / gratuitous ARP counts after the switch-over)
+            out.raw.append(Raw(self.name, json.dumps({"pcap_dir": str(self.capture_dir),
+                                                      "counts": raw["capture"].get("counts")}),
+                               "capture.json"))
+        return out
