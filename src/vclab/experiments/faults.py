@@ -7,12 +7,14 @@ the root namespace (switch ports and virtual-switch uplinks), so a fault never e
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from vclab.errors import VclabError
 from vclab.experiments.spec import Fault
+from vclab.lab.executor import Executor
+from vclab.topology.commands import Exec, LinkState, Ofctl, Tc
 
 # An ifb left down: whatever is redirected to it is dropped (gact is missing). One per lab,
 # named with the lab's prefix, so two runs side by side never remove each other's.
@@ -38,31 +40,31 @@ class Cabling(Protocol):
     plan: object  # the BuildPlan: storage-partition finds a host's storage ports in it
 
 
-def _down(ifname: str) -> list[str]:
-    return ["ip", "link", "set", "dev", ifname, "down"]
+def _down(ifname: str) -> LinkState:
+    return LinkState(ifname, up=False)
 
 
-def _up(ifname: str) -> list[str]:
-    return ["ip", "link", "set", "dev", ifname, "up"]
+def _up(ifname: str) -> LinkState:
+    return LinkState(ifname, up=True)
 
 
 def silent_commands(ifname: str, sink: str = SINK) -> list[list[str]]:
     """Drop everything `ifname` transmits while its carrier stays up: BPDUs, LACP and BFD too,
     which an OpenFlow drop rule would not catch (OVS handles them before the flow table)."""
     return [
-        ["tc", "qdisc", "replace", "dev", ifname, "clsact"],
-        ["tc", "filter", "replace", "dev", ifname, "egress", "protocol", "all", "prio", "1",
-         "handle", "800::1", "u32", "match", "u32", "0", "0",
-         "action", "mirred", "egress", "redirect", "dev", sink],
+        Tc("qdisc", "replace", ifname, "clsact"),
+        Tc("filter", "replace", ifname, "egress", "protocol", "all", "prio", "1",
+           "handle", "800::1", "u32", "match", "u32", "0", "0",
+           "action", "mirred", "egress", "redirect", "dev", sink),
     ]
 
 
 def restore_commands(ifname: str) -> list[list[str]]:
-    return [["tc", "qdisc", "del", "dev", ifname, "clsact"]]
+    return [Tc("qdisc", "del", ifname, "clsact")]
 
 
 def sink_commands(sink: str = SINK) -> list[list[str]]:
-    return [["ip", "link", "add", sink, "type", "ifb"]]
+    return [Exec(["ip", "link", "add", sink, "type", "ifb"], (sink,))]
 
 
 def storage_ports(build_plan, host: str) -> list[tuple[str, str]]:
@@ -77,7 +79,7 @@ def port_config_commands(bridge: str, port: str, passing: bool) -> list[list[str
     port config no-receive/no-forward, honoured by the userspace datapath. Inside the switch,
     so the host's namespace is never entered and the mechanism's own flows stay untouched."""
     words = ("receive", "forward") if passing else ("no-receive", "no-forward")
-    return [["ovs-ofctl", "mod-port", bridge, port, w] for w in words]
+    return [Ofctl("mod-port", bridge, port, w) for w in words]
 
 
 def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[str]], list[list[str]]]:
@@ -128,24 +130,20 @@ class AppliedFault:
     detail: dict = field(default_factory=dict)
 
 
-def run_commands(cmds: list[list[str]], check: bool = True) -> tuple[int, float]:
-    """Run in order; return (wall-clock ns after the last one, seconds they took).
-    `ip link set dev X up|down` is done in-process (one ioctl), so a cable's two ends go down
-    within ~0.1 ms of each other and the applied time is that precise."""
-    from vclab.lab.ioctl import link_updown
-
+def run_commands(cmds: list[list[str]], check: bool = True,
+                 executor: Executor | None = None) -> tuple[int, float]:
+    """Run in order (on this machine unless an executor says where); return (wall-clock ns
+    after the last one, seconds they took). A LinkState is one ioctl, so a cable's two ends go
+    down within ~0.1 ms of each other and the applied time is that precise. An object that
+    already exists (the sink) is not a failure."""
+    run = (executor or Executor()).run
     t0 = time.perf_counter()
     for cmd in cmds:
-        if cmd[:4] == ["ip", "link", "set", "dev"] and len(cmd) == 6 and cmd[5] in ("up", "down"):
-            try:
-                link_updown(cmd[4], cmd[5] == "up")
-            except OSError as e:
-                if check:
-                    raise RuntimeError(f"{' '.join(cmd)}: {e.strerror}") from None
-            continue
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if check and p.returncode != 0 and "File exists" not in p.stderr:
-            raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
+        try:
+            run(cmd)
+        except VclabError as e:
+            if check and "File exists" not in str(e):
+                raise RuntimeError(str(e)) from None
     return time.time_ns(), time.perf_counter() - t0
 
 

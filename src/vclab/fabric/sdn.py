@@ -268,8 +268,8 @@ class Sdn(Mechanism):
         # process for all: hundreds of commands on a bigger cluster.
         cmds = self.qos_commands(lab)
         if cmds:
-            lab.sh(["tc", "-batch", "-"], stdin="".join(shlex.join(c[1:]) + "\n" for c in cmds))
-        self._qos_ports = sorted({c[c.index("dev") + 1] for c in cmds})
+            lab.sh(["tc", "-batch", "-"], stdin="".join(c.batch_line + "\n" for c in cmds))
+        self._qos_ports = sorted({c.dev for c in cmds})
 
     def clear_qos(self, lab: BuiltLab, check: bool = False) -> None:
         """Put the plain cable shaping back where apply_qos put a tree (a port without a

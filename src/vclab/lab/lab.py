@@ -40,11 +40,12 @@ from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, lacp_pending
 from vclab.fabric.registry import get_mechanism
+from vclab.lab.executor import Executor
 from vclab.lab.nodes import PresetIntf, VclabHost, VclabSwitch, cluster_classes
 from vclab.lab.procs import ProcessTracker, Role, alive
 from vclab.lab.signals import interrupts
 from vclab.lab.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
-                                      place, remote_command, server_for, tunnel_commands)
+                                  place, tunnel_commands)
 from vclab.topology.plan import (BuildPlan, build_commands, build_plan, host_commands,
                                  ipv6_off_commands, tc_commands)
 from vclab.topology.spec import Cluster
@@ -78,6 +79,7 @@ class Lab:
         self.placement: Placement | None = (
             place(self.plan, parse_servers(servers), pins) if servers else None)
         self.ssh_user = ssh_user or os.environ.get("SUDO_USER") or None
+        self.executor = Executor(self.placement, self.ssh_user)
         if self.placement is not None and self.placement.remote and \
                 self.mechanism.name in ("sdn", "linux-stp"):
             raise VclabError(
@@ -115,13 +117,7 @@ class Lab:
            server: str | None = None) -> str:
         """Run a command in the root namespace; a failure raises VclabError with its stderr.
         In cluster mode it runs on `server`, by default the one holding what it names."""
-        target = self._server(args, server)
-        if target is not None:
-            args = remote_command(target, args, self.ssh_user)
-        p = subprocess.run(args, input=stdin, capture_output=True, text=True)
-        if check and p.returncode != 0:
-            raise VclabError(f"{shlex.join(args)[:200]} failed: {(p.stderr or p.stdout).strip()}")
-        return p.stdout
+        return self.executor.run(args, check=check, stdin=stdin, server=server)
 
     def host_sh(self, host: str, args: list[str], check: bool = True) -> str:
         """Run a command inside a host's namespace, without going through its shell."""
@@ -131,13 +127,7 @@ class Lab:
 
     def _server(self, args: list[str], server: str | None) -> Server | None:
         """The remote server a command must run on, or None for this machine."""
-        if self.placement is None or not self.placement.remote:
-            return None
-        name = server if server is not None else server_for(args, self.placement)
-        if name is None:
-            return None
-        target = self.placement.server(name)
-        return None if target.local else target
+        return self.executor.server(args, server)
 
     @property
     def servers(self) -> list[str]:
@@ -279,10 +269,10 @@ class Lab:
         tc = tc_commands(plan)
         for server in self.servers:
             mine = self._on(server)
-            batch = [c for c in tc if c[4] in mine]  # tc qdisc|class VERB dev NAME ...
+            batch = [c for c in tc if c.dev in mine]
             if batch:
                 self.sh(["tc", "-batch", "-"], server=server,
-                        stdin="".join(shlex.join(c[1:]) + "\n" for c in batch))
+                        stdin="".join(c.batch_line + "\n" for c in batch))
         mtu = TUNNEL_MTU if placement is not None and placement.tunnels else None
         for host in plan.hosts:
             script = " && ".join(shlex.join(c) for c in host_commands(host, self._tx_offload_off, mtu))

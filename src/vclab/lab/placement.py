@@ -229,16 +229,21 @@ def tunnel_commands(end: TunnelEnd, vni: int, port: int = VXLAN_PORT) -> list[li
 
 def server_for(args: list[str], placement: Placement) -> str | None:
     """The server a root-namespace command is about: the one holding the bridges and devices
-    it names (a plan name appears as a whole argument, or as `dev=NAME`-style suffix). None
+    it names (a typed command's `devices`; in a plain argument list, a plan name appears as a
+    whole argument, or as `dev=NAME`-style suffix). None
     when it names none of them (a question about this machine). Refused when it names things
     on two servers: the commands of a cluster-mode build are generated per server."""
     found = set()
-    for arg in args[1:]:
-        for word in (arg, arg.rpartition("=")[2], arg.rpartition(":")[2]):
-            server = placement.devices.get(word)
-            if server is not None:
-                found.add(server)
-                break
+    devices = getattr(args, "devices", ())  # a typed command says what it acts on
+    if devices:
+        found = {placement.devices[d] for d in devices if d in placement.devices}
+    else:
+        for arg in args[1:]:
+            for word in (arg, arg.rpartition("=")[2], arg.rpartition(":")[2]):
+                server = placement.devices.get(word)
+                if server is not None:
+                    found.add(server)
+                    break
     if len(found) > 1:
         raise VclabError(f"{shlex.join(args)[:120]} names devices on {', '.join(sorted(found))}: "
                          "split it per server")

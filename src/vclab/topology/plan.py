@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from vclab import PREFIX
 from vclab.errors import VclabError
+from vclab.topology.commands import Sysctl, Tc, Vsctl
 from vclab.topology.spec import Cluster, LinkSettings, TeamMode
 
 if TYPE_CHECKING:  # only for type hints: fabric depends on topology, not the reverse
@@ -525,13 +526,14 @@ def merge_transactions(commands: list[list[str]],
     they were allowed together. Anything else is kept as it is, in order."""
     out: list[list[str]] = []
     current: list[str] | None = None
+    devices: list[str] = []
     timeout = size = 0
 
     def flush() -> None:
         nonlocal current
         if current is not None:
-            out.append(["ovs-vsctl", f"--timeout={min(timeout, MAX_TRANSACTION_TIMEOUT)}",
-                        *current])
+            out.append(Vsctl([f"--timeout={min(timeout, MAX_TRANSACTION_TIMEOUT)}", *current],
+                             devices))
             current = None
 
     for cmd in commands:
@@ -544,10 +546,11 @@ def merge_transactions(commands: list[list[str]],
         if current is not None and size + cost > max_bytes:
             flush()
         if current is None:
-            current, timeout, size = list(ops), t, cost
+            current, timeout, size, devices = list(ops), t, cost, []
         else:
             current += ["--", *ops]
             timeout, size = timeout + t, size + cost + 3
+        devices += getattr(cmd, "devices", ())
     flush()
     return out
 
@@ -575,7 +578,7 @@ def bridge_transactions(plan: BuildPlan, datapath: str = "netdev",
         options = mechanism.bridge_options(bridge) if mechanism is not None else []
         # A mechanism may choose the fail mode (sdn: secure, nothing forwards without rules).
         fail_mode = [] if any(o.startswith("fail_mode=") for o in options) else ["fail_mode=standalone"]
-        cmd = ["ovs-vsctl", "--timeout=30", "add-br", bridge.name, "--", "set", "bridge",
+        cmd = ["--timeout=30", "add-br", bridge.name, "--", "set", "bridge",
                bridge.name, f"datapath_type={datapath}", *fail_mode,
                f"other_config:datapath-id={bridge.dpid}", f"other_config:hwaddr={bridge.hwaddr}",
                f"external_ids:vclab-name={bridge.friendly}",
@@ -602,7 +605,9 @@ def bridge_transactions(plan: BuildPlan, datapath: str = "netdev",
                     cmd += mechanism.interface_options(bridge, iface)
         if mechanism is not None:
             cmd += mechanism.transaction(bridge)
-        commands.append(cmd)
+        names = [bridge.name, *(p.name for p in bridge.ovs_ports()),
+                 *(m for p in bridge.ovs_ports() if isinstance(p, Bond) for m in p.members)]
+        commands.append(Vsctl(cmd, names))
     return commands
 
 
@@ -629,8 +634,7 @@ def ipv6_off_commands(ifnames: list[str]) -> list[list[str]]:
     no such keys, and nothing to switch off."""
     if not ifnames:
         return []
-    return [["sysctl", "-q", "-e", "-w",
-             *(f"net/ipv6/conf/{name}/disable_ipv6=1" for name in sorted(ifnames))]]
+    return [Sysctl([f"net/ipv6/conf/{name}/disable_ipv6=1" for name in sorted(ifnames)], ifnames)]
 
 
 def tc_commands(plan: BuildPlan) -> list[list[str]]:
@@ -658,18 +662,18 @@ def shape_commands(dev: str, shape: Shape) -> list[list[str]]:
         # A burst of 1 ms at the rate (at least 64 KiB, one TSO segment) keeps HTB accurate at
         # high rates without letting a long burst through at low ones.
         burst = max(rate // 8 // 1000, 65536)
-        out += [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "5:", "htb", "default", "1"],
-                ["tc", "class", "replace", "dev", dev, "parent", "5:", "classid", "5:1", "htb",
-                 "rate", f"{rate}bit", "burst", str(burst), "cburst", str(burst),
-                 "quantum", "200000"]]
+        out += [Tc("qdisc", "replace", dev, "root", "handle", "5:", "htb", "default", "1"),
+                Tc("class", "replace", dev, "parent", "5:", "classid", "5:1", "htb",
+                   "rate", f"{rate}bit", "burst", str(burst), "cburst", str(burst),
+                   "quantum", "200000")]
         parent = ["parent", "5:1"]
     if shape.needs_netem:
-        netem = ["tc", "qdisc", "replace", "dev", dev, *parent, "handle", "10:", "netem"]
+        netem = [*parent, "handle", "10:", "netem"]
         if shape.delay:
             netem += ["delay", f"{shape.delay:g}ms"]
         if shape.loss:
             netem += ["loss", f"{shape.loss:g}%"]
-        out.append(netem)
+        out.append(Tc("qdisc", "replace", dev, *netem))
     return out
 
 

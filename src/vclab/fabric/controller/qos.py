@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from vclab.fabric.controller.model import FabricSpec, Network
+from vclab.topology.commands import Ofctl, Tc
 
 NETDEV_QUEUE_PACKETS = 8  # per class, userspace datapath (see above)
 FRAME = 1518  # bytes of a full-size tagged frame: the HTB quantum unit
@@ -77,21 +78,21 @@ def htb_tree_commands(dev: str, rate_bps: float, networks: Sequence[Network],
     rate = int(rate_bps)
     burst = _burst(rate)
     rest = max(100.0 - sum(n.share for n in networks), 1.0)  # unclassified traffic's share
-    out = [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"],
-           ["tc", "class", "replace", "dev", dev, "parent", "1:", "classid", "1:fffe", "htb",
-            "rate", f"{rate}bit", "ceil", f"{rate}bit", "burst", str(burst), "cburst", str(burst)]]
+    out = [Tc("qdisc", "replace", dev, "root", "handle", "1:", "htb", "default", "1"),
+           Tc("class", "replace", dev, "parent", "1:", "classid", "1:fffe", "htb",
+              "rate", f"{rate}bit", "ceil", f"{rate}bit", "burst", str(burst), "cburst", str(burst))]
     for q, (share, cap_mbps) in enumerate([(rest, None)] + [(n.share, n.cap_mbps) for n in networks]):
         ceil = int(min(cap_mbps * 1e6, rate)) if cap_mbps else rate
         guaranteed = max(int(rate * share / 100), 8000)  # HTB needs a rate; a share of 0 borrows only
         classid = f"1:{q + 1:x}"
         # Quantum in proportion to the share: what is spare is lent by shares, as NIOC does.
         quantum = FRAME * max(1, round(share / 5))
-        out.append(["tc", "class", "replace", "dev", dev, "parent", "1:fffe", "classid", classid,
-                    "htb", "rate", f"{guaranteed}bit", "ceil", f"{ceil}bit",
-                    "burst", str(_burst(guaranteed)), "cburst", str(burst), "quantum", str(quantum)])
+        out.append(Tc("class", "replace", dev, "parent", "1:fffe", "classid", classid,
+                      "htb", "rate", f"{guaranteed}bit", "ceil", f"{ceil}bit",
+                      "burst", str(_burst(guaranteed)), "cburst", str(burst), "quantum", str(quantum)))
         if queue_packets:
-            out.append(["tc", "qdisc", "replace", "dev", dev, "parent", classid,
-                        "handle", f"{q + 0x10:x}:", "pfifo", "limit", str(queue_packets)])
+            out.append(Tc("qdisc", "replace", dev, "parent", classid,
+                          "handle", f"{q + 0x10:x}:", "pfifo", "limit", str(queue_packets)))
     for q, net in enumerate(networks, start=1):
         classid = f"1:{q + 1:x}"
         if classify == "dscp":
@@ -114,11 +115,12 @@ def dscp_filter_commands(ifname: str, dscp: int, classid: str, prio: int) -> lis
     """u32 filters sending IPv4 and IPv6 frames with `dscp` to `classid`.
 
     Each filter also checks the IP version nibble so ARP and other non-IP frames never match."""
-    base = ["tc", "filter", "add", "dev", ifname, "parent", "1:", "protocol", "all"]
-    v4 = base + ["prio", str(2 * prio - 1), "u32", "match", "u8", "0x40", "0xf0", "at", "0",
-                 "match", "u8", f"{dscp << 2:#04x}", "0xfc", "at", "1", "flowid", classid]
-    v6 = base + ["prio", str(2 * prio), "u32", "match", "u16", f"{0x6000 | dscp << 6:#06x}",
-                 "0xffc0", "at", "0", "flowid", classid]
+    base = ["parent", "1:", "protocol", "all"]
+    v4 = Tc("filter", "add", ifname, *base, "prio", str(2 * prio - 1), "u32", "match", "u8",
+            "0x40", "0xf0", "at", "0", "match", "u8", f"{dscp << 2:#04x}", "0xfc", "at", "1",
+            "flowid", classid)
+    v6 = Tc("filter", "add", ifname, *base, "prio", str(2 * prio), "u32", "match", "u16",
+            f"{0x6000 | dscp << 6:#06x}", "0xffc0", "at", "0", "flowid", classid)
     return [v4, v6]
 
 
@@ -129,12 +131,13 @@ def vlan_filter_command(ifname: str, vlan: int, classid: str, prio: int,
     In the packet data the tag sits right before the network header, which is where u32
     offsets count from: TPID at -6, VLAN id (low 12 bits of the TCI) at -4. The TPID check
     keeps untagged frames out (their -6 is inside the source MAC)."""
-    base = ["tc", "filter", "add", "dev", ifname, "parent", "1:", "protocol", "all",
-            "prio", str(prio)]
+    base = ["parent", "1:", "protocol", "all", "prio", str(prio)]
     if in_data:
-        return base + ["u32", "match", "u16", "0x8100", "0xffff", "at", "-6",
-                       "match", "u16", f"{vlan:#06x}", "0x0fff", "at", "-4", "flowid", classid]
-    return base + ["basic", "match", f"meta(vlan mask 0xfff eq {vlan})", "classid", classid]
+        return Tc("filter", "add", ifname, *base, "u32", "match", "u16", "0x8100", "0xffff",
+                  "at", "-6", "match", "u16", f"{vlan:#06x}", "0x0fff", "at", "-4",
+                  "flowid", classid)
+    return Tc("filter", "add", ifname, *base, "basic", "match",
+              f"meta(vlan mask 0xfff eq {vlan})", "classid", classid)
 
 
 def fabric_qos_commands(spec: FabricSpec) -> list[list[str]]:
@@ -172,7 +175,7 @@ def meter_commands(spec: FabricSpec, bridge: str) -> list[list[str]]:
     for i, net in enumerate(spec.networks):
         if net.cap_mbps:
             kbps = int(net.cap_mbps * 1000)
-            out.append(["ovs-ofctl", "-O", "OpenFlow13", "add-meter", bridge,
-                        f"meter={i + 1},kbps,burst,band=type=drop,rate={kbps},"
-                        f"burst_size={max(kbps // 10, 1)}"])
+            out.append(Ofctl("add-meter", bridge,
+                             f"meter={i + 1},kbps,burst,band=type=drop,rate={kbps},"
+                             f"burst_size={max(kbps // 10, 1)}", options=("-O", "OpenFlow13")))
     return out

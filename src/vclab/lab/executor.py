@@ -1,0 +1,51 @@
+"""The one executor of root commands: on this machine (a link's carrier by ioctl, anything else
+as a process) or, in cluster mode, over ssh on the server that holds what the command names.
+
+It routes by a typed command's fields (topology/commands.py); an untyped argument list (an
+ad-hoc question such as `ovs-vsctl list-br`) runs where `server` says, else by the plan names
+among its words (placement.server_for).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+from vclab.errors import VclabError
+from vclab.lab.ioctl import link_updown
+from vclab.lab.placement import Placement, Server, remote_command, server_for
+from vclab.topology.commands import LinkState
+
+
+class Executor:
+    def __init__(self, placement: Placement | None = None, ssh_user: str | None = None) -> None:
+        self.placement = placement
+        self.ssh_user = ssh_user
+
+    def server(self, args: list[str], server: str | None = None) -> Server | None:
+        """The remote server a command must run on, or None for this machine."""
+        if self.placement is None or not self.placement.remote:
+            return None
+        name = server if server is not None else server_for(args, self.placement)
+        if name is None:
+            return None
+        target = self.placement.server(name)
+        return None if target.local else target
+
+    def run(self, args: list[str], check: bool = True, stdin: str | None = None,
+            server: str | None = None) -> str:
+        """Run it; a failure raises VclabError with its stderr (unless check=False)."""
+        target = self.server(args, server)
+        if target is None and isinstance(args, LinkState):
+            try:
+                link_updown(args.dev, args.up)
+            except OSError as e:
+                if check:
+                    raise VclabError(f"{shlex.join(args)} failed: {e.strerror}") from None
+            return ""
+        if target is not None:
+            args = remote_command(target, args, self.ssh_user)
+        p = subprocess.run(args, input=stdin, capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise VclabError(f"{shlex.join(args)[:200]} failed: {(p.stderr or p.stdout).strip()}")
+        return p.stdout
