@@ -1,0 +1,146 @@
+"""What this machine's emulator forwards, measured: per path (calibration, cached) and per
+link during a run (interface counters).
+
+Calibration builds a small unshaped lab (prefix `vcq`): two hypervisors on two switches, so a
+path crosses four userspace bridges like the default cluster's longest one, and sends the
+vMotion replay's own TCP stream between them for about a second (`VmotionReplay.measure_rate`:
+the median of three timed rounds). That is the most one flow of vclab's workloads gets through
+one path here. It is cached (CACHE) for a day per machine (cores, kernel, Open vSwitch): a
+fresh measurement takes ~10 s of lab build. `vclab run` stores it with the run.
+
+`LinkCounters` samples the transmit byte counter of each shaped cable end
+(/sys/class/net/IF/statistics/tx_bytes) every 0.1 s in a thread; each end's busiest half
+second, against its nominal (scaled) rate, says whether that link kept up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vclab.experiments.scale import LinkFidelity, peak_rate_bps
+
+CACHE = Path(os.environ.get("VCLAB_CAPACITY_CACHE", "/var/cache/vclab/capacity.json"))
+MAX_AGE_S = 24 * 3600.0
+PREFIX = "vcq"
+
+CALIBRATION = """
+cluster: calibration
+mechanism: none
+defaults: {link: {}}
+networks:
+  vmotion: {vlan: 20, subnet: 10.20.0.0/24}
+switches:
+  tor-a: {}
+  tor-b: {}
+links:
+  - [tor-a, tor-b]
+hypervisors:
+  esx1: {nics: {vmnic0: tor-a}, networks: [vmotion]}
+  esx2: {nics: {vmnic0: tor-b}, networks: [vmotion]}
+"""
+
+
+def machine_key() -> str:
+    """What the capacity depends on: cores, kernel, Open vSwitch version."""
+    try:
+        ovs = subprocess.run(["ovs-vswitchd", "--version"], capture_output=True, text=True,
+                             timeout=10).stdout.split("\n")[0].strip()
+    except (OSError, subprocess.TimeoutExpired):
+        ovs = "?"
+    return f"{os.cpu_count()} cpus, {platform.release()}, {ovs}"
+
+
+def calibrate(seconds: float = 1.0) -> dict[str, Any]:
+    """Build the calibration lab and measure one path (needs root and the lab lock)."""
+    from vclab.lab.lab import Lab
+    from vclab.topology.loader import cluster_from_text
+    from vclab.workloads.vmotion import VmotionReplay
+    from vclab.workloads.vmotion_model import VmotionSpec
+
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="vclab-capacity-") as tmp:
+        with Lab(cluster_from_text(CALIBRATION), prefix=PREFIX) as lab:
+            spec = VmotionSpec(memory_bytes=2**20, link_rate_bps=1e9)
+            replay = VmotionReplay(lab.node("esx1"), lab.node("esx2"),
+                                   lab.plan.host("esx2").interface("vmotion").ip, spec,
+                                   lab.tracker, Path(tmp), name="capacity")
+            try:
+                replay.check()
+                rate = replay.measure_rate(seconds=seconds)
+            finally:
+                replay.stop()
+    return {"rate_bps": rate, "samples_bps": replay.measured_samples_bps,
+            "measured_at": time.time(), "load": load, "machine": machine_key(),
+            "method": "vMotion replay stream across 4 unshaped userspace bridges"}
+
+
+def capacity(refresh: bool = False, cache: Path = CACHE) -> dict[str, Any]:
+    """The per-path capacity: cached if fresh and from this machine, else measured now."""
+    key = machine_key()
+    if not refresh and cache.exists():
+        try:
+            c = json.loads(cache.read_text())
+            if c.get("machine") == key and time.time() - c.get("measured_at", 0) < MAX_AGE_S:
+                return {**c, "cached": True}
+        except (OSError, ValueError):
+            pass
+    c = calibrate()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(c, indent=1))
+    except OSError:
+        pass  # an unwritable cache only costs the next run a calibration
+    return {**c, "cached": False}
+
+
+class LinkCounters:
+    """Transmit counters of shaped cable ends, sampled in a thread while a run goes on."""
+
+    def __init__(self, plan, interval_s: float = 0.1) -> None:
+        # (cable name, root-namespace end, nominal rate) of every shaped cable end
+        self.ends = [(v.name, e.ifname, float(v.shape.rate)) for v in plan.veths
+                     if v.shape is not None and v.shape.rate for e in (v.a, v.b) if e.in_root]
+        self.interval_s = interval_s
+        self.samples: dict[str, list[tuple[float, int]]] = {end: [] for _, end, _ in self.ends}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> None:
+        t = time.monotonic()
+        for _, end, _ in self.ends:
+            try:
+                with open(f"/sys/class/net/{end}/statistics/tx_bytes") as f:
+                    self.samples[end].append((t, int(f.read())))
+            except (OSError, ValueError):
+                pass  # an end that is gone (a failed switch's ports still exist; a moved VM's do)
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.interval_s):
+                self._read()
+
+        self._read()
+        self._thread = threading.Thread(target=loop, name="link-counters", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        self._read()
+
+    def links(self, start: float | None = None, end: float | None = None) -> list[LinkFidelity]:
+        """Each end's busiest half second (between monotonic times start and end, if given)."""
+        out = []
+        for link, e, nominal in self.ends:
+            s = [x for x in self.samples[e] if (start is None or x[0] >= start) and (end is None or x[0] <= end)]
+            out.append(LinkFidelity(link, e, nominal, peak_rate_bps(s)))
+        return out

@@ -1,0 +1,118 @@
+"""Time-scaled emulation, capacity decisions and the storage-stall prediction (pure)."""
+
+from pathlib import Path
+
+import pytest
+
+from vclab.experiments.scale import (
+    KEPT_UP, LinkFidelity, capacity_problem, cable_rates, choose_scale, fastest_rate, parse_scale,
+    peak_rate_bps, scale_cluster, scale_experiment, scale_text, to_nominal, worst_loaded)
+from vclab.experiments.spec import Experiment
+from vclab.topology.loader import load_cluster
+from vclab.workloads.stall_model import (
+    linux_rto_ms, predict_stall, retransmission_times_ms, tcp_recovery_ms)
+from vclab.workloads.vmotion_model import VmotionSpec, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_choose_scale_leaves_headroom():
+    assert choose_scale(1e9, 4e9) == 1  # 1 Gbit/s within half of 4
+    assert choose_scale(1e9, 1.5e9) == 2
+    assert choose_scale(10e9, 1.5e9) == 20  # 0.5 Gbit/s <= 0.75; 10 (1 Gbit/s) is not
+    assert choose_scale(10e9, 2.1e9) == 10
+    assert choose_scale(0, 1e9) == 1
+    with pytest.raises(ValueError):
+        choose_scale(1e9, 0)
+
+
+def test_parse_scale():
+    assert parse_scale("auto") is None
+    assert parse_scale("10") == parse_scale("1/10") == 10
+    for bad in ("0", "x", "1/0", "2.5"):
+        with pytest.raises(ValueError, match="--scale"):
+            parse_scale(bad)
+    assert scale_text(1) == "1" and scale_text(20) == "1/20"
+
+
+def test_scaled_cluster_keeps_the_models_times():
+    cluster = load_cluster(ROOT / "topologies/default-10g.yaml")
+    assert fastest_rate(cluster) == 10e9
+    small = scale_cluster(cluster, 20)
+    assert set(cable_rates(small)) == {0.5e9}
+    vm, vm20 = cluster.vms["web1"], small.vms["web1"]
+    assert vm20.memory == round(vm.memory / 20) and vm20.disk == round(vm.disk / 20)
+    assert vm20.dirty_rate == pytest.approx(vm.dirty_rate / 20)
+
+    def model(c):
+        v = c.vms["web1"]
+        return simulate(VmotionSpec(memory_bytes=v.memory, dirty_rate_bps=v.dirty_rate,
+                                    link_rate_bps=fastest_rate(c), disk_bytes=v.disk))
+
+    full, scaled = model(cluster), model(small)
+    assert scaled.total_s == pytest.approx(full.total_s, rel=1e-3)
+    assert scaled.downtime_s == pytest.approx(full.downtime_s, rel=1e-2)
+    assert scale_cluster(cluster, 1) is cluster
+
+
+def test_scaled_experiment_divides_iperf_rates_only():
+    e = Experiment.model_validate({
+        "experiment": "x", "topology": "t.yaml", "mechanisms": ["rstp"],
+        "workloads": [{"iperf3": {"from": "esx1", "to": "esx2", "network": "vmotion", "rate": "200Mbit"}},
+                      {"iperf3": {"from": "esx1", "to": "esx2", "network": "vmotion"}},
+                      {"probe": {"from": "esx1", "to": "esx2", "network": "vmotion"}}]})
+    s = scale_experiment(e, 10)
+    assert s.workloads[0].iperf3.rate == pytest.approx(20e6)
+    assert s.workloads[1].iperf3.rate == "max"
+    assert s.workloads[2] == e.workloads[2]
+    assert to_nominal("throughput_bps", 20e6, 10) == 200e6
+    assert to_nominal("outage_ms", 12.0, 10) == 12.0
+
+
+def test_peak_rate_from_counters():
+    # 0.1 s samples: idle, then 1 s at 100 MB/s, then idle
+    samples, b = [], 0
+    for i in range(40):
+        t = i * 0.1
+        if 1.0 <= t < 2.0:
+            b += 10_000_000
+        samples.append((t, b))
+    assert peak_rate_bps(samples, 0.5) == pytest.approx(800e6, rel=0.01)
+    assert peak_rate_bps(samples[:3], 0.5) == 0.0
+
+
+def test_link_judgement():
+    idle = LinkFidelity("esx1.vmnic1", "e1", 1e9, 0.05e9)
+    slow = LinkFidelity("esx1.vmnic0", "e0", 1e9, 0.7e9)
+    full = LinkFidelity("esx2.vmnic0", "e2", 1e9, 0.95e9)
+    assert idle.kept_up and not idle.loaded
+    assert not slow.kept_up and full.kept_up and full.ratio >= KEPT_UP
+    assert worst_loaded([idle, slow, full]) is slow
+    assert worst_loaded([idle]) is None
+
+
+def test_capacity_problem_in_words():
+    assert capacity_problem(10e9, 2e9, 10) == ""
+    assert "1.00 Gbit/s" in capacity_problem(10e9, 1.5e9, 10)
+
+
+def test_rto_and_retransmissions():
+    assert linux_rto_ms(0.5, 0.1) == pytest.approx(200.5)
+    assert linux_rto_ms(50, 300) == pytest.approx(350)
+    assert retransmission_times_ms(200, 10) == [200]
+    assert retransmission_times_ms(200, 500) == [200, 600]
+    assert retransmission_times_ms(200, 1500) == [200, 600, 1400, 3000]
+
+
+def test_stall_prediction():
+    # a black hole shorter than the RTO still costs an RTO
+    for outage in (10, 50, 200):
+        p = predict_stall(outage, 201, rtt_ms=1, io_timeout_ms=1000, other_path=True)
+        assert p.cause == "tcp-retransmission" and p.stall_ms == pytest.approx(202)
+    # a longer one: the doubling passes the initiator's I/O timeout, which fails over first
+    p = predict_stall(700, 201, rtt_ms=1, io_timeout_ms=1000, other_path=True)
+    assert p.tcp_ms == pytest.approx(1408) and p.cause == "initiator-failover"
+    assert p.stall_ms == pytest.approx(1001)
+    # without another path TCP is all there is
+    assert predict_stall(700, 201, io_timeout_ms=1000).stall_ms == pytest.approx(1407)
+    assert tcp_recovery_ms(0, 200) == 200
