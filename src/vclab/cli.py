@@ -266,7 +266,10 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
                        "repetitions are the least number of rounds"),
         report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end"),
         shard: str = typer.Option("1/1", help="run only shard I of N (I/N) of the repetitions; `vclab merge` joins them"),
-        prefix: str = typer.Option("vc", help=PREFIX_HELP)):
+        prefix: str = typer.Option("vc", help=PREFIX_HELP),
+        scale: str = typer.Option("auto", help="time scale 1/K: auto (from this machine's measured "
+                                               "capacity per path), K or 1/K; rates, memory, disks "
+                                               "and dirty rates run K times smaller, timers as they are")):
     """Run an experiment: mechanisms interleaved round by round, faults on schedule, results
     stored; ends on one verdict line per fault and traffic class (the full table: `vclab compare`)."""
     import time
@@ -289,6 +292,12 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
     if budget is not None and n > 1:
         raise typer.BadParameter("a budget decides rounds on one machine; shards run a fixed "
                                  "count (--repetitions)", param_hint="--budget")
+    from vclab.experiments.scale import parse_scale
+
+    try:
+        k = parse_scale(scale)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--scale") from None
     loaded = load_experiment(experiment)
     e = loaded.experiment
     reps = repetitions or e.repetitions
@@ -333,7 +342,7 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
 
         summary = Runner(loaded, results, resume=resume, repetitions=reps, progress=progress,
                          shard=(i, n), lab_prefix=None if prefix == "vc" else prefix,
-                         budget_s=budget_s).run()
+                         budget_s=budget_s, scale="auto" if k is None else k).run()
     stop = f"; stopped: {summary.stopped_because}" if summary.stopped_because else ""
     out.print(f"{summary.ok} repetitions ok, {summary.failed} failed, {summary.partial} partial in "
               f"{summary.rounds} rounds, {summary.seconds:.0f} s{stop}; results in {summary.results}",

@@ -65,8 +65,9 @@ def test_scaled_experiment_divides_iperf_rates_only():
     assert s.workloads[0].iperf3.rate == pytest.approx(20e6)
     assert s.workloads[1].iperf3.rate == "max"
     assert s.workloads[2] == e.workloads[2]
-    assert to_nominal("throughput_bps", 20e6, 10) == 200e6
-    assert to_nominal("outage_ms", 12.0, 10) == 12.0
+    assert to_nominal("iperf3", "throughput_bps", 20e6, 10) == 200e6
+    assert to_nominal("iperf3", "outage_ms", 12.0, 10) == 12.0
+    assert to_nominal("iscsi", "throughput_bps", 20e6, 10) == 20e6  # bound by round trips
 
 
 def test_peak_rate_from_counters():

@@ -132,7 +132,7 @@ def test_vclab_run_prints_progress_lines_to_a_log_and_ends_on_the_verdicts(tmp_p
 
     monkeypatch.setattr(Runner, "repetition", repetition)
     result = CliRunner().invoke(app, ["run", str(EXPERIMENT), "--results", str(tmp_path),
-                                      "--budget", "30m", "--no-report"])
+                                      "--budget", "30m", "--no-report", "--scale", "1"])  # no calibration lab
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("uplink-and-switch-failure: 4 mechanisms (sdn, rstp, stp, rstp+balance-slb), "

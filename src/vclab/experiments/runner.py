@@ -13,17 +13,20 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from vclab.errors import VclabError
 from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import apply as apply_fault, crash_victims, expand_schedule, kill_now, run_commands, sink_commands, sink_name
 from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
+from vclab.experiments.scale import (capacity_problem, choose_scale, fastest_rate, scale_cluster,
+                                     scale_experiment, scale_text, to_nominal, worst_loaded)
+from vclab.lab.capacity import LinkCounters
 from vclab.lab.signals import interrupts
 from vclab.workloads.adapter import Adapter
 from vclab.workloads.registry import adapter_for
-from vclab.results.model import WORKLOAD_FAILED, Event, FaultRecord, RepetitionResult
+from vclab.results.model import WORKLOAD_FAILED, Event, FaultRecord, Metric, Raw, RepetitionResult
 from vclab.results.store import ResultStore
 
 MIGRATION_WAIT_S = 300.0
@@ -79,7 +82,7 @@ class Runner:
     def __init__(self, loaded: LoadedExperiment, results: Path, *, resume: bool = False,
                  repetitions: int | None = None, progress: Progress | None = None,
                  lab_prefix: str | None = None, shard: tuple[int, int] = (1, 1),
-                 budget_s: float | None = None) -> None:
+                 budget_s: float | None = None, scale: int | Literal["auto"] = 1) -> None:
         self.loaded = loaded
         self.experiment = loaded.experiment
         self.results = Path(results)
@@ -92,6 +95,10 @@ class Runner:
         self.lab_prefix = lab_prefix
         self.sink = sink_name(lab_prefix or "vc")
         self.shard = shard  # (i, n): this machine runs every n-th (mechanism, repetition), from the i-th
+        # Time scale 1/k (experiments/scale.py); "auto" (vclab run's default) measures this
+        # machine's capacity (a small lab build, cached for a day) and chooses k from it.
+        self.scale: int | None = None if scale == "auto" else scale
+        self.scaled = self.experiment
 
     # ---- the run ----
     def run(self) -> RunSummary:
@@ -111,19 +118,23 @@ class Runner:
         if info is not None:
             run_id = info.id
             store.resume_run(run_id)
+            self.scale = info.settings.get("scale") or 1  # a resumed run keeps its scale
             done = store.completed(run_id)
             if self.budget_s is not None and info.settings.get("repetitions") is not None \
                     and info.settings.get("budget_s") is None:
                 self.budget_s = None  # the run began with a fixed count: it keeps it
         else:
             caps = [c.as_dict() for c in probe_all()]
+            fidelity = self._choose_scale()
             run_id = store.start_run(
                 self.experiment.experiment, self.loaded.text, self.loaded.cluster_text,
                 software=software_versions(), capabilities=caps, host=host_info(),
                 settings={"repetitions": None if self.budget_s is not None else self.repetitions,
                           "budget_s": self.budget_s,
                           "min_repetitions": self.repetitions if self.budget_s is not None else None,
-                          "shard": f"{self.shard[0]}/{self.shard[1]}", **self._ha_settings()})
+                          "shard": f"{self.shard[0]}/{self.shard[1]}", **self._ha_settings(),
+                          **fidelity})
+        self.scaled = scale_experiment(self.experiment, self.scale or 1)
         summary = RunSummary(run_id, self.results, 0, 0, False, 0.0)
         try:
             if self.budget_s is None:
@@ -185,6 +196,28 @@ class Runner:
                 return
         summary.stopped_because = f"{MAX_ROUNDS} rounds"
 
+    def _choose_scale(self) -> dict:
+        """Measure (or read the cached) per-path capacity and choose the scale; the settings
+        that record both with the run."""
+        from vclab.lab.capacity import capacity
+
+        fastest = fastest_rate(self.loaded.cluster)
+        cap = capacity() if self.scale is None else None
+        if self.scale is None:
+            self.scale = choose_scale(fastest, cap["rate_bps"])
+        out = {"scale": self.scale, "scale_chosen": "auto" if cap else "--scale",
+               "fastest_cable_bps": fastest}
+        if cap:
+            out.update(capacity_bps=cap["rate_bps"], capacity_measured_at=cap["measured_at"],
+                       capacity_load=cap["load"], capacity_method=cap["method"])
+            problem = capacity_problem(fastest, cap["rate_bps"], self.scale)
+            if problem:
+                out["capacity_problem"] = problem
+        self.progress("", 0, f"scale {scale_text(self.scale)}: fastest cable "
+                             f"{fastest / 1e9:g} Gbit/s runs at {fastest / self.scale / 1e9:g} Gbit/s"
+                      + (f" (this machine forwards {cap['rate_bps'] / 1e9:.2f} Gbit/s per path)" if cap else ""))
+        return out
+
     def _ha_settings(self) -> dict:
         settings: dict = {}
         for i, w in enumerate(self.experiment.workloads):
@@ -197,10 +230,11 @@ class Runner:
         from vclab.lab.procs import ProcessTracker
         from vclab.lab.lab import Lab
 
-        e = self.experiment
+        e = self.scaled
+        k = self.scale or 1
         label = choice.label
         rep = RepetitionResult(mechanism=label, index=index, seed=e.seed + index)
-        cluster = cluster_for(self.loaded.cluster, choice)
+        cluster = scale_cluster(cluster_for(self.loaded.cluster, choice), k)
         schedule = expand_schedule(e, cluster)
         duration_ms = max(e.duration, max((f.at for f in schedule), default=0) + e.settle)
         workdir = self.results / "work" / f"{label}-{index}"
@@ -229,6 +263,8 @@ class Runner:
                     a.connect(w, running + deferred)
                 for a, w in running + deferred:
                     a.prepare(w)
+                counters = LinkCounters(lab.plan)
+                counters.start()
                 try:
                     for a, w in running:
                         w.start()
@@ -244,8 +280,10 @@ class Runner:
                         rep.reason += f"died during the run: {', '.join(dead)}; "
                     self.progress(label, index, "collecting")
                 finally:
+                    counters.stop()
                     for a, w in running:
                         w.stop()
+                rep.metrics += link_fidelity(counters, rep, k)
                 end_ns = rep.finished_ns or time.time_ns()
                 for a, w in running:
                     try:
@@ -260,6 +298,11 @@ class Runner:
                             "workload": a.name, "kind": a.kind, "traffic_class": a.traffic_class,
                             "error": f"{type(err).__name__}: {err}"}))
                         continue
+                    if k != 1:  # rates back to nominal; times are scale-free
+                        for m in outcome.metrics:
+                            m.value = to_nominal(m.kind, m.name, m.value, k)
+                        for s in outcome.series:
+                            s.points = [(t, to_nominal(s.kind, s.name, v, k)) for t, v in s.points]
                     rep.series += outcome.series
                     rep.metrics += outcome.metrics
                     rep.events += outcome.events
@@ -317,6 +360,24 @@ class Runner:
             for record, undo in reversed(list(broken.values())):
                 run_commands(undo, check=False)
                 record.undone_ms = (time.time_ns() - t0) / 1e6
+
+
+def link_fidelity(counters, rep: RepetitionResult, k: int) -> list[Metric]:
+    """The repetition's links against their (scaled) rates: every cable's busiest half second
+    goes to Raw fidelity.json; the worst loaded one is the metric `link_achieved_ratio` (the
+    report flags a repetition below KEPT_UP: the emulator, not the design, limited it)."""
+    import json
+
+    links = counters.links()
+    rep.raw.append(Raw("fabric", json.dumps({
+        "scale": k, "links": [{"link": x.link, "end": x.end, "nominal_bps": x.nominal_bps * k,
+                               "peak_bps": x.peak_bps * k, "ratio": x.ratio, "loaded": x.loaded}
+                              for x in links]}), "fidelity.json"))
+    worst = worst_loaded(links)
+    if worst is None:
+        return []
+    return [Metric(workload="fabric", kind="fidelity", traffic_class="", name="link_achieved_ratio",
+                   value=worst.ratio, unit="")]
 
 
 def host_crasher(lab, tracker) -> Callable[[str], list[str]]:

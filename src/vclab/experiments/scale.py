@@ -27,9 +27,11 @@ HEADROOM = 0.5
 KEPT_UP = 0.9  # a link that reached less than this share of its (scaled) rate limited the result
 LOADED = 0.5  # a link busier than this share of its rate in its busiest second was asked for all
 
-# Stored metrics that are rates or amounts per second: multiplied by k back to nominal.
-RATE_METRICS = frozenset({"throughput_bps", "throughput_during_fault_bps", "min_interval_bps",
-                          "iops", "read_iops", "write_iops", "read_bps", "write_bps"})
+# Stored rates multiplied by k back to nominal: only what the scaled rates bound. iperf3's
+# throughput is; iSCSI's 4k/64k I/O is not (I/O sizes do not scale and a queue depth of one is
+# bound by round trips), nor is a vMotion's time (scale-free by construction).
+RATE_METRICS = frozenset({"throughput_bps", "throughput_during_fault_bps", "min_interval_bps"})
+SCALED_KINDS = frozenset({"iperf3"})
 
 
 def choose_scale(fastest_bps: float, capacity_bps: float, headroom: float = HEADROOM) -> int:
@@ -120,9 +122,9 @@ def scale_experiment(experiment, k: int):
     return experiment.model_copy(update={"workloads": workloads})
 
 
-def to_nominal(name: str, value: float, k: int) -> float:
-    """A stored number at full scale: rates times k, times as they are."""
-    return value * k if name in RATE_METRICS else value
+def to_nominal(kind: str, name: str, value: float, k: int) -> float:
+    """A stored number at full scale: the scaled rates times k, times as they are."""
+    return value * k if kind in SCALED_KINDS and name in RATE_METRICS else value
 
 
 # ---- link counters ----
