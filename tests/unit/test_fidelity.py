@@ -117,3 +117,40 @@ def test_stall_prediction():
     # without another path TCP is all there is
     assert predict_stall(700, 201, io_timeout_ms=1000).stall_ms == pytest.approx(1407)
     assert tcp_recovery_ms(0, 200) == 200
+
+
+def test_report_flags_rows_of_limited_repetitions():
+    from vclab.results.compare import build_rows, per_repetition
+    from vclab.results.fidelity import fidelity_html, flagged_rows, limited_repetitions, storage_pairs
+    from vclab.results.model import MetricRow, RunInfo
+
+    def row(rid, mech, name, value, cls="storage-a", fault="tor-a fail@6s", kind="probe"):
+        return MetricRow(rid, mech, rid, "ok", "w", kind, cls, name, value, "", fault)
+
+    rows = [row(1, "rstp", "outage_ms", 12.0), row(2, "sdn", "outage_ms", 30.0),
+            row(1, "rstp", "longest_stall_ms", 210.0, cls="storage", kind="iscsi"),
+            row(2, "sdn", "longest_stall_ms", 1003.0, cls="storage", kind="iscsi"),
+            row(1, "rstp", "link_achieved_ratio", 0.97, cls="", fault="", kind="fidelity"),
+            row(2, "sdn", "link_achieved_ratio", 0.61, cls="", fault="", kind="fidelity")]
+    values = per_repetition(rows)
+    limited = limited_repetitions(values)
+    assert limited == {"sdn": [0.61]}
+    comp_rows = build_rows(rows, ["rstp", "sdn"])
+    flagged = flagged_rows(comp_rows, limited)
+    assert {r.metric for r, _ in flagged} == {"outage_ms", "longest_stall_ms"}
+    assert all(m == ["sdn"] for _, m in flagged)
+    pairs = storage_pairs(values, {"storage-a": "storage"})
+    assert {(p["mechanism"], p["outage_ms"], p["stall_ms"]) for p in pairs} == {
+        ("rstp", 12.0, 210.0), ("sdn", 30.0, 1003.0)}
+
+    class C:
+        pass
+
+    c = C()
+    c.values, c.rows = values, comp_rows
+    run = RunInfo(1, "x", "", "", 0, None, "finished", "", {}, [], {},
+                  {"scale": 10, "scale_chosen": "auto", "fastest_cable_bps": 10e9, "capacity_bps": 3.4e9,
+                   "capacity_load": 1.5})
+    html = fidelity_html(run, c, {"storage-a": "storage"})
+    assert "scale 1/10" in html and "1 Gbit/s emulated" in html and "Emulator-limited" in html
+    assert "network outage" in html and "1003 ms" in html

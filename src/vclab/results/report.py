@@ -406,6 +406,9 @@ def build_report(store: ResultStore, run_id: int | None = None) -> str:
             f"({_e(', '.join(d.get('workload', '?') for d in c.failed_workloads.get(r.id, [])))})"
             for r in c.partial) + "</p>")
 
+    from vclab.results.fidelity import fidelity_html
+
+    parts.append(fidelity_html(run, c, network_kinds(run.topology_yaml)))
     parts.append("<h2>Against what the applications tolerate</h2>")
     parts.append(tolerances_html(c))
 

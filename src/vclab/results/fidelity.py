@@ -1,0 +1,117 @@
+"""The report's fidelity section: did the emulator keep up, at which scale; and for storage,
+the network outage beside the I/O stall it caused.
+
+A repetition whose busiest loaded link (lab/capacity.py) stayed below KEPT_UP of its (scaled)
+rate was limited by the emulator: one ovs-vswitchd thread forwards every frame, so when it falls
+behind on one link every number of that repetition is suspect, not only that link's. Its rows
+are flagged with the repetitions that make them so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from html import escape
+from typing import Any
+
+from vclab.experiments.scale import KEPT_UP, scale_text
+
+RATIO = "link_achieved_ratio"
+
+
+def limited_repetitions(values: dict[tuple[str, str, str], dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Mechanism -> the link ratios below KEPT_UP (one per limited repetition). Pure."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for (name, _cls, _fault), by_mech in values.items():
+        if name == RATIO:
+            for mech, ratios in by_mech.items():
+                out[mech] += [r for r in ratios if r < KEPT_UP]
+    return {m: v for m, v in out.items() if v}
+
+
+def flagged_rows(rows, limited: dict[str, list[float]]) -> list[tuple[Any, list[str]]]:
+    """Comparison rows whose cells include a limited repetition, with those mechanisms. Pure."""
+    out = []
+    for row in rows:
+        if row.metric == RATIO:
+            continue
+        mechs = [m for m, s in row.cells.items() if s.n > 0 and limited.get(m)]
+        if mechs:
+            out.append((row, mechs))
+    return out
+
+
+def storage_pairs(values: dict[tuple[str, str, str], dict[str, list[float]]],
+                  kinds: dict[str, str]) -> list[dict[str, Any]]:
+    """Per fault and mechanism: the storage networks' worst probe outage and the iSCSI stall
+    and failover it caused (medians over repetitions). Pure."""
+    import statistics
+
+    faults = sorted({f for (_, _, f) in values if f})
+    out = []
+    for fault in faults:
+        mechs = sorted({m for (n, c, f), v in values.items() if f == fault for m in v})
+        for mech in mechs:
+            def med(name: str, storage_class: bool) -> float | None:
+                vals = [x for (n, c, f), v in values.items() if f == fault and n == name
+                        and (kinds.get(c, c) == "storage") == storage_class for x in v.get(mech, [])]
+                return statistics.median(vals) if vals else None
+
+            outage = med("outage_ms", True)
+            stall = med("longest_stall_ms", True)
+            if stall is None and outage is None:
+                continue
+            out.append({"fault": fault, "mechanism": mech, "outage_ms": outage,
+                        "stall_ms": stall, "failover_ms": med("failover_ms", True)})
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+
+
+def fidelity_html(run, comparison, kinds: dict[str, str]) -> str:
+    s = run.settings or {}
+    k = int(s.get("scale") or 1)
+    parts = ["<h2>Emulator fidelity</h2>"]
+    facts = [f"scale {scale_text(k)}" + (" (chosen from this machine's capacity)" if s.get("scale_chosen") == "auto"
+                                          else " (set with --scale)" if "scale_chosen" in s else "")]
+    if s.get("fastest_cable_bps"):
+        facts.append(f"fastest cable {s['fastest_cable_bps'] / 1e9:g} Gbit/s nominal, "
+                     f"{s['fastest_cable_bps'] / k / 1e9:g} Gbit/s emulated")
+    if s.get("capacity_bps"):
+        facts.append(f"this machine forwards {s['capacity_bps'] / 1e9:.2f} Gbit/s per path "
+                     f"(load {s.get('capacity_load', 0):.1f} when measured)")
+    parts.append("<p>" + escape("; ".join(facts)) + ". Rates, memory, disks and dirty rates ran "
+                 "k times smaller, so transfer times are the nominal ones; iperf3 rates are shown "
+                 "times k; timers (heartbeats, BFD, hellos, TCP's minimum RTO) ran as they are.</p>")
+    if s.get("capacity_problem"):
+        parts.append(f'<p class="partial">{escape(s["capacity_problem"])}</p>')
+    limited = limited_repetitions(comparison.values)
+    ratios = {m: v for (n, _, _), by in comparison.values.items() if n == RATIO for m, v in by.items()}
+    if ratios:
+        worst = min(min(v) for v in ratios.values() if v)
+        parts.append(f"<p>Worst loaded link: {worst:.0%} of its rate "
+                     f"(threshold {KEPT_UP:.0%}; per mechanism: "
+                     + escape(", ".join(f"{m} {min(v):.0%}" for m, v in sorted(ratios.items()) if v)) + ").</p>")
+    else:
+        parts.append('<p class="muted">No link was loaded above half its rate: nothing to judge.</p>')
+    flagged = flagged_rows(comparison.rows, limited)
+    if flagged:
+        parts.append("<p><b>Emulator-limited</b> (a repetition in the cell had a loaded link below "
+                     f"{KEPT_UP:.0%} of its rate):</p><ul>" + "".join(
+                         f"<li>{escape(row.label)} {escape(row.traffic_class)} {escape(row.fault)}: "
+                         f"{escape(', '.join(f'{m} ({len(limited[m])} rep.)' for m in mechs))}</li>"
+                         for row, mechs in flagged) + "</ul>")
+    pairs = storage_pairs(comparison.values, kinds)
+    if pairs:
+        parts.append("<h3>Storage: network outage and I/O stall</h3>"
+                     '<p class="muted">The storage networks\' probe outage at each fault beside the '
+                     "iSCSI initiators' longest stall and path failover (medians). A stall far above "
+                     "the outage is TCP's retransmission timeout (200 ms minimum, doubling) or the "
+                     "initiator's I/O timeout, not the network: bench/storage_stall.py measures it.</p>")
+        rows = "".join(f"<tr><td>{escape(p['fault'])}</td><td>{escape(p['mechanism'])}</td>"
+                       f"<td>{_ms(p['outage_ms'])}</td><td>{_ms(p['stall_ms'])}</td>"
+                       f"<td>{_ms(p['failover_ms'])}</td></tr>" for p in pairs)
+        parts.append("<table><tr><th>fault</th><th>mechanism</th><th>network outage</th>"
+                     f"<th>I/O stall</th><th>path failover</th></tr>{rows}</table>")
+    return "\n".join(parts)
