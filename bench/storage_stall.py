@@ -19,6 +19,7 @@ the initiator's failover after its I/O timeout, whichever is first. Each length 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -74,6 +75,23 @@ def session_tcp(node, port: int = 3260) -> dict[str, float]:
         return {}
     return {"rto_ms": max(rto), "rtt_ms": max(r for r, _ in rtt) if rtt else 0.0,
             "rttvar_ms": max(v for _, v in rtt) if rtt else 0.0}
+
+
+NSTAT = ("TcpRetransSegs", "TcpExtTCPLossProbes", "TcpExtTCPTimeouts", "TcpExtTCPSpuriousRTOs",
+         "TcpExtTCPLossProbeRecovery")
+
+
+def tcp_counters(node) -> dict[str, int]:
+    """The namespace's TCP retransmission counters (nstat, absolute)."""
+    proc = node.popen(["nstat", "-asz", "--json", *NSTAT], stdout=subprocess.PIPE,
+                      stderr=subprocess.DEVNULL)
+    out = proc.communicate(timeout=10)[0].decode()
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return {}
+    values = next(iter(data.values()), {}) if data else {}
+    return {k: int(v) for k, v in values.items() if k in NSTAT}
 
 
 def black_hole(ends: tuple[str, ...], sink: str, hold_ms: float) -> dict[str, int]:
@@ -138,9 +156,17 @@ def main(
             for rep in range(reps):
                 for length in LENGTHS_MS:
                     tcp = session_tcp(host)
+                    target_tcp = session_tcp(array)
+                    before = {"initiator": tcp_counters(host), "target": tcp_counters(array)}
                     t = black_hole(ends, sink, length)
-                    trials.append({"length_ms": length, "rep": rep, **t, **tcp})
                     time.sleep(SPACING_S)
+                    after = {"initiator": tcp_counters(host), "target": tcp_counters(array)}
+                    counters = {f"{side}.{k}": after[side].get(k, 0) - v
+                                for side in before for k, v in before[side].items()
+                                if after[side].get(k, 0) - v}
+                    trials.append({"length_ms": length, "rep": rep, **t, **tcp,
+                                   "target_rto_ms": target_tcp.get("rto_ms"),
+                                   "target_rtt_ms": target_tcp.get("rtt_ms"), "tcp": counters})
         finally:
             probe.stop()
             if iscsi is not None:
@@ -162,18 +188,27 @@ def main(
         tr["stall_ms"] = m.get("fault_stall_ms") or 0.0
         tr["failover_ms"] = m.get("failover_ms")
         tr["outage_ms"] = network_outage_ms(raw_probe, tr)
-        p = predict_stall(tr["outage_ms"] or tr["length_ms"], tr.get("rto_ms", 200.0),
+        # The side whose retransmission timer fired (nstat) is the one that lost the segment
+        # the I/O waited for; with neither (or both), the slower timer.
+        sides = [side for side in ("initiator", "target") if tr["tcp"].get(f"{side}.TcpExtTCPTimeouts")]
+        rtos = {"initiator": tr.get("rto_ms") or 200.0, "target": tr.get("target_rto_ms") or 200.0}
+        rto = max(rtos[x] for x in (sides or rtos))
+        tr["predicted_rto_ms"] = rto
+        p = predict_stall(tr["outage_ms"] or tr["length_ms"], rto,
                           rtt_ms=tr.get("rtt_ms", 0.0), io_timeout_ms=IO_TIMEOUT_MS,
                           other_path=True)
         tr["predicted_ms"], tr["cause"] = p.stall_ms, p.cause
         failover = "-" if tr["failover_ms"] is None else f"{tr['failover_ms']:.0f} ms"
         print(f"  {tr['length_ms']:>3} ms #{tr['rep'] + 1}: outage {tr['outage_ms']:.1f} ms, "
-              f"stall {tr['stall_ms']:.1f} ms, rto {tr.get('rto_ms', float('nan')):.0f} ms, "
-              f"predicted {p.stall_ms:.0f} ms ({p.cause}), failover {failover}")
+              f"stall {tr['stall_ms']:.1f} ms, rto initiator {tr.get('rto_ms', float('nan')):.0f} "
+              f"target {tr.get('target_rto_ms') or float('nan'):.0f} ms (rtt {tr.get('rtt_ms', 0):.2f}/"
+              f"{tr.get('target_rtt_ms') or 0:.2f}), predicted {p.stall_ms:.0f} ms ({p.cause}), "
+              f"failover {failover}, tcp {tr['tcp']}")
+    (outdir / "trials.json").write_text(json.dumps(trials, indent=1))
     for length in LENGTHS_MS:
         mine = [t for t in trials if t["length_ms"] == length]
         med = lambda k: statistics.median(t[k] for t in mine)  # noqa: E731
-        rto = statistics.median(t.get("rto_ms", 200.0) for t in mine)
+        rto = statistics.median(t["predicted_rto_ms"] for t in mine)
         causes = sorted({t["cause"] for t in mine})
         print(f"{length} ms: outage {med('outage_ms'):.1f} ms, stall {med('stall_ms'):.0f} ms, "
               f"predicted {med('predicted_ms'):.0f} ms ({'/'.join(causes)}, rto {rto:.0f} ms) "
