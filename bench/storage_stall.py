@@ -10,7 +10,7 @@ to both and runs I/O on the first. The first portal's cable is black-holed both 
 carrier up (tc redirect to a sink, as the `silent` fault) for each length, a few seconds apart.
 A 1 ms probe between the hypervisor and that portal measures the network outage each time.
 
-The prediction (workloads/stall_model.py): the first TCP retransmission after the black hole
+The prediction (workloads/iscsi/stall_model.py): the first TCP retransmission after the black hole
 ends (RTO from `ss` on the session just before, doubling after each lost retransmission), or
 the initiator's failover after its I/O timeout, whichever is first. Each length prints
 `<len> ms: outage O ms, stall S ms, predicted P ms (cause, rto R ms) stall/predicted X`
@@ -36,11 +36,11 @@ from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import run_commands, sink_commands, sink_name
 from vclab.lab.lab import Lab
 from vclab.topology.loader import cluster_from_text
-from vclab.workloads import probe_metrics
-from vclab.workloads.iscsi import Iscsi, parse
-from vclab.workloads.iscsi_target import IscsiTarget
-from vclab.workloads.probe import Endpoint, Probe
-from vclab.workloads.stall_model import predict_stall
+from vclab.workloads.probe import metrics as probe_metrics
+from vclab.workloads.iscsi.workload import Iscsi, parse
+from vclab.workloads.iscsi.target import IscsiTarget
+from vclab.workloads.probe.workload import Endpoint, Probe
+from vclab.workloads.iscsi.stall_model import predict_stall
 
 PREFIX = "vcs"
 LENGTHS_MS = (10, 50, 200)

@@ -9,9 +9,9 @@ from vclab.experiments.scale import (
     peak_rate_bps, scale_cluster, scale_experiment, scale_text, to_nominal, worst_loaded)
 from vclab.experiments.spec import Experiment
 from vclab.topology.loader import load_cluster
-from vclab.workloads.stall_model import (
+from vclab.workloads.iscsi.stall_model import (
     linux_rto_ms, predict_stall, retransmission_times_ms, tcp_recovery_ms)
-from vclab.workloads.vmotion_model import VmotionSpec, simulate
+from vclab.workloads.vmotion.model import VmotionSpec, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 

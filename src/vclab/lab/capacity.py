@@ -62,8 +62,8 @@ def calibrate(seconds: float = 1.0) -> dict[str, Any]:
     """Build the calibration lab and measure one path (needs root and the lab lock)."""
     from vclab.lab.lab import Lab
     from vclab.topology.loader import cluster_from_text
-    from vclab.workloads.vmotion import VmotionReplay
-    from vclab.workloads.vmotion_model import VmotionSpec
+    from vclab.workloads.vmotion.workload import VmotionReplay
+    from vclab.workloads.vmotion.model import VmotionSpec
 
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="vclab-capacity-") as tmp:
