@@ -77,9 +77,13 @@ class Mechanism:
     def stop(self, lab: BuiltLab) -> None:
         """At teardown, before the bridges are deleted; must not raise."""
 
+    def vm_moving(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
+        """A paused VM's ports are leaving for another virtual switch (vMotion's switch-over);
+        `plan` is the lab once they are there. Learning fabrics need nothing: the VM's
+        announcement teaches them. Must not wait: vm_moved does, before the VM resumes."""
+
     def vm_moved(self, lab: BuiltLab) -> None:
-        """A VM's ports moved to another virtual switch (vMotion's switch-over). Learning
-        fabrics need nothing: the VM's announcement teaches them."""
+        """Return once the fabric delivers to the VM's new place (just before it resumes)."""
 
     def action(self, lab: BuiltLab, what: str) -> None:
         raise VclabError(f"mechanism {self.name!r} has no controller to {what}")

@@ -131,6 +131,7 @@ class Sdn(Mechanism):
     _qos_ports: list[str] = field(default_factory=list, repr=False)
     _expected: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     _flaps: tuple[int, float] = (-1, 0.0)  # (total BFD flaps seen, when that total changed)
+    _generation: int = 0  # of fabric.json, numbered by each rewrite
 
     def check(self, plan: BuildPlan) -> None:
         lags = plan.lags()
@@ -178,7 +179,7 @@ class Sdn(Mechanism):
         self.datapath = getattr(lab, "datapath", "") or "netdev"
         self.port = free_port()
         self.spec = fabric_spec(lab.plan, getattr(lab, "cluster", None), self.datapath)
-        from vclab.fabric.controller import core, model
+        from vclab.fabric.controller import core
 
         for sw in self.spec.switches:
             msgs = core.switch_messages(self.spec, sw.name, core.flood_tree(self.spec))
@@ -187,15 +188,12 @@ class Sdn(Mechanism):
                                        sum(k[0] == "flow" for k in keys))
         self._workdir = Path(lab.workdir)
         self._workdir.mkdir(parents=True, exist_ok=True)
-        fabric = self._workdir / "fabric.json"
-        model.dump(self.spec, fabric)
+        self._write_fabric()
         self.log = self._workdir / "controller.log"
         self._start_controller(lab)
 
     def _start_controller(self, lab: BuiltLab) -> None:
         assert self._workdir is not None and self.log is not None
-        # Only what this process writes counts towards convergence (the log is appended to).
-        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self._workdir / "controller.stderr", "a") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "vclab.fabric.controller", "--fabric",
@@ -225,29 +223,69 @@ class Sdn(Mechanism):
         else:
             raise VclabError(f"controller action is kill or restart, not {what!r}")
 
-    def vm_moved(self, lab: BuiltLab) -> None:
-        """The controller places MACs from the spec, so it is told: the spec is written again
-        from the moved plan and the controller reloads it (SIGHUP), sending only the moved
-        MACs' flows. Waits for its log to say so (the VM is still paused meanwhile)."""
+    def vm_moving(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
+        """The VM is paused and its ports are leaving: `plan` is where they will be. The
+        controller places MACs from the spec, so the spec is written again from that plan
+        (next generation) and the controller reloads it (SIGHUP) while the memory copy runs:
+        it sends only the moved MACs' flows, pointing at the destination's uplinks."""
         import os
         import signal as _signal
-        import time as _time
+
+        assert self._workdir is not None
+        self.spec = fabric_spec(plan, cluster, self.datapath)
+        self._write_fabric()
+        if self.controller_alive(lab):  # a killed controller reads the new file on restart
+            os.kill(self.pid, _signal.SIGHUP)
+
+    def vm_moved(self, lab: BuiltLab) -> None:
+        """Before the VM resumes: wait until every switch holds the generation vm_moving
+        wrote (status.json, barrier-confirmed), so the fabric delivers to the destination the
+        moment the VM's first frame or its RARP leaves, with no controller on the data path."""
+        if not self.controller_alive(lab):
+            return
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status.get("pid") == self.pid and status.get("generation", -1) >= self._generation:
+                return
+            time.sleep(0.002)
+        raise VclabError(f"the controller did not install generation {self._generation} of the "
+                         f"fabric after the VM moved (see {self.log} and {self._status_path()})")
+
+    def status(self) -> dict:
+        """The controller's status.json ({} before it wrote one, or mid-replace)."""
+        try:
+            return json.loads(self._status_path().read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def events(self) -> list[dict]:
+        """Every action of every controller process of this lab (events.jsonl), in order."""
+        path = self._workdir / "events.jsonl" if self._workdir else None
+        if path is None or not path.exists():
+            return []
+        out = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a kill
+        return out
+
+    def _status_path(self) -> Path:
+        assert self._workdir is not None
+        return self._workdir / "status.json"
+
+    def _write_fabric(self) -> None:
         from vclab.fabric.controller import model
 
-        assert self._workdir is not None and self.log is not None
-        self.spec = fabric_spec(lab.plan, getattr(lab, "cluster", None), self.datapath)
-        model.dump(self.spec, self._workdir / "fabric.json")
-        before = count_lines(self.log.read_text(errors="replace"), "reloaded ")
-        if not self.controller_alive(lab):
-            return  # a killed controller reads the new file when it is restarted
-        os.kill(self.pid, _signal.SIGHUP)
-        deadline = _time.monotonic() + 5.0
-        while _time.monotonic() < deadline:
-            if count_lines(self.log.read_text(errors="replace"), "reloaded ") > before:
-                return
-            _time.sleep(0.005)
-        raise VclabError("the controller did not reload the fabric after the VM moved "
-                         f"(see {self.log})")
+        assert self._workdir is not None
+        self._generation += 1
+        doc = model.to_dict(self.spec)
+        doc["generation"] = self._generation
+        tmp = self._workdir / "fabric.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(self._workdir / "fabric.json")  # the controller never reads half a file
 
     # ---- after the build ----
     def qos_commands(self, lab: BuiltLab) -> list[list[str]]:
@@ -303,14 +341,15 @@ class Sdn(Mechanism):
             raise VclabError(f"the vclab controller exited during the build:\n{tail}")
         moving = []
         flaps = 0
-        # The running controller's own word that it connected and sent each switch its rules:
+        # The running controller's own word (status.json) that each switch holds what it sent:
         # rules a killed controller left behind are still in the switches (fail_mode=secure),
         # and OVSDB's is_connected is refreshed only every few seconds.
-        log = self.log.read_bytes() if self.log and self.log.exists() else b""
-        since_start = log[getattr(self, "_log_offset", 0):].decode(errors="replace")
+        status = self.status()
+        ours = status.get("pid") == self.pid
         for bridge in lab.plan.physical:
-            if f"vclab.controller: {bridge.friendly}: sent " not in since_start:
-                moving.append(f"{bridge.friendly}: controller has not sent its rules")
+            switch = status.get("switches", {}).get(bridge.friendly, {}) if ours else {}
+            if not switch.get("in_sync"):
+                moving.append(f"{bridge.friendly}: controller has not installed its rules")
             groups, flows = self._expected[bridge.friendly]
             have_g = count_lines(lab.sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups",
                                          bridge.name], check=False), "group_id=")

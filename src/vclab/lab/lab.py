@@ -398,9 +398,14 @@ class Lab:
         if problems:
             raise VclabError(f"cannot migrate {vm} to {to_hypervisor}: " + "; ".join(problems))
         after = moved_plan(self.plan, vm, to_hypervisor)
+        after_cluster = moved_cluster(self.cluster, vm, to_hypervisor)
         t: dict[str, int] = {}
         if between is None:
             t["detach_start_ns"] = time.time_ns()
+            # A fabric that places MACs itself (sdn) delivers to the destination first.
+            self.mechanism.vm_moving(self, after, after_cluster)
+            self.mechanism.vm_moved(self)
+            t["fabric_told_ns"] = time.time_ns()
             for cmd in move_commands(self.plan, after, vm, self.mechanism):
                 self.sh(cmd)
             t["detached_ns"] = t["attach_start_ns"] = t["attached_ns"] = time.time_ns()
@@ -409,20 +414,21 @@ class Lab:
             for cmd in detach_commands(self.plan, vm):
                 self.sh(cmd)
             t["detached_ns"] = time.time_ns()
+            # The VM is paused: the fabric gets ready for the destination during the copy.
+            self.mechanism.vm_moving(self, after, after_cluster)
             try:
                 between()
+                self.mechanism.vm_moved(self)
             except BaseException:
+                self.mechanism.vm_moving(self, self.plan, self.cluster)
                 for cmd in attach_commands(self.plan, vm, self.mechanism):
                     self.sh(cmd, check=False)
                 raise
-            t["attach_start_ns"] = time.time_ns()
+            t["fabric_told_ns"] = t["attach_start_ns"] = time.time_ns()
             for cmd in attach_commands(after, vm, self.mechanism):
                 self.sh(cmd)
             t["attached_ns"] = time.time_ns()
-        self.plan, self.cluster = after, moved_cluster(self.cluster, vm, to_hypervisor)
-        # A controller that places MACs from the plan hears of the move here (sdn reloads).
-        self.mechanism.vm_moved(self)
-        t["fabric_told_ns"] = time.time_ns()
+        self.plan, self.cluster = after, after_cluster
         return t
 
     def controller_action(self, what: str) -> None:

@@ -58,12 +58,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reload(signum: int, _frame: object) -> None:
-    """SIGHUP from the build after it rewrote the fabric file (a VM moved)."""
+    """SIGHUP from the build after it rewrote the fabric file (a VM is moving). The reload
+    itself runs in the app's event loop, in turn with the OpenFlow events: a signal handler
+    runs between any two bytecodes of whatever the main thread does, and the queue put may
+    wait, so a thread of its own hands the event over."""
+    import threading
+
     from os_ken.base import app_manager
 
-    controller = app_manager.lookup_service_brick("FabricController")
-    if controller is not None:
-        controller.reload()
+    from vclab.fabric.controller import app
+
+    inst = app_manager.lookup_service_brick("FabricController")
+    if inst is not None:
+        threading.Thread(target=inst.send_event, args=(inst.name, app.EventReload()),
+                         daemon=True, name="reload").start()
 
 
 def _stop(signum: int, _frame: object) -> None:

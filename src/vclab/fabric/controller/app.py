@@ -8,12 +8,16 @@ check the cabling against the spec.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from os_ken import cfg
 from os_ken.base import app_manager
-from os_ken.controller import ofp_event
+from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER,
                                        MAIN_DISPATCHER, set_ev_cls)
 from os_ken.lib.packet import ethernet, lldp, packet
@@ -70,6 +74,48 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+class EventReload(event.EventBase):
+    """SIGHUP, turned into an event so the reload runs in the app's own loop, never beside a
+    handler that is halfway through the same state."""
+
+
+def read_fabric(path: str) -> tuple[model.FabricSpec, int]:
+    """The spec and its generation (the build numbers each rewrite; 0 when absent)."""
+    text = Path(path).read_text()
+    return model.loads(text, path), int(json.loads(text).get("generation", 0))
+
+
+class Status:
+    """The controller's structured word to vclab, next to the fabric file: `status.json`
+    (replaced whole on every change: state, generation, per-switch sync, counts) and
+    `events.jsonl` (one line per action, wall-clock ns), so nothing needs to scrape the log."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "status.json"
+        self.events = directory / "events.jsonl"
+        self.doc: dict[str, Any] = {"pid": os.getpid(), "state": "starting", "generation": -1,
+                                    "loaded_generation": -1, "switches": {},
+                                    "counts": {"port_changes": 0, "converges": 0,
+                                               "messages": 0, "reloads": 0, "built": 0}}
+
+    def event(self, kind: str, **fields: Any) -> None:
+        line = json.dumps({"t_ns": time.time_ns(), "kind": kind, "pid": os.getpid(), **fields})
+        try:
+            with open(self.events, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass  # the status is for vclab's records; forwarding must not depend on it
+
+    def publish(self) -> None:
+        self.doc["updated_ns"] = time.time_ns()
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self.doc, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
 class FabricController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
@@ -77,12 +123,18 @@ class FabricController(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.fabric_file = fabric_file if fabric_file is not None else self.CONF.vclab_fabric
         self.logger = logging.getLogger("vclab.controller")
-        self.spec = model.load(self.fabric_file)
+        self.spec, self.generation = read_fabric(self.fabric_file)
+        self.compiler = core.Compiler()
         self.datapaths: dict[str, Any] = {}
-        self.installed: dict[str, dict | None] = {}  # None: the switch's state is unknown
+        # {switch: {key: (message, content)}}; None: the switch's state is unknown
+        self.installed: dict[str, dict | None] = {}
         self.down: set[tuple[str, int]] = set()
         self.tree: frozenset | None = None  # flood tree the connected switches hold
         self.barriers: set[tuple[str, int]] = set()  # tree step in flight: wait for these
+        self.syncs: dict[tuple[str, int], int] = {}  # barrier -> generation it confirms
+        self.status = Status(Path(self.fabric_file).resolve().parent)
+        self.status.doc["loaded_generation"] = self.generation
+        self.status.event("started", generation=self.generation)
         gaps = trace.unprotected(self.spec, core.fabric_messages(self.spec))
         for gap in gaps:
             self.logger.warning("not protected in the datapath: %s", gap)
@@ -102,6 +154,7 @@ class FabricController(app_manager.OSKenApp):
             self.logger.warning("dpid %016x is not in the fabric spec: ignored", dp.id)
             return
         self.logger.info("switch %s (dpid %016x) connected", switch.name, dp.id)
+        self.status.event("connected", switch=switch.name)
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -131,6 +184,10 @@ class FabricController(app_manager.OSKenApp):
         if changed:
             self.logger.info("port %s:%d (%s) %s", switch.name, port.port_no,
                              port.name.decode(errors="replace"), "up" if live else "down")
+            self.status.doc["counts"]["port_changes"] += 1
+            self.status.event("port", switch=switch.name, port=port.port_no,
+                              name=port.name.decode(errors="replace"), live=live,
+                              carrier=not port.state & ofproto_v1_3.OFPPS_LINK_DOWN)
             self.converge()
             if live and port.port_no in self.spec.fabric_ports(switch.name):
                 self._send_lldp([switch.name], port.port_no)
@@ -141,16 +198,25 @@ class FabricController(app_manager.OSKenApp):
         if switch is not None and self.datapaths.get(switch.name) is ev.datapath:
             # Its rules stay and keep forwarding (fail_mode=secure); we resync on reconnect.
             self.logger.info("switch %s disconnected", switch.name)
+            self.status.event("disconnected", switch=switch.name)
             del self.datapaths[switch.name]
             self.installed.pop(switch.name, None)
             self.barriers = {b for b in self.barriers if b[0] != switch.name}
+            self.syncs = {b: g for b, g in self.syncs.items() if b[0] != switch.name}
             self.converge()
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def barrier_reply(self, ev: Any) -> None:
         switch = self.spec.by_dpid(ev.msg.datapath.id)
-        if switch is not None:
-            self.barriers.discard((switch.name, ev.msg.xid))
+        if switch is None:
+            return
+        barrier = (switch.name, ev.msg.xid)
+        if barrier in self.syncs:
+            generation = self.syncs.pop(barrier)
+            self.status.event("in_sync", switch=switch.name, generation=generation)
+            self._publish()
+        if barrier in self.barriers:
+            self.barriers.discard(barrier)
             if not self.barriers:
                 self.converge()
 
@@ -184,39 +250,85 @@ class FabricController(app_manager.OSKenApp):
     # ------------------------------------------------------------ the one place that sends
 
     def converge(self) -> None:
-        """Bring every connected switch to the state core computes for what we know now."""
+        """Bring every connected switch to the state core computes for what we know now.
+
+        Each switch that was sent anything is also sent a barrier: its reply says the switch
+        holds this generation (status.json), and for a tree step, that the next may go."""
         if self.barriers:
             return  # a tree step is in flight; barrier_reply calls us again
+        started = time.perf_counter()
         steps = core.tree_steps(self.tree, core.flood_tree(self.spec, frozenset(self.down)))
         tree = steps[0]
+        self.status.doc["counts"]["converges"] += 1
         for name, dp in self.datapaths.items():
-            desired = core.switch_messages(self.spec, name, tree, dp)
-            msgs = core.changes(self.installed.get(name), desired, dp)
+            desired = self.compiler.desired(self.spec, name, tree)
+            msgs = core.changed_entries(self.installed.get(name), desired, dp)
             for msg in msgs:
                 dp.send_msg(msg)
-            self.installed[name] = {core.key(m): m for m in desired}
-            if msgs:
-                self.logger.info("%s: sent %d changes (flood tree %s)", name, len(msgs),
-                                 sorted("-".join(sorted(e)) for e in tree))
-            if msgs and len(steps) > 1:
-                barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-                dp.send_msg(barrier)
+            self.installed[name] = {k: (m, text) for k, m, text in desired}
+            if not msgs:
+                continue
+            barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+            dp.send_msg(barrier)
+            self.syncs[(name, barrier.xid)] = self.generation
+            if len(steps) > 1:
                 self.barriers.add((name, barrier.xid))
+            self.status.doc["counts"]["messages"] += len(msgs)
+            kinds = [type(m).__name__ for m in msgs]
+            self.status.event("sent", switch=name, messages=len(msgs),
+                              groups=kinds.count("OFPGroupMod"), flows=kinds.count("OFPFlowMod"),
+                              generation=self.generation, tree=_tree_names(tree),
+                              ms=round((time.perf_counter() - started) * 1e3, 2))
+            self.logger.info("%s: sent %d changes (flood tree %s)", name, len(msgs),
+                             _tree_names(tree))
         self.tree = tree
+        self.status.doc["counts"]["built"] = self.compiler.built
+        self._publish()
         if len(steps) > 1 and not self.barriers:
             self.converge()
 
+    @set_ev_cls(EventReload)
+    def reload_requested(self, ev: EventReload) -> None:
+        self.reload()
+
     def reload(self) -> None:
-        """The build rewrote the fabric file (a VM moved to another hypervisor): read it again
-        and send each switch only what changed, the moved MACs' flows."""
+        """The build rewrote the fabric file (a VM is moving to another hypervisor): read it
+        again and send each switch only what changed, the moved MACs' flows. vclab waits for
+        status.json's generation to reach the file's before the VM resumes."""
         try:
-            spec = model.load(self.fabric_file)
+            spec, generation = read_fabric(self.fabric_file)
         except Exception as exc:  # a bad rewrite must not take the fabric down
             self.logger.error("reload of %s failed, keeping the old fabric: %s", self.fabric_file, exc)
+            self.status.event("reload_failed", error=str(exc))
             return
-        self.spec = spec
+        started = time.perf_counter()
+        self.spec, self.generation = spec, generation
+        self.status.doc["loaded_generation"] = generation
+        self.status.doc["counts"]["reloads"] += 1
         self.converge()
-        self.logger.info("reloaded %s", self.fabric_file)
+        self.status.event("reloaded", generation=generation,
+                          ms=round((time.perf_counter() - started) * 1e3, 2))
+        self._publish()
+        self.logger.info("reloaded %s (generation %d)", self.fabric_file, generation)
+
+    def _publish(self) -> None:
+        """status.json: per switch whether it holds what we sent (every barrier back), and
+        the generation every connected switch holds."""
+        pending = {name for name, _ in self.syncs}
+        doc = self.status.doc
+        doc["switches"] = {
+            s.name: {"connected": s.name in self.datapaths,
+                     "in_sync": s.name in self.datapaths and s.name not in pending
+                     and self.installed.get(s.name) is not None,
+                     "groups": sum(k[0] == "group" for k in self.installed.get(s.name) or ()),
+                     "flows": sum(k[0] == "flow" for k in self.installed.get(s.name) or ())}
+            for s in self.spec.switches}
+        synced = all(v["in_sync"] for v in doc["switches"].values())
+        doc["state"] = "converged" if synced and not self.barriers else "converging"
+        if synced:
+            doc["generation"] = self.generation
+        doc["down"] = sorted(f"{sw}:{p}" for sw, p in self.down)
+        self.status.publish()
 
     # ------------------------------------------------------------ helpers
 
@@ -257,3 +369,7 @@ class FabricController(app_manager.OSKenApp):
                                                in_port=of.OFPP_CONTROLLER,
                                                actions=[p.OFPActionOutput(port)],
                                                data=lldp_frame(dp.id, port)))
+
+
+def _tree_names(tree: frozenset) -> list[str]:
+    return sorted("-".join(sorted(e)) for e in tree)
