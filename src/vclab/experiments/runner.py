@@ -307,6 +307,10 @@ class Runner:
                     rep.metrics += outcome.metrics
                     rep.events += outcome.events
                     rep.raw += outcome.raw
+                # What the fabric's controller did and when, beside the faults (sdn only).
+                rep.events += [Event("controller", (e["t_ns"] - t0) / 1e6, e["kind"], e["detail"])
+                               for e in lab.mechanism.timeline_events()
+                               if t0 <= e["t_ns"] <= end_ns]
                 if skipped:
                     rep.reason += f"not yet supported, skipped: {', '.join(skipped)}; "
         except (KeyboardInterrupt, SystemExit):

@@ -85,6 +85,11 @@ class Mechanism:
     def vm_moved(self, lab: BuiltLab) -> None:
         """Return once the fabric delivers to the VM's new place (just before it resumes)."""
 
+    def timeline_events(self) -> list[dict]:
+        """What the mechanism's own control plane did: [{t_ns, kind, detail}] (sdn's
+        controller actions), stored with the repetition's events."""
+        return []
+
     def action(self, lab: BuiltLab, what: str) -> None:
         raise VclabError(f"mechanism {self.name!r} has no controller to {what}")
 

@@ -272,6 +272,9 @@ class Sdn(Mechanism):
                 continue  # a line cut short by a kill
         return out
 
+    def timeline_events(self) -> list[dict]:
+        return controller_timeline(self.events())
+
     def _status_path(self) -> Path:
         assert self._workdir is not None
         return self._workdir / "status.json"
@@ -390,3 +393,22 @@ def bfd_sessions(listing: str) -> dict[str, dict[str, str]]:
 
 def count_lines(text: str, marker: str) -> int:
     return sum(marker in line for line in text.splitlines())
+
+
+# events.jsonl kind -> the repetition event kind (a row of the report's timeline)
+CONTROLLER_KINDS = {"port": "controller_port", "sent": "controller_sent",
+                    "in_sync": "controller_in_sync", "reloaded": "controller_reloaded",
+                    "connected": "controller_connected", "disconnected": "controller_disconnected",
+                    "started": "controller_started", "reload_failed": "controller_reload_failed"}
+
+
+def controller_timeline(events: list[dict]) -> list[dict]:
+    """The controller's events.jsonl lines as repetition events: {t_ns, kind, detail}. Pure."""
+    out = []
+    for e in events:
+        kind = CONTROLLER_KINDS.get(e.get("kind", ""))
+        if kind is None or not isinstance(e.get("t_ns"), int):
+            continue
+        detail = {k: v for k, v in e.items() if k not in ("t_ns", "kind")}
+        out.append({"t_ns": e["t_ns"], "kind": kind, "detail": detail})
+    return out

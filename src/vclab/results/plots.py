@@ -29,7 +29,12 @@ PANELS: dict[str, tuple[str, str]] = {  # series name -> (panel title, y label)
     "latency_ms": ("iSCSI I/O latency", "latency (ms)"),
 }
 EVENT_LABELS = {"heartbeat_missed": "heartbeat missed", "declared_failed": "HA: host declared failed",
-                "isolated": "HA: host isolated", "switch_over": "vMotion switch-over"}
+                "isolated": "HA: host isolated", "switch_over": "vMotion switch-over",
+                # the sdn controller's own actions (fabric/sdn.py controller_timeline)
+                "controller_port": "controller: port change seen",
+                "controller_sent": "controller: rules sent",
+                "controller_in_sync": "controller: switch confirmed",
+                "controller_reloaded": "controller: fabric reloaded"}
 FAULT_COLOR = "#c0392b"
 # Series whose value is a duration that ended at t (a probe gap, an I/O's latency).
 DURATION_SERIES = {"gap_ms", "latency_ms"}
