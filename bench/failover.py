@@ -13,7 +13,10 @@ rstp (LACP on a copy of the cluster whose teams end on one switch; each NIC in t
 of the two counts, as a hashing team carries a flow on one NIC), and sdn+bfd-nics (BFD on
 every server NIC, off by default). The table gives median and
 max over the repetitions, each median against rstp's for the same fault (`x rstp`), the probe's
-noise floor without a fault, and last the two ratios sdn/rstp of the median outages. The
+noise floor without a fault, and last the two ratios sdn/rstp of the median outages and the
+worst sdn/rstp ratio over the rows where both mechanisms have an outage (`worst-row`).
+`--load`: the same rows with the default experiment's background workloads running beside the
+probe (its other probes, HA heartbeats, iSCSI and iperf3; not its vMotion, a one-off event). The
 rstp+isl-lag rows run topologies/isl-lag.yaml (the two cables one LACP LAG): each fault hits
 each cable in turn, and the worse of the two counts. `--quick`: 2 repetitions, and STP / Linux STP skip
 silent loss (it takes max-age plus two forward delays, ~15 s each, to heal).
@@ -39,6 +42,7 @@ from vclab.results.store import ResultStore  # noqa: E402
 from vclab.topology.loader import load_cluster  # noqa: E402
 
 TOPOLOGY = ROOT / "topologies" / "default.yaml"
+DEFAULT_EXPERIMENT = ROOT / "experiments" / "default.yaml"
 LAG_TOPOLOGY = ROOT / "topologies" / "isl-lag.yaml"  # the same, its two cables one LAG
 ISL = "tor-a/tor-b#1"
 ISL2 = "tor-a/tor-b#2"
@@ -46,6 +50,7 @@ NIC = "esx1.vmnic0"
 NIC2 = "esx1.vmnic1"
 SILENT_UPLINK_HOLD = 5.0  # s: longer than LACP's 3 s, so a team that never notices shows as such
 PROBE = {"probe": {"from": "esx1", "to": "array1", "network": "storage-b", "every": 1.0}}
+PROBE_NAME = "probe esx1>array1 storage-b"  # its workload name in the results
 
 # Fault kinds as the table names them: (target, action) -> row label.
 LABELS = {(ISL, "down"): "carrier loss", (ISL, "up"): "carrier restore",
@@ -123,8 +128,28 @@ def lacp_topology(results: Path) -> Path:
     return path
 
 
-def run(results: Path, reps: int, quick: bool, only: list[str] | None) -> list[tuple[str, int]]:
+def background_load() -> list[dict]:
+    """The default experiment's workloads, less its vMotion and any probe the bench runs
+    itself: the load every row of `--load` runs under."""
+    import yaml
+
+    doc = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
+    own = PROBE["probe"]
+    out = []
+    for w in doc.get("workloads", []):
+        (kind, body), = w.items()
+        if kind == "vmotion":
+            continue
+        if kind == "probe" and all(body.get(k) == own[k] for k in ("from", "to", "network")):
+            continue
+        out.append(w)
+    return out
+
+
+def run(results: Path, reps: int, quick: bool, only: list[str] | None,
+        load: bool = False) -> list[tuple[str, int]]:
     runs = []
+    extra = background_load() if load else []
     for mechanism, steps in plans(quick):
         label = mechanism if isinstance(mechanism, str) else MechanismChoice.model_validate(mechanism).label
         if only and label not in only:
@@ -138,7 +163,7 @@ def run(results: Path, reps: int, quick: bool, only: list[str] | None) -> list[t
         e = Experiment.model_validate({
             "experiment": name, "topology": str(topology), "mechanisms": [mechanism],
             "repetitions": reps, "warmup": 1500.0, "settle": 500.0, "duration": duration,
-            "workloads": [PROBE], "faults": faults})
+            "workloads": [PROBE] + extra, "faults": faults})
         loaded = LoadedExperiment(e, cluster, topology, e.model_dump_json(by_alias=True),
                                   topology.read_text())
 
@@ -167,7 +192,8 @@ def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
     failures = []
     rows_out: list[tuple[str, str, list[float]]] = []
     for label, run_id in runs:
-        rows = store.metric_rows(run_id)
+        # Only the bench's own probe: under --load the other workloads have rows too.
+        rows = [r for r in store.metric_rows(run_id) if r.workload == PROBE_NAME]
         failures += [f"{label} #{r.index}: {r.reason}" for r in store.repetitions(run_id)
                      if r.status != "ok"]
         floors += [r.value for r in rows if r.name == "noise_floor_ms" and r.status == "ok"]
@@ -206,7 +232,16 @@ def table(results: Path, runs: list[tuple[str, int]]) -> list[str]:
         sdn, rstp = medians.get(("sdn", key)), medians.get(("rstp", key))
         ratio = f"{sdn / rstp:.3f}" if sdn is not None and rstp else "n/a"
         lines.append(f"sdn/rstp {kind} {ratio}")
+    lines.append(f"sdn/rstp worst-row {worst_row(medians)}")
     return lines
+
+
+def worst_row(medians: dict[tuple[str, str], float]) -> str:
+    """The largest sdn/rstp median ratio over the fault kinds where both have an outage
+    (a 0 ms median on either side is no contest: nothing to divide)."""
+    ratios = [sdn / medians[("rstp", kind)] for (label, kind), sdn in medians.items()
+              if label == "sdn" and sdn > 0 and medians.get(("rstp", kind), 0) > 0]
+    return f"{max(ratios):.3f}" if ratios else "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions (default 5, --quick 2)")
     parser.add_argument("--results", type=Path, help="results directory (default: a temp dir)")
     parser.add_argument("--only", nargs="*", help="mechanism labels to run (e.g. sdn rstp)")
+    parser.add_argument("--load", action="store_true",
+                        help="run every row under the default experiment's background load")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/failover.py builds clusters: run it as root", file=sys.stderr)
@@ -224,11 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     print(f"results in {results}; {reps} repetitions; load {os.getloadavg()[0]:.1f}",
           file=sys.stderr, flush=True)
-    runs = run(results, reps, args.quick, args.only)
+    runs = run(results, reps, args.quick, args.only, args.load)
     if args.quick:
         print("quick: stp and linux-stp silent loss skipped (~15 s each to heal)")
     print(f"probe esx1 -> array1 (storage-b) every 1 ms; ISL {ISL}, uplink {NIC}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}"
+          + ("; under the default experiment's background load" if args.load else ""))
     for line in table(results, runs):
         print(line)
     return 0
