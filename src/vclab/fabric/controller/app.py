@@ -20,6 +20,7 @@ from os_ken.base import app_manager
 from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER,
                                        MAIN_DISPATCHER, set_ev_cls)
+from os_ken.lib import hub
 from os_ken.lib.packet import ethernet, lldp, packet
 from os_ken.ofproto import ofproto_v1_3
 
@@ -47,6 +48,12 @@ def port_live(port: Any) -> bool:
         and not port.config & of.OFPPC_PORT_DOWN
 
 
+def port_carrier(port: Any) -> bool:
+    """The cable has carrier (whatever BFD says)."""
+    of = ofproto_v1_3
+    return not port.state & of.OFPPS_LINK_DOWN and not port.config & of.OFPPC_PORT_DOWN
+
+
 def lldp_frame(dpid: int, port: int) -> bytes:
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(dst=LLDP_MAC, src="02:7c:1a:b0:00:00",
@@ -72,6 +79,16 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
         return int(chassis[5:], 16), int(port)
     except (AttributeError, IndexError, ValueError, TypeError):
         return None
+
+
+# How long a repaired inter-switch cable is trusted on carrier alone while its BFD session
+# comes up (OVS sends once a second until then: up to ~2 s). A session still down after this
+# is a cable that passes carrier but not frames: BFD's word counts again.
+TRUST_CARRIER_S = 3.0
+
+
+class EventTrustCheck(event.EventBase):
+    """Time to stop trusting the carrier of cables whose BFD never came up."""
 
 
 class EventReload(event.EventBase):
@@ -129,6 +146,9 @@ class FabricController(app_manager.OSKenApp):
         # {switch: {key: (message, content)}}; None: the switch's state is unknown
         self.installed: dict[str, dict | None] = {}
         self.down: set[tuple[str, int]] = set()
+        self.carrier: dict[tuple[str, int], bool] = {}
+        # fabric ports with carrier back and BFD not up yet -> until when we trust carrier
+        self.trusted: dict[tuple[str, int], float] = {}
         self.tree: frozenset | None = None  # flood tree the connected switches hold
         self.barriers: set[tuple[str, int]] = set()  # tree step in flight: wait for these
         self.syncs: dict[tuple[str, int], int] = {}  # barrier -> generation it confirms
@@ -168,6 +188,7 @@ class FabricController(app_manager.OSKenApp):
         for port_no in self._spec_ports(switch.name):
             p = ports.get(port_no)
             self._set_live(switch.name, port_no, p is not None and port_live(p))
+            self.carrier[(switch.name, port_no)] = p is not None and port_carrier(p)
         self.datapaths[switch.name] = dp
         self.installed[switch.name] = None  # reconnect or restart: overwrite, never wipe
         self.converge()
@@ -179,18 +200,37 @@ class FabricController(app_manager.OSKenApp):
         switch = self.spec.by_dpid(dp.id)
         if switch is None or port.port_no not in self._spec_ports(switch.name):
             return
-        live = port_live(port)
+        live, carrier = port_live(port), port_carrier(port)
+        where = (switch.name, port.port_no)
+        was_carrier = self.carrier.get(where, live)
+        self.carrier[where] = carrier
+        trust = self._trust(where, live, carrier, was_carrier)
         changed = self._set_live(switch.name, port.port_no, live)
-        if changed:
+        if changed or trust:
+            state = "up" if live else ("carrier up, BFD not yet: trusted" if trust and carrier
+                                       else "down")
             self.logger.info("port %s:%d (%s) %s", switch.name, port.port_no,
-                             port.name.decode(errors="replace"), "up" if live else "down")
+                             port.name.decode(errors="replace"), state)
             self.status.doc["counts"]["port_changes"] += 1
             self.status.event("port", switch=switch.name, port=port.port_no,
                               name=port.name.decode(errors="replace"), live=live,
-                              carrier=not port.state & ofproto_v1_3.OFPPS_LINK_DOWN)
+                              carrier=carrier, trusted=where in self.trusted)
             self.converge()
             if live and port.port_no in self.spec.fabric_ports(switch.name):
                 self._send_lldp([switch.name], port.port_no)
+
+    @set_ev_cls(EventTrustCheck)
+    def trust_check(self, ev: EventTrustCheck) -> None:
+        now = time.monotonic()
+        expired = [where for where, until in self.trusted.items() if until <= now]
+        for where in expired:
+            del self.trusted[where]
+            self.logger.info("port %s:%d: BFD not up after %.0f s, carrier no longer trusted",
+                             *where, TRUST_CARRIER_S)
+            self.status.event("port", switch=where[0], port=where[1], live=False,
+                              carrier=self.carrier.get(where, False), trusted=False)
+        if expired:
+            self.converge()
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def switch_gone(self, ev: Any) -> None:
@@ -257,11 +297,13 @@ class FabricController(app_manager.OSKenApp):
         if self.barriers:
             return  # a tree step is in flight; barrier_reply calls us again
         started = time.perf_counter()
-        steps = core.tree_steps(self.tree, core.flood_tree(self.spec, frozenset(self.down)))
+        down = frozenset(self.down - set(self.trusted))
+        steps = core.tree_steps(self.tree, core.flood_tree(self.spec, down))
         tree = steps[0]
         self.status.doc["counts"]["converges"] += 1
         for name, dp in self.datapaths.items():
-            desired = self.compiler.desired(self.spec, name, tree)
+            trusted = frozenset(p for s, p in self.trusted if s == name)
+            desired = self.compiler.desired(self.spec, name, tree, trusted)
             msgs = core.changed_entries(self.installed.get(name), desired, dp)
             for msg in msgs:
                 dp.send_msg(msg)
@@ -334,6 +376,20 @@ class FabricController(app_manager.OSKenApp):
 
     def _spec_ports(self, switch: str) -> set[int]:
         return set(self.spec.fabric_ports(switch)) | {p for _, p in self.spec.server_ports(switch)}
+
+    def _trust(self, where: tuple[str, int], live: bool, carrier: bool, was_carrier: bool) -> bool:
+        """Start or stop trusting a fabric port's carrier; True if that changed. Only a cable
+        whose carrier just came back is trusted (its BFD is on its way up); one that loses BFD
+        with carrier kept is a silent failure and never is."""
+        if where[1] not in self.spec.fabric_ports(where[0]):
+            return False
+        if live or not carrier:
+            return self.trusted.pop(where, None) is not None
+        if carrier and not was_carrier:
+            self.trusted[where] = time.monotonic() + TRUST_CARRIER_S
+            hub.spawn_after(TRUST_CARRIER_S + 0.05, self.send_event, self.name, EventTrustCheck())
+            return True
+        return False
 
     def _set_live(self, switch: str, port: int, live: bool) -> bool:
         """Record a port's liveness; True if that is news."""

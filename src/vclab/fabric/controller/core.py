@@ -448,20 +448,30 @@ class Compiler:
         self._memo: dict[tuple, list[Entry]] = {}
         self.built = 0  # messages built so far: the cost the memory saves, for tests and status
 
-    def _entries(self, memo_key: tuple, build: Any) -> list[Entry]:
+    def _entries(self, memo_key: tuple, build: Any, derive: Any = None) -> list[Entry]:
         hit = self._memo.get(memo_key)
         if hit is None:
             if len(self._memo) >= self.LIMIT:
                 self._memo.clear()
+            if derive is not None:  # from entries already built
+                hit = self._memo[memo_key] = derive(build())
+                return hit
             msgs = build()
             self.built += len(msgs)
             hit = self._memo[memo_key] = [(key(m), m, content(m)) for m in msgs]
         return hit
 
-    def desired(self, spec: FabricSpec, switch: str,
-                tree: frozenset[frozenset[str]]) -> list[Entry]:
-        """The entries of switch_messages(spec, switch, tree), in the same order."""
+    def desired(self, spec: FabricSpec, switch: str, tree: frozenset[frozenset[str]],
+                trusted: frozenset[int] = frozenset()) -> list[Entry]:
+        """The entries of switch_messages(spec, switch, tree), in the same order; with
+        `trusted` fabric ports watched by carrier alone (trusting_carrier)."""
         dp = self.dp
+        if trusted:
+            plain = self.desired(spec, switch, tree)
+            cabling = (spec.switches, spec.links, spec.networks, spec.options)
+            atts = tuple(_attachment_key(a) for a in spec.attachments)
+            return self._entries(("trusted", switch, cabling, atts, tree, trusted),
+                                 lambda: plain, lambda e: trusting_carrier(e, trusted, dp))
         cabling = (spec.switches, spec.links, spec.networks, spec.options)
         ports = tuple((a.server, a.uplinks, a.vlans) for a in spec.attachments)
         edge = self._entries(("edge", switch, cabling, ports), lambda: (
@@ -483,6 +493,29 @@ class Compiler:
         edge_flows = [e for e in edge if e[0][0] == "flow"]
         out = meters + edge_groups + flood + groups + flows + edge_flows
         return sorted(out, key=lambda e: order.index(e[0][0]))  # stable, as switch_messages
+
+
+def trusting_carrier(entries: list[Entry], ports: frozenset[int], dp: Any = OFP13) -> list[Entry]:
+    """`entries` with every fast-failover bucket that watches one of `ports` watching the
+    always-live group instead: those cables have carrier again but their BFD session is not
+    up yet. OVS's BFD sends once a second until a session is up (RFC 5880 6.8.3), so a
+    repaired cable stays not-LIVE for 1-2 s; meanwhile a server's team is already back on the
+    NIC behind it, and the buckets that skip the cable deliver to the NIC it just left (the
+    bond drops what arrives there): storage-b lost ~1 s at every tor-a recovery. Carrier is
+    what RSTP trusts too; BFD takes over again the moment it is up."""
+    if not ports:
+        return entries
+    p, of = dp.ofproto_parser, dp.ofproto
+    out: list[Entry] = []
+    for k, msg, text in entries:
+        if k[0] == "group" and msg.type == of.OFPGT_FF and any(
+                b.watch_port in ports for b in msg.buckets):
+            buckets = [p.OFPBucket(watch_group=ALWAYS_LIVE, actions=b.actions)
+                       if b.watch_port in ports else b for b in msg.buckets]
+            msg = p.OFPGroupMod(dp, msg.command, msg.type, msg.group_id, buckets)
+            text = content(msg)
+        out.append((k, msg, text))
+    return out
 
 
 def _concat(parts: tuple[list, list]) -> list:
