@@ -267,3 +267,34 @@ def test_a_moved_vm_costs_its_own_flows_and_is_confirmed_by_generation(default_f
     assert status["generation"] == 2 and status["state"] == "converged"
     kinds = [json.loads(line)["kind"] for line in (path.parent / "events.jsonl").read_text().splitlines()]
     assert {"sent", "in_sync", "reloaded"} <= set(kinds)
+
+
+def test_a_prepared_move_is_a_comparison_at_the_switch_over(default_fabric):
+    """vMotion's pre-copy hands the controller the destination's fabric (fabric.next.json):
+    the switch-over's reload then builds nothing and only sends the moved MAC's flows."""
+    import json
+    import time
+
+    from vclab.fabric.sdn import fabric_spec
+    from vclab.workloads.migration import moved_cluster, moved_plan
+
+    ctl, spec, dps, path = default_fabric
+    doc = model.to_dict(fabric_spec(moved_plan(ctl.plan, "web1", "esx3"),
+                                    moved_cluster(ctl.cluster, "web1", "esx3")))
+    doc["generation"] = 2
+    (path.parent / "fabric.next.json").write_text(json.dumps(doc))
+    for dp in dps.values():
+        dp.sent.clear()
+    ctl.prepare()
+    assert not any(dp.sent for dp in dps.values())  # the VM still runs at the source
+    built = ctl.compiler.built
+    path.write_text(json.dumps(doc))
+    for dp in dps.values():
+        dp.sent.clear()
+    t = time.perf_counter()
+    ctl.reload()
+    ms = (time.perf_counter() - t) * 1e3
+    print(f"\nprepared reload: {ms:.1f} ms")
+    assert ctl.compiler.built == built
+    assert any(type(m).__name__ == "OFPFlowMod" for dp in dps.values() for m in dp.sent)
+    assert ms < 100  # measured ~8 ms: parse the file, compare, send

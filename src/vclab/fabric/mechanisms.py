@@ -77,6 +77,10 @@ class Mechanism:
     def stop(self, lab: BuiltLab) -> None:
         """At teardown, before the bridges are deleted; must not raise."""
 
+    def vm_will_move(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
+        """A vMotion's pre-copy starts; `plan` is the lab once the VM has moved. A chance to
+        get ready without changing anything (the VM still runs where it is)."""
+
     def vm_moving(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
         """A paused VM's ports are leaving for another virtual switch (vMotion's switch-over);
         `plan` is the lab once they are there. Learning fabrics need nothing: the VM's

@@ -223,6 +223,24 @@ class Sdn(Mechanism):
         else:
             raise VclabError(f"controller action is kill or restart, not {what!r}")
 
+    def vm_will_move(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
+        """A vMotion's pre-copy starts: `plan` is the lab once the VM is on its destination.
+        The controller builds that fabric now (fabric.next.json, SIGUSR1) and sends nothing,
+        so the switch-over's reload is a comparison and a few flow mods."""
+        import os
+        import signal as _signal
+
+        assert self._workdir is not None
+        from vclab.fabric.controller import model
+
+        doc = model.to_dict(fabric_spec(plan, cluster, self.datapath))
+        doc["generation"] = self._generation + 1
+        tmp = self._workdir / "fabric.next.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(self._workdir / "fabric.next.json")
+        if self.controller_alive(lab):
+            os.kill(self.pid, _signal.SIGUSR1)
+
     def vm_moving(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
         """The VM is paused and its ports are leaving: `plan` is where they will be. The
         controller places MACs from the spec, so the spec is written again from that plan
@@ -397,6 +415,7 @@ def count_lines(text: str, marker: str) -> int:
 
 # events.jsonl kind -> the repetition event kind (a row of the report's timeline)
 CONTROLLER_KINDS = {"port": "controller_port", "sent": "controller_sent",
+                    "prepared": "controller_prepared",
                     "in_sync": "controller_in_sync", "reloaded": "controller_reloaded",
                     "connected": "controller_connected", "disconnected": "controller_disconnected",
                     "started": "controller_started", "reload_failed": "controller_reload_failed"}

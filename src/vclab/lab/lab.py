@@ -374,6 +374,15 @@ class Lab:
                     self.host_sh(vm, ["ip", "addr", "del", address, "dev", dev], check=False)
         return out
 
+    def vm_will_move(self, vm: str, to_hypervisor: str) -> None:
+        """A vMotion of `vm` to `to_hypervisor` starts its pre-copy: the mechanism may get
+        ready for the switch-over (sdn builds the destination's rules, sends nothing)."""
+        from vclab.workloads.migration import migration_problems, moved_cluster, moved_plan
+
+        if not migration_problems(self.cluster, vm, to_hypervisor):
+            self.mechanism.vm_will_move(self, moved_plan(self.plan, vm, to_hypervisor),
+                                        moved_cluster(self.cluster, vm, to_hypervisor))
+
     def move_vm(self, vm: str, to_hypervisor: str, between=None) -> dict[str, int]:
         """Move `vm`'s access ports to `to_hypervisor`'s virtual switch (the same veths, so the
         VM keeps its interfaces, MACs and addresses); refused with the reasons when the

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _reload)
+    signal.signal(signal.SIGUSR1, _prepare)
     logging.getLogger("vclab.controller").info("listening on 127.0.0.1:%d", args.port)
     app_manager.AppManager.run_apps(["vclab.fabric.controller.app", "os_ken.controller.ofp_handler"])
     return 0
@@ -72,6 +73,18 @@ def _reload(signum: int, _frame: object) -> None:
     if inst is not None:
         threading.Thread(target=inst.send_event, args=(inst.name, app.EventReload()),
                          daemon=True, name="reload").start()
+
+
+def _prepare(signum: int, _frame: object) -> None:
+    """SIGUSR1 from vclab when a vMotion starts its pre-copy (fabric.next.json written)."""
+    import threading
+
+    from vclab.fabric.controller import app
+
+    inst = app.INSTANCE
+    if inst is not None:
+        threading.Thread(target=inst.send_event, args=(inst.name, app.EventPrepare()),
+                         daemon=True, name="prepare").start()
 
 
 def _stop(signum: int, _frame: object) -> None:

@@ -91,6 +91,10 @@ class EventTrustCheck(event.EventBase):
     """Time to stop trusting the carrier of cables whose BFD never came up."""
 
 
+class EventPrepare(event.EventBase):
+    """SIGUSR1: a VM will move; fabric.next.json is the fabric once it has."""
+
+
 class EventReload(event.EventBase):
     """SIGHUP, turned into an event so the reload runs in the app's own loop, never beside a
     handler that is halfway through the same state."""
@@ -332,6 +336,30 @@ class FabricController(app_manager.OSKenApp):
     @set_ev_cls(EventReload)
     def reload_requested(self, ev: EventReload) -> None:
         self.reload()
+
+    @set_ev_cls(EventPrepare)
+    def prepare_requested(self, ev: EventPrepare) -> None:
+        self.prepare()
+
+    def prepare(self) -> None:
+        """A vMotion started its pre-copy: build what every switch will hold once the VM is on
+        its destination (fabric.next.json), sending nothing. The switch-over's reload then
+        only compares and sends: the VM is paused meanwhile, so that wait is VM downtime."""
+        started = time.perf_counter()
+        try:
+            spec, generation = read_fabric(str(Path(FABRIC_FILE).with_name("fabric.next.json")))
+        except Exception as exc:
+            self.logger.warning("prepare: no usable fabric.next.json: %s", exc)
+            return
+        built = self.compiler.built
+        tree = self.tree or frozenset()
+        for name in self.datapaths:
+            trusted = frozenset(p for s, p in self.trusted if s == name)
+            self.compiler.desired(spec, name, tree, trusted)
+        ms = (time.perf_counter() - started) * 1e3
+        self.status.event("prepared", generation=generation, built=self.compiler.built - built,
+                          ms=round(ms, 2))
+        self.logger.info("prepared generation %d in %.0f ms", generation, ms)
 
     def reload(self) -> None:
         """The build rewrote the fabric file (a VM is moving to another hypervisor): read it
