@@ -298,3 +298,22 @@ def test_a_prepared_move_is_a_comparison_at_the_switch_over(default_fabric):
     assert ctl.compiler.built == built
     assert any(type(m).__name__ == "OFPFlowMod" for dp in dps.values() for m in dp.sent)
     assert ms < 100  # measured ~8 ms: parse the file, compare, send
+
+
+def test_controller_actions_become_timeline_events(default_fabric):
+    """events.jsonl, as the app writes it, turned into the repetition's events (sdn.py)."""
+    import json
+
+    from vclab.fabric.sdn import controller_timeline
+
+    ctl, spec, dps, path = default_fabric
+    isl = spec.links[0]
+    ctl.port_status(status_of(dps[isl.a], port(isl.a_port, live=False)))
+    lines = [json.loads(x) for x in (path.parent / "events.jsonl").read_text().splitlines()]
+    events = controller_timeline(lines + [{"kind": "sent"}, {"t_ns": 5, "kind": "nonsense"}])
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("controller_connected") == 2 and "controller_port" in kinds
+    port_event = next(e for e in events if e["kind"] == "controller_port")
+    assert port_event["detail"]["switch"] == isl.a and port_event["detail"]["live"] is False
+    assert all(isinstance(e["t_ns"], int) for e in events)
+    assert [e["t_ns"] for e in events] == sorted(e["t_ns"] for e in events)
