@@ -318,3 +318,22 @@ def test_controller_actions_become_timeline_events(default_fabric):
     assert port_event["detail"]["switch"] == isl.a and port_event["detail"]["live"] is False
     assert all(isinstance(e["t_ns"], int) for e in events)
     assert [e["t_ns"] for e in events] == sorted(e["t_ns"] for e in events)
+
+
+def test_port_changes_queued_together_converge_once(default_fabric):
+    """A whole switch's ports change within milliseconds: while more events wait in the
+    queue, the controller only records them, then computes and sends once."""
+    ctl, spec, dps, _ = default_fabric
+    for dp in dps.values():
+        dp.sent.clear()
+    ctl.events.put((object(), None))  # another event already waiting
+    ctl._events_sem.acquire()
+    for p in sorted(ctl._spec_ports("tor-a")):
+        ctl.port_status(status_of(dps["tor-a"], port(p, live=False)))
+    assert not any(dp.sent for dp in dps.values())
+    queued = [ctl.events.get()[0] for _ in range(ctl.events.qsize())]
+    assert sum(isinstance(e, app.EventConverge) for e in queued) == 1
+    ctl.converge_requested(app.EventConverge())
+    barriers = [m for dp in dps.values() for m in dp.sent if type(m).__name__ == "OFPBarrierRequest"]
+    assert len(barriers) == 2  # one batch per switch
+    assert ctl.tree == frozenset()

@@ -87,6 +87,10 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
 TRUST_CARRIER_S = 3.0
 
 
+class EventConverge(event.EventBase):
+    """Converge once the events queued before this one are handled (see _converge_soon)."""
+
+
 class EventTrustCheck(event.EventBase):
     """Time to stop trusting the carrier of cables whose BFD never came up."""
 
@@ -156,6 +160,7 @@ class FabricController(app_manager.OSKenApp):
         self.tree: frozenset | None = None  # flood tree the connected switches hold
         self.barriers: set[tuple[str, int]] = set()  # tree step in flight: wait for these
         self.syncs: dict[tuple[str, int], int] = {}  # barrier -> generation it confirms
+        self._converge_queued = False
         self.status = Status(Path(self.fabric_file).resolve().parent)
         self.status.doc["loaded_generation"] = self.generation
         self.status.event("started", generation=self.generation)
@@ -219,9 +224,27 @@ class FabricController(app_manager.OSKenApp):
             self.status.event("port", switch=switch.name, port=port.port_no,
                               name=port.name.decode(errors="replace"), live=live,
                               carrier=carrier, trusted=where in self.trusted)
-            self.converge()
+            self._converge_soon()
             if live and port.port_no in self.spec.fabric_ports(switch.name):
                 self._send_lldp([switch.name], port.port_no)
+
+    def _converge_soon(self) -> None:
+        """Converge now, or, when more events already wait in the queue (a whole switch's
+        ports change within milliseconds), once after them: one computation and one batch
+        per switch for the lot, instead of one per port."""
+        if self._converge_queued:
+            return
+        # Never block on our own queue from inside its loop: a full queue converges now.
+        if not self.events.empty() and self._events_sem.acquire(blocking=False):
+            self._converge_queued = True
+            self.events.put((EventConverge(), None))
+        else:
+            self.converge()
+
+    @set_ev_cls(EventConverge)
+    def converge_requested(self, ev: EventConverge) -> None:
+        self._converge_queued = False
+        self.converge()
 
     @set_ev_cls(EventTrustCheck)
     def trust_check(self, ev: EventTrustCheck) -> None:
@@ -347,7 +370,7 @@ class FabricController(app_manager.OSKenApp):
         only compares and sends: the VM is paused meanwhile, so that wait is VM downtime."""
         started = time.perf_counter()
         try:
-            spec, generation = read_fabric(str(Path(FABRIC_FILE).with_name("fabric.next.json")))
+            spec, generation = read_fabric(str(Path(self.fabric_file).with_name("fabric.next.json")))
         except Exception as exc:
             self.logger.warning("prepare: no usable fabric.next.json: %s", exc)
             return
