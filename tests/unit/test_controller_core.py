@@ -168,6 +168,25 @@ def test_bfd_false_alarm_on_every_cable_never_loops():
         assert len(trace.delivered) <= 1
 
 
+def test_recovering_switch_is_reached_before_its_bfd_is_up():
+    """tor-a comes back: every cable has carrier, the servers' bonds are back on their tor-a
+    NICs at once, but BFD calls the inter-switch cables dead for 1-2 s more. tor-b's frames
+    for a server on tor-a still reach its active NIC (the copy across the first cable), and
+    the other copy goes to the NIC the bond ignores: exactly one delivery, no loop."""
+    spec = two_tors()
+    not_live = link_down(spec, "isl1") | link_down(spec, "isl2")
+    net = FakeFabric(spec, core.fabric_messages(spec), down=not_live, broken=set())
+    for src, dst, vlan, server_ in (("esx2", mac(1, 20), 20, "esx1"),
+                                    ("esx2", mac(3, 10), 10, "array")):
+        trace = net.send(src, vlan, dst)
+        assert not trace.looped
+        assert trace.servers() == [server_]
+    # ...and in a real tor-a failure the copy dies with the cable: still delivered once.
+    dead = {("tor-a", port) for port in (1, 2, 10, 11, 12)} | {("tor-b", 1), ("tor-b", 2)}
+    trace = FakeFabric(spec, core.fabric_messages(spec), down=dead).send("esx2", 20, mac(1, 20))
+    assert trace.servers() == ["esx1"] and ("tor-b", 1) in trace.lost
+
+
 def test_tree_change_goes_through_shared_edges_and_never_loops():
     spec = triangle()
     old = core.flood_tree(spec)

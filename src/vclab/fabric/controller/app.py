@@ -81,9 +81,11 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-# How long a repaired inter-switch cable is trusted on carrier alone while its BFD session
-# comes up (OVS sends once a second until then: up to ~2 s). A session still down after this
-# is a cable that passes carrier but not frames: BFD's word counts again.
+# How long a repaired inter-switch cable is trusted on carrier alone (for the flood tree: ARP
+# and a moved VM's RARP cross it at once, as they do under RSTP) while its BFD session comes
+# up (OVS sends once a second until then: up to ~2 s). Unicast needs no trust: core._ff sends
+# a copy across such a cable. A session still down after this is a cable that passes carrier
+# but not frames: BFD's word counts again.
 TRUST_CARRIER_S = 3.0
 
 
@@ -329,8 +331,7 @@ class FabricController(app_manager.OSKenApp):
         tree = steps[0]
         self.status.doc["counts"]["converges"] += 1
         for name, dp in self.datapaths.items():
-            trusted = frozenset(p for s, p in self.trusted if s == name)
-            desired = self.compiler.desired(self.spec, name, tree, trusted)
+            desired = self.compiler.desired(self.spec, name, tree)
             msgs = core.changed_entries(self.installed.get(name), desired, dp)
             for msg in msgs:
                 dp.send_msg(msg)
@@ -377,8 +378,7 @@ class FabricController(app_manager.OSKenApp):
         built = self.compiler.built
         tree = self.tree or frozenset()
         for name in self.datapaths:
-            trusted = frozenset(p for s, p in self.trusted if s == name)
-            self.compiler.desired(spec, name, tree, trusted)
+            self.compiler.desired(spec, name, tree)
         ms = (time.perf_counter() - started) * 1e3
         self.status.event("prepared", generation=generation, built=self.compiler.built - built,
                           ms=round(ms, 2))

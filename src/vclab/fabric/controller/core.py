@@ -209,7 +209,15 @@ def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None
     next NIC: so does the frame, from here. A last bucket that watches nothing repeats the
     first choice: when every cable looks dead at once, BFD is more likely wrong (a stalled
     ovs-vswitchd misses its packets) than all cables broken, and a truly dead port drops the
-    frame anyway."""
+    frame anyway.
+
+    The move to the next phase also sends one copy, still in this phase, out of the first
+    choice: "every cable dead" is also what a repaired cable looks like until its BFD session
+    is up (OVS sends BFD once a second until then, RFC 5880 6.8.3: 1-2 s), while the server's
+    bond is back on the NIC behind it at carrier. The bond takes whichever copy reaches its
+    active NIC and drops the other; a cable that really is dead drops the copy. Without it,
+    storage-b lost 1.1-1.5 s at every tor-a recovery. Never back out of the port the frame
+    came in on (the sender already chose this way)."""
     p, of = dp.ofproto_parser, dp.ofproto
 
     def out(port: int) -> list:
@@ -218,7 +226,8 @@ def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None
     buckets = [p.OFPBucket(watch_port=port, actions=out(port)) for port in ports]
     if next_phase is not None:
         group, phase = next_phase
-        buckets.append(p.OFPBucket(watch_group=group, actions=[
+        copy = [p.OFPActionOutput(ports[0])] if ports and ports[0] != in_port else []
+        buckets.append(p.OFPBucket(watch_group=group, actions=copy + [
             p.OFPActionSetField(vlan_pcp=phase), p.OFPActionGroup(group)]))
     if ports:  # OVS wants a watch on every fast-failover bucket: watch one that never fails
         buckets.append(p.OFPBucket(watch_group=ALWAYS_LIVE, actions=out(ports[0])))
@@ -448,30 +457,20 @@ class Compiler:
         self._memo: dict[tuple, list[Entry]] = {}
         self.built = 0  # messages built so far: the cost the memory saves, for tests and status
 
-    def _entries(self, memo_key: tuple, build: Any, derive: Any = None) -> list[Entry]:
+    def _entries(self, memo_key: tuple, build: Any) -> list[Entry]:
         hit = self._memo.get(memo_key)
         if hit is None:
             if len(self._memo) >= self.LIMIT:
                 self._memo.clear()
-            if derive is not None:  # from entries already built
-                hit = self._memo[memo_key] = derive(build())
-                return hit
             msgs = build()
             self.built += len(msgs)
             hit = self._memo[memo_key] = [(key(m), m, content(m)) for m in msgs]
         return hit
 
-    def desired(self, spec: FabricSpec, switch: str, tree: frozenset[frozenset[str]],
-                trusted: frozenset[int] = frozenset()) -> list[Entry]:
-        """The entries of switch_messages(spec, switch, tree), in the same order; with
-        `trusted` fabric ports watched by carrier alone (trusting_carrier)."""
+    def desired(self, spec: FabricSpec, switch: str,
+                tree: frozenset[frozenset[str]]) -> list[Entry]:
+        """The entries of switch_messages(spec, switch, tree), in the same order."""
         dp = self.dp
-        if trusted:
-            plain = self.desired(spec, switch, tree)
-            cabling = (spec.switches, spec.links, spec.networks, spec.options)
-            atts = tuple(_attachment_key(a) for a in spec.attachments)
-            return self._entries(("trusted", switch, cabling, atts, tree, trusted),
-                                 lambda: plain, lambda e: trusting_carrier(e, trusted, dp))
         cabling = (spec.switches, spec.links, spec.networks, spec.options)
         ports = tuple((a.server, a.uplinks, a.vlans) for a in spec.attachments)
         edge = self._entries(("edge", switch, cabling, ports), lambda: (
@@ -493,29 +492,6 @@ class Compiler:
         edge_flows = [e for e in edge if e[0][0] == "flow"]
         out = meters + edge_groups + flood + groups + flows + edge_flows
         return sorted(out, key=lambda e: order.index(e[0][0]))  # stable, as switch_messages
-
-
-def trusting_carrier(entries: list[Entry], ports: frozenset[int], dp: Any = OFP13) -> list[Entry]:
-    """`entries` with every fast-failover bucket that watches one of `ports` watching the
-    always-live group instead: those cables have carrier again but their BFD session is not
-    up yet. OVS's BFD sends once a second until a session is up (RFC 5880 6.8.3), so a
-    repaired cable stays not-LIVE for 1-2 s; meanwhile a server's team is already back on the
-    NIC behind it, and the buckets that skip the cable deliver to the NIC it just left (the
-    bond drops what arrives there): storage-b lost ~1 s at every tor-a recovery. Carrier is
-    what RSTP trusts too; BFD takes over again the moment it is up."""
-    if not ports:
-        return entries
-    p, of = dp.ofproto_parser, dp.ofproto
-    out: list[Entry] = []
-    for k, msg, text in entries:
-        if k[0] == "group" and msg.type == of.OFPGT_FF and any(
-                b.watch_port in ports for b in msg.buckets):
-            buckets = [p.OFPBucket(watch_group=ALWAYS_LIVE, actions=b.actions)
-                       if b.watch_port in ports else b for b in msg.buckets]
-            msg = p.OFPGroupMod(dp, msg.command, msg.type, msg.group_id, buckets)
-            text = content(msg)
-        out.append((k, msg, text))
-    return out
 
 
 def _concat(parts: tuple[list, list]) -> list:
