@@ -169,8 +169,7 @@ def default_fabric(tmp_path, monkeypatch):
     spec = fabric_spec(build_plan(cluster, "vcu"), cluster)
     path = tmp_path / "fabric.json"
     model.dump(spec, path)
-    monkeypatch.setattr(app, "FABRIC_FILE", str(path))
-    ctl = app.FabricController()
+    ctl = app.FabricController(fabric_file=str(path))
     dps = {s.name: FakeDatapath(s.dpid) for s in spec.switches}
     for s in spec.switches:
         ctl.port_description(SimpleNamespace(msg=SimpleNamespace(

@@ -79,9 +79,11 @@ def _prepare(signum: int, _frame: object) -> None:
     """SIGUSR1 from vclab when a vMotion starts its pre-copy (fabric.next.json written)."""
     import threading
 
+    from os_ken.base import app_manager
+
     from vclab.fabric.controller import app
 
-    inst = app.INSTANCE
+    inst = app_manager.lookup_service_brick("FabricController")
     if inst is not None:
         threading.Thread(target=inst.send_event, args=(inst.name, app.EventPrepare()),
                          daemon=True, name="prepare").start()
