@@ -63,6 +63,7 @@ ALWAYS_LIVE = 999  # watched by last-resort buckets
 TRUNK_BASE = 1_000  # + neighbour switch index
 UNICAST_BASE = 1_000_000  # + server index * 1000 + phase * 100 + in-class code
 FLOOD_BASE = 100_000_000  # + vlan * 1000 + in-class code
+COPY_BASE = 200_000_000  # + the unicast group's offset: its move to the next phase, with a copy
 _LOCAL, _BACKUP = 0, 1  # unicast in-class codes; 2 + i = bounce for the i-th fabric port
 
 
@@ -201,8 +202,9 @@ def _group(dp: Any, kind: int, group_id: int, buckets: list) -> Any:
 
 
 def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None,
-        next_phase: tuple[int, int] | None = None) -> Any:
+        next_phase: tuple[int, int] | None = None, copy_group: int | None = None) -> list:
     """Fast-failover group over fabric `ports`; `in_port` is sent back where it came from.
+    Returns the group, preceded by the ALL group it uses to move on (see below).
 
     `next_phase` (group, phase): when every cable towards this phase's switch is dead, that
     switch is as good as gone (a whole-switch failure), and the server's bond has moved to its
@@ -212,26 +214,31 @@ def _ff(dp: Any, group_id: int, ports: Iterable[int], in_port: int | None = None
     frame anyway.
 
     The move to the next phase also sends one copy, still in this phase, out of the first
-    choice: "every cable dead" is also what a repaired cable looks like until its BFD session
-    is up (OVS sends BFD once a second until then, RFC 5880 6.8.3: 1-2 s), while the server's
-    bond is back on the NIC behind it at carrier. The bond takes whichever copy reaches its
-    active NIC and drops the other; a cable that really is dead drops the copy. Without it,
-    storage-b lost 1.1-1.5 s at every tor-a recovery. Never back out of the port the frame
-    came in on (the sender already chose this way)."""
+    choice (the ALL group `copy_group`): "every cable dead" is also what a repaired cable looks
+    like until its BFD session is up (OVS sends BFD once a second until then, RFC 5880 6.8.3:
+    1-2 s), while the server's bond is back on the NIC behind it at carrier. The bond takes
+    whichever copy reaches its active NIC and drops the other; a cable that really is dead
+    drops the copy. Without it, storage-b lost 1.1-1.5 s at every tor-a recovery. A group of
+    its own because OVS runs bucket actions as an action set, where a group action wins over
+    an output. Never back out of the port the frame came in on (the sender chose this way)."""
     p, of = dp.ofproto_parser, dp.ofproto
 
     def out(port: int) -> list:
         return [p.OFPActionOutput(of.OFPP_IN_PORT if port == in_port else port)]
     ports = list(ports)
+    before = []
     buckets = [p.OFPBucket(watch_port=port, actions=out(port)) for port in ports]
     if next_phase is not None:
         group, phase = next_phase
-        copy = [p.OFPActionOutput(ports[0])] if ports and ports[0] != in_port else []
-        buckets.append(p.OFPBucket(watch_group=group, actions=copy + [
-            p.OFPActionSetField(vlan_pcp=phase), p.OFPActionGroup(group)]))
+        move = [p.OFPActionSetField(vlan_pcp=phase), p.OFPActionGroup(group)]
+        if copy_group is not None and ports and ports[0] != in_port:
+            before.append(_group(dp, of.OFPGT_ALL, copy_group, [
+                p.OFPBucket(actions=[p.OFPActionOutput(ports[0])]), p.OFPBucket(actions=move)]))
+            move = [p.OFPActionGroup(copy_group)]
+        buckets.append(p.OFPBucket(watch_group=group, actions=move))
     if ports:  # OVS wants a watch on every fast-failover bucket: watch one that never fails
         buckets.append(p.OFPBucket(watch_group=ALWAYS_LIVE, actions=out(ports[0])))
-    return _group(dp, of.OFPGT_FF, group_id, buckets)
+    return before + [_group(dp, of.OFPGT_FF, group_id, buckets)]
 
 
 def always_live_group(dp: Any = OFP13) -> Any:
@@ -311,12 +318,14 @@ def class_flows(spec: FabricSpec, dp: Any = OFP13) -> list:
 
 
 def _unicast_group(dp: Any, group_id: int, rt: Route, in_port: int | None,
-                   next_phase: int | None) -> Any:
-    """Fast-failover group for one route; on the phase's target switch, deliver or move on."""
+                   next_phase: int | None) -> list:
+    """Fast-failover group for one route (and the group it moves on with, if any); on the
+    phase's target switch, deliver or move on."""
     p, of = dp.ofproto_parser, dp.ofproto
     if not rt.delivers:
         return _ff(dp, group_id, rt.main, in_port,
-                   (next_phase, rt.phase + 1) if next_phase is not None else None)
+                   (next_phase, rt.phase + 1) if next_phase is not None else None,
+                   COPY_BASE + group_id - UNICAST_BASE)
     reset = [p.OFPActionSetField(vlan_pcp=0)] if rt.phase else []
     buckets = [p.OFPBucket(watch_port=rt.main[0],
                            actions=reset + [p.OFPActionOutput(rt.main[0])])]
@@ -324,7 +333,7 @@ def _unicast_group(dp: Any, group_id: int, rt: Route, in_port: int | None,
         # The server's bond moves to its next NIC when this one dies: so does the frame.
         buckets.append(p.OFPBucket(watch_group=next_phase, actions=[
             p.OFPActionSetField(vlan_pcp=rt.phase + 1), p.OFPActionGroup(next_phase)]))
-    return _group(dp, of.OFPGT_FF, group_id, buckets)
+    return [_group(dp, of.OFPGT_FF, group_id, buckets)]
 
 
 def unicast_messages(spec: FabricSpec, switch: str, dp: Any = OFP13) -> list:
@@ -358,11 +367,11 @@ def attachment_messages(spec: FabricSpec, att: Attachment, switch: str,
         def chain(code: int) -> int | None:
             return gid(code, rt.phase + 1) if rt.phase + 1 < phases else None
 
-        groups.append(_unicast_group(dp, gid(_LOCAL), rt, None, chain(_LOCAL)))
-        groups.append(_ff(dp, gid(_BACKUP), rt.backup))
+        groups += _unicast_group(dp, gid(_LOCAL), rt, None, chain(_LOCAL))
+        groups += _ff(dp, gid(_BACKUP), rt.backup)
         by_in_port: dict[int, int] = {port: gid(_BACKUP) for port in rt.trunk}
         for i, port in enumerate(fabric):
-            groups.append(_unicast_group(dp, gid(2 + i), rt, port, chain(2 + i)))
+            groups += _unicast_group(dp, gid(2 + i), rt, port, chain(2 + i))
             if port not in by_in_port and (port in rt.main or chain(2 + i) is not None):
                 by_in_port[port] = gid(2 + i)
         for vlan in att.vlans:
@@ -386,7 +395,7 @@ def flood_messages(spec: FabricSpec, switch: str, tree: frozenset[frozenset[str]
     p, of = dp.ofproto_parser, dp.ofproto
     peers = neighbours_of(spec, switch)
     on_tree = [q for q in peers if frozenset((switch, q)) in tree]
-    trunks = [_ff(dp, trunk_group_id(spec, q), trunk_ports(spec, switch, q)) for q in peers]
+    trunks = [g for q in peers for g in _ff(dp, trunk_group_id(spec, q), trunk_ports(spec, switch, q))]
     groups, flows = [], []
     for net in spec.networks:
         local = [port for att, port in spec.server_ports(switch) if net.vlan in att.vlans]

@@ -138,11 +138,11 @@ class FakeFabric:
         group = self.groups[switch][group_id]  # KeyError = a flow points at a missing group
         if group.type == of.OFPGT_ALL:
             for bucket in group.buckets:
-                self._actions(switch, bucket.actions, dict(frame), outputs)
+                self._actions(switch, _action_set(bucket.actions), dict(frame), outputs)
         elif group.type == of.OFPGT_FF:
             for bucket in group.buckets:
                 if self._live(switch, bucket):
-                    self._actions(switch, bucket.actions, dict(frame), outputs)
+                    self._actions(switch, _action_set(bucket.actions), dict(frame), outputs)
                     return
         else:
             raise NotImplementedError(f"group type {group.type}")
@@ -180,6 +180,17 @@ class FakeFabric:
             trace.delivered.append((att.server, switch, port))
         else:
             trace.at_backup_nic.append((att.server, switch, port))
+
+
+def _action_set(actions: list) -> list:
+    """A bucket's actions as OVS runs them: an action set (ovs-actions(7), "Groups contain
+    action sets"): field changes first, then the group action if there is one, which wins over
+    any output (an output beside a group action is silently dropped)."""
+    kinds = [type(a).__name__ for a in actions]
+    sets = [a for a, k in zip(actions, kinds) if k not in ("OFPActionOutput", "OFPActionGroup")]
+    groups = [a for a, k in zip(actions, kinds) if k == "OFPActionGroup"]
+    return sets + (groups[-1:] if groups else [a for a, k in zip(actions, kinds)
+                                               if k == "OFPActionOutput"][-1:])
 
 
 def _matches(value: Any, want: Any) -> bool:
