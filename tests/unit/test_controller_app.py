@@ -249,7 +249,7 @@ def test_a_moved_vm_costs_its_own_flows_and_is_confirmed_by_generation(default_f
     register_instance(ctl)
     assert ctl.get_handlers(app.EventReload())  # SIGHUP's event reaches reload()
     from vclab.fabric.sdn import fabric_spec
-    from vclab.workloads.migration import moved_cluster, moved_plan
+    from vclab.workloads.vmotion.migration import moved_cluster, moved_plan
 
     after = fabric_spec(moved_plan(ctl.plan, "web1", "esx3"),
                         moved_cluster(ctl.cluster, "web1", "esx3"))
@@ -283,7 +283,7 @@ def test_a_prepared_move_is_a_comparison_at_the_switch_over(default_fabric):
     import time
 
     from vclab.fabric.sdn import fabric_spec
-    from vclab.workloads.migration import moved_cluster, moved_plan
+    from vclab.workloads.vmotion.migration import moved_cluster, moved_plan
 
     ctl, spec, dps, path = default_fabric
     doc = model.to_dict(fabric_spec(moved_plan(ctl.plan, "web1", "esx3"),

@@ -377,7 +377,8 @@ class Lab:
     def vm_will_move(self, vm: str, to_hypervisor: str) -> None:
         """A vMotion of `vm` to `to_hypervisor` starts its pre-copy: the mechanism may get
         ready for the switch-over (sdn builds the destination's rules, sends nothing)."""
-        from vclab.workloads.migration import migration_problems, moved_cluster, moved_plan
+        from vclab.workloads.vmotion.migration import (migration_problems, moved_cluster,
+                                                       moved_plan)
 
         if not migration_problems(self.cluster, vm, to_hypervisor):
             self.mechanism.vm_will_move(self, moved_plan(self.plan, vm, to_hypervisor),
