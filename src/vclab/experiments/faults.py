@@ -187,7 +187,8 @@ def fault_name(fault: Fault) -> str:
 def apply(fault: Fault, cabling: Cabling, t0_ns: int,
           controller: Callable[[str], None] | None = None,
           sink: str = SINK,
-          crash: Callable[[str], list[str]] | None = None) -> tuple[AppliedFault, list[list[str]]]:
+          crash: Callable[[str], list[str]] | None = None,
+          executor: Executor | None = None) -> tuple[AppliedFault, list[list[str]]]:
     """Apply now; returns the record and the commands that undo it. A host crash first calls
     `crash(host)` (kill its processes; what it killed goes in the record), then cuts its
     cables: the applied time is after both, the uncertainty covers both."""
@@ -208,7 +209,7 @@ def apply(fault: Fault, cabling: Cabling, t0_ns: int,
                 raise RuntimeError("host crashes need the lab's processes (crash=)")
             record.detail["killed"] = crash(fault.host)
             record.detail["killed_ns"] = time.time_ns()
-        now, took = run_commands(cmds)
+        now, took = run_commands(cmds, executor=executor)
         took = time.perf_counter() - t_start
         record.detail["commands"] = [" ".join(c) for c in cmds]
     record.applied_ns = now

@@ -23,6 +23,7 @@ from vclab.experiments.spec import MechanismChoice
 from vclab.experiments.scale import (capacity_problem, choose_scale, fastest_rate, scale_cluster,
                                      scale_experiment, scale_text, to_nominal, worst_loaded)
 from vclab.lab.capacity import LinkCounters
+from vclab.lab.face import LabFace
 from vclab.lab.signals import interrupts
 from vclab.workloads.adapter import Adapter
 from vclab.workloads.registry import adapter_for
@@ -82,8 +83,11 @@ class Runner:
     def __init__(self, loaded: LoadedExperiment, results: Path, *, resume: bool = False,
                  repetitions: int | None = None, progress: Progress | None = None,
                  lab_prefix: str | None = None, shard: tuple[int, int] = (1, 1),
-                 budget_s: float | None = None, scale: int | Literal["auto"] = 1) -> None:
+                 budget_s: float | None = None, scale: int | Literal["auto"] = 1,
+                 lab_factory: Callable[..., LabFace] | None = None) -> None:
         self.loaded = loaded
+        # What builds each repetition's lab (vclab.lab.lab.Lab); a test gives a fake one.
+        self.lab_factory = lab_factory
         self.experiment = loaded.experiment
         self.results = Path(results)
         self.resume = resume
@@ -228,8 +232,11 @@ class Runner:
     # ---- one repetition ----
     def repetition(self, choice: MechanismChoice, index: int) -> RepetitionResult:
         from vclab.lab.procs import ProcessTracker
-        from vclab.lab.lab import Lab
 
+        if self.lab_factory is None:
+            from vclab.lab.lab import Lab  # Mininet is imported only when a lab is built
+
+            self.lab_factory = Lab
         e = self.scaled
         k = self.scale or 1
         label = choice.label
@@ -243,15 +250,18 @@ class Runner:
         adapters = [a for i, w in enumerate(e.workloads) if (a := adapter_for(w, i)) is not None]
         skipped = [w.kind for w in e.workloads if adapter_for(w, 0) is None]
         rep.started_ns = time.time_ns()
+        executor = None  # the lab's: every fault command runs where the lab says
         try:
             self.progress(label, index, "building")
             kwargs = {"prefix": self.lab_prefix} if self.lab_prefix else {}
-            with Lab(cluster, mechanism=choice.mechanism(), run_id=f"run-{os.getpid()}-{label}-{index}",
-                     workdir=workdir, **kwargs) as lab:
+            with self.lab_factory(cluster, mechanism=choice.mechanism(),
+                                  run_id=f"run-{os.getpid()}-{label}-{index}",
+                                  workdir=workdir, **kwargs) as lab:
                 tracker: ProcessTracker = lab.tracker
+                executor = lab.executor
                 cabling = PlanCabling(lab.plan)
                 if any(f.action == "silent" for f in schedule):
-                    run_commands(sink_commands(self.sink))
+                    run_commands(sink_commands(self.sink), executor=executor)
                 self.progress(label, index, "starting workloads")
                 running: list[tuple[Adapter, object]] = []
                 deferred: list[tuple[Adapter, object]] = []
@@ -273,7 +283,8 @@ class Runner:
                     rep.started_ns = t0
                     self.progress(label, index, "faults")
                     self._drive(schedule, deferred, running, cabling, t0, duration_ms, rep,
-                                controller=lab.controller_action, crash=host_crasher(lab, tracker))
+                                controller=lab.controller_action, crash=host_crasher(lab, tracker),
+                                executor=executor)
                     dead = dead_processes(tracker.tracked)
                     if dead:
                         rep.status = "failed"
@@ -320,13 +331,13 @@ class Runner:
             rep.reason += f"{type(err).__name__}: {err}"
             (workdir / "error.txt").write_text(traceback.format_exc())
         finally:
-            run_commands([["ip", "link", "del", self.sink]], check=False)
+            run_commands([["ip", "link", "del", self.sink]], check=False, executor=executor)
         rep.finished_ns = time.time_ns()
         self.progress(label, index, rep.status)
         return rep
 
     def _drive(self, schedule, deferred, running, cabling, t0, duration_ms, rep,
-               controller=None, crash=None) -> None:
+               controller=None, crash=None, executor=None) -> None:
         """Apply each fault (and start each deferred workload) at its time; wait out the run;
         mend whatever is still broken so the workloads end on a whole fabric."""
         timeline = sorted([(f.at, 0, f) for f in schedule] +
@@ -340,7 +351,7 @@ class Runner:
                     running.append(item)
                     continue
                 applied, undo = apply_fault(item, cabling, t0, controller=controller, sink=self.sink,
-                                            crash=crash)
+                                            crash=crash, executor=executor)
                 self.progress(rep.mechanism, rep.index, f"fault: {applied.name}")
                 record = FaultRecord(
                     name=f"{applied.name}@{at / 1e3:g}s", kind=applied.kind, target=applied.target,
@@ -362,7 +373,7 @@ class Runner:
             rep.finished_ns = time.time_ns()
         finally:
             for record, undo in reversed(list(broken.values())):
-                run_commands(undo, check=False)
+                run_commands(undo, check=False, executor=executor)
                 record.undone_ms = (time.time_ns() - t0) / 1e6
 
 

@@ -1,0 +1,91 @@
+"""The runner against a fake lab: no root, no Mininet. The lab's face is what the runner uses
+(plan, cluster, tracker, node, executor, controller_action); the fake records every command
+the faults send through the executor, so the schedule's effect is checked command by command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vclab.experiments.loader import load_experiment
+from vclab.experiments.runner import Runner
+from vclab.lab.procs import ProcessTracker
+from vclab.results.store import ResultStore
+from vclab.topology.commands import LinkState, Tc
+from vclab.topology.plan import build_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RecordingExecutor:
+    def __init__(self):
+        self.ran: list[list[str]] = []
+
+    def run(self, args, check=True, stdin=None, server=None) -> str:
+        self.ran.append(args)
+        return ""
+
+
+class FakeLab:
+    built: list["FakeLab"] = []
+
+    def __init__(self, cluster, mechanism=None, run_id="fake", workdir=None, prefix="vcf"):
+        self.cluster, self.mechanism, self.workdir = cluster, mechanism, workdir
+        self.plan = build_plan(cluster, prefix)
+        self.tracker = ProcessTracker(run_id, state_dir=Path(workdir) / "state")
+        self.executor = RecordingExecutor()
+        self.actions: list[str] = []
+        self.stopped = False
+        FakeLab.built.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped = True
+
+    def node(self, name):
+        raise AssertionError("no workload here asks for a node")
+
+    def controller_action(self, what):
+        self.actions.append(what)
+
+
+def test_a_repetition_applies_and_mends_its_faults_through_the_lab(tmp_path, monkeypatch):
+    monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
+    monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""experiment: fake
+topology: {ROOT / 'topologies' / 'default.yaml'}
+mechanisms: [rstp]
+repetitions: 1
+warmup: 10ms
+duration: 300ms
+faults:
+  - {{at: 50ms, link: esx1.vmnic0, action: down}}
+  - {{at: 150ms, link: esx1.vmnic0, action: up}}
+  - {{at: 200ms, link: tor-a/tor-b#1, action: silent}}
+""")
+    FakeLab.built.clear()
+    summary = Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
+                     lab_factory=FakeLab, budget_s=None).run()
+    assert (summary.ok, summary.failed, summary.interrupted) == (1, 0, False)
+    lab, = FakeLab.built
+    assert lab.stopped
+    ran = lab.executor.ran
+    nic = {c.dev for c in ran if isinstance(c, LinkState)}
+    ends = set(next((v.a.ifname, v.b.ifname) for v in lab.plan.cables() if v.name == "esx1.vmnic0"))
+    assert nic == ends  # both ends of the cable, down then up, by ioctl-able LinkState
+    states = [(c.dev, c.up) for c in ran if isinstance(c, LinkState)]
+    assert [up for _, up in states] == [False, False, True, True]
+    # the silent fault: the sink first, then tc on both ends, mended at the end, sink removed
+    assert ran[0] == ["ip", "link", "add", "vcfsink0", "type", "ifb"]
+    silent = [c for c in ran if isinstance(c, Tc)]
+    isl = set(next((v.a.ifname, v.b.ifname) for v in lab.plan.cables() if v.name == "tor-a/tor-b#1"))
+    assert [c[2] for c in silent] == ["replace"] * 4 + ["del"] * 2
+    assert {c.dev for c in silent} == isl
+    assert ran[-1] == ["ip", "link", "del", "vcfsink0"]
+    with ResultStore(tmp_path / "res", create=False) as store:
+        run = store.runs()[-1]
+        rep, = store.repetitions(run.id)
+        assert [f.name for f in store.faults(rep.id)] == [
+            "link esx1.vmnic0 down@0.05s", "link esx1.vmnic0 up@0.15s", "link tor-a/tor-b#1 silent@0.2s"]
