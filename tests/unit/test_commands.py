@@ -10,7 +10,8 @@ from vclab.experiments.faults import plan as fault_plan
 from vclab.lab.placement import Server, place, server_for
 from vclab.topology.commands import LinkState, Ofctl, Tc, Vsctl
 from vclab.topology.loader import load_cluster
-from vclab.topology.plan import build_commands, build_plan, tc_commands
+from vclab.topology.plan import build_plan
+from vclab.topology.render import build_commands, tc_commands
 
 DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
 

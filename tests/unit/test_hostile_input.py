@@ -37,7 +37,8 @@ from vclab import cli
 from vclab.errors import ConfigError, Problem
 from vclab.experiments.loader import LoadedExperiment, load_experiment
 from vclab.topology.loader import cluster_from_text, load_cluster
-from vclab.topology.plan import build_plan, ovs_commands
+from vclab.topology.plan import build_plan
+from vclab.topology.render import ovs_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "topologies" / "default.yaml"

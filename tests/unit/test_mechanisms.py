@@ -13,7 +13,8 @@ from vclab.fabric.mechanisms import Rstp, Stp
 from vclab.fabric.registry import get_mechanism
 from vclab.fabric.sdn import Sdn, bfd_sessions, fabric_spec
 from vclab.topology.loader import load_cluster
-from vclab.topology.plan import build_plan, ovs_commands
+from vclab.topology.plan import build_plan
+from vclab.topology.render import ovs_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = load_cluster(ROOT / "topologies" / "default.yaml")

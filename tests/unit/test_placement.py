@@ -11,7 +11,8 @@ from vclab.errors import VclabError
 from vclab.topology.loader import cluster_from_text, load_cluster
 from vclab.lab.placement import (TUNNEL_MTU, VNI_BASE, Server, describe, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
-from vclab.topology.plan import build_commands, build_plan, host_commands
+from vclab.topology.plan import build_plan
+from vclab.topology.render import build_commands, host_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "topologies" / "default.yaml"

@@ -13,9 +13,9 @@ from vclab.errors import ConfigError, VclabError
 from vclab.fabric.mechanisms import NoProtection, Rstp, Stp, parse_port_table
 from vclab.fabric.registry import get_mechanism
 from vclab.topology.loader import cluster_from_text, load_cluster
-from vclab.topology.plan import (Bond, build_commands, build_plan, describe_loop, find_loop,
-                                 host_commands, ipv6_off_commands, merge_transactions, ovs_commands, shape_commands,
-                                 tc_commands, Shape)
+from vclab.topology.plan import Bond, build_plan, describe_loop, find_loop, Shape
+from vclab.topology.render import (build_commands, host_commands, ipv6_off_commands,
+                                   merge_transactions, ovs_commands, shape_commands, tc_commands)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "topologies" / "default.yaml"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, BuiltLab
-from vclab.topology.plan import BuildPlan, Bridge, ipv6_off_commands
+from vclab.topology.plan import BuildPlan, Bridge
+from vclab.topology.render import ipv6_off_commands
 
 # /sys/class/net/BR/brif/PORT/state
 STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}

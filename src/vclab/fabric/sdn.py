@@ -333,7 +333,7 @@ class Sdn(Mechanism):
     def clear_qos(self, lab: BuiltLab, check: bool = False) -> None:
         """Put the plain cable shaping back where apply_qos put a tree (a port without a
         rate gets no qdisc of its own again)."""
-        from vclab.topology.plan import shape_commands
+        from vclab.topology.render import shape_commands
 
         shapes = {e.ifname: v.shape for v in lab.plan.veths for e in (v.a, v.b) if e.in_root}
         lines = []

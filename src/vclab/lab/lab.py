@@ -46,8 +46,8 @@ from vclab.lab.procs import ProcessTracker, Role, alive
 from vclab.lab.signals import interrupts
 from vclab.lab.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
                                   place, tunnel_commands)
-from vclab.topology.plan import (BuildPlan, build_commands, build_plan, host_commands,
-                                 ipv6_off_commands, tc_commands)
+from vclab.topology.plan import BuildPlan, build_plan
+from vclab.topology.render import build_commands, host_commands, ipv6_off_commands, tc_commands
 from vclab.topology.spec import Cluster
 
 _PING_BATCH = 100  # pings in flight at once
