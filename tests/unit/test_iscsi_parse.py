@@ -11,7 +11,7 @@ import pytest
 from vclab.workloads.iscsi import agent as iscsi_agent
 from vclab.workloads.iscsi import libiscsi
 from vclab.workloads.iscsi.workload import Iscsi, parse, series
-from vclab.workloads.iscsi.agent import (
+from vclab.workloads.iscsi.records import (
     FAILED,
     OK,
     UNFINISHED,

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from vclab.lab.procs import ProcessTracker
-from vclab.workloads.iscsi import agent as iscsi_agent
 from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
-from vclab.workloads.iscsi.agent import (
-    DOWN,
+from vclab.workloads.iscsi.libiscsi import DOWN, UP
+from vclab.workloads.iscsi.records import (
     FAILED,
     OK,
     PATTERNS,
@@ -40,10 +39,10 @@ from vclab.workloads.iscsi.agent import (
     REASONS,
     SWITCH,
     UNFINISHED,
-    UP,
     WRITE,
     Row,
     parse_mix,
+    read_log,
 )
 from vclab.workloads.iscsi.target import Chap, IscsiTarget
 from vclab.workloads.probe.metrics import percentile
@@ -177,7 +176,7 @@ class Iscsi(Workload):
         """{'header', 'rows', 'trailer', 'stderr'} from the agent's log."""
         if self.workdir is None or not self.out.exists():
             return {"header": {}, "rows": [], "trailer": {}, "stderr": self.stderr}
-        header, rows, trailer = iscsi_agent.read_log(self.out)
+        header, rows, trailer = read_log(self.out)
         return {"header": header, "rows": rows, "trailer": trailer, "stderr": self.stderr}
 
     def cleanup(self) -> None:
