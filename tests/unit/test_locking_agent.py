@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vclab.workloads.locking import checker, layout
-from vclab.workloads.locking.agent import CONFLICT, GOOD, LockAgent, PathDown, key_of, rmw_budget_s
+from vclab.workloads.locking.agent import LockAgent, rmw_budget_s
+from vclab.workloads.locking.disk import CONFLICT, GOOD, PathDown, key_of
 from vclab.workloads.locking.layout import DataBlock
 from vclab.workloads.locking.model import Timing
 
