@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import select
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -35,6 +33,7 @@ from vclab.errors import VclabError
 from vclab.lab.procs import ProcessTracker
 from vclab.topology.plan import Bridge, BuildPlan, End, Host, Veth
 from vclab.topology.spec import Cluster
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import WorkloadError
 from vclab.workloads.vmotion.model import VmotionSpec, simulate
 
@@ -231,7 +230,7 @@ def _announcer(targets: list[tuple[str, str, str]], rounds: int, gap_s: float) -
                 for frame in frames:
                     sock.send(frame)
             sent.append(time.time_ns())
-        print(json.dumps({"sent_ns": sent}), flush=True)
+        print(json.dumps({"event": "sent", "t": sent[0], "sent_ns": sent}), flush=True)
 
 
 class Announcer:
@@ -241,46 +240,35 @@ class Announcer:
                  gap_s: float = ANNOUNCE_GAP_S) -> None:
         self.node, self.host, self.tracker = node, host, tracker
         self.rounds, self.gap_s = rounds, gap_s
-        self.proc: subprocess.Popen | None = None
+        self.agent: Agent | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         args = [sys.executable, "-m", "vclab.workloads.vmotion.migration", "announce",
                 "--rounds", str(self.rounds), "--gap", str(self.gap_s)]
         for i in self.host.interfaces:
             args += ["--target", f"{i.name},{i.mac},{i.ip}"]
-        self.proc = self.node.popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-        self.tracker.track(self.proc.pid, f"announce:{self.host.name}")
-        self._line("ready", timeout)
+        self.agent = Agent(self.node, args, self.tracker, f"announce:{self.host.name}",
+                           stdin=True).spawn()
+        self._expect("ready", timeout)
 
-    def _line(self, what: str, timeout: float) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().decode().strip() if ready else ""
-        if not line or (what == "ready" and line != "ready"):
-            try:
-                self.proc.wait(timeout=1)  # a crash's traceback is on stderr once it exited
-                err = self.proc.stderr.read().decode(errors="replace")[-500:]
-            except subprocess.TimeoutExpired:
-                err = ""
+    def _expect(self, what: str, timeout: float):
+        assert self.agent is not None
+        try:
+            return self.agent.expect(what, timeout)
+        except WorkloadError as e:
             self.stop()
-            raise WorkloadError(f"announcer in {self.host.name} did not answer {what}: {line!r} {err}")
-        return line
+            raise WorkloadError(f"announcer in {self.host.name} did not answer {what}: {e}") from None
 
     def announce(self, timeout: float = 10.0) -> list[int]:
         """Send every round; returns when each round left (ns)."""
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.flush()
-        return json.loads(self._line("sent", timeout))["sent_ns"]
+        assert self.agent is not None
+        self.agent.send("go")
+        return self._expect("sent", timeout).fields["sent_ns"]
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.tracker.end(self.proc.pid)
-            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-                if stream:
-                    stream.close()
-            self.proc = None
+        if self.agent is not None:
+            self.agent.stop(drain_s=0)
+            self.agent = None
 
 
 # ---------------------------------------------------------------------------------------------
