@@ -1,6 +1,6 @@
 """HA heartbeats: one agent per hypervisor and one on the management server, over real UDP.
 
-Each agent runs ha_model.HaAgent in its host's namespace: it sends the heartbeats the model asks
+Each agent runs model.HaAgent in its host's namespace: it sends the heartbeats the model asks
 for on the management network, pings what the model asks to ping (the iputils `ping`, one echo
 per request, from a thread so heartbeats keep their cadence), and logs every heartbeat sent and
 received and every declaration as JSON lines with wall-clock times. The experiments read the

@@ -1,6 +1,6 @@
 """iSCSI storage traffic from a hypervisor to the storage array, and what a fault does to it.
 
-The initiator (`iscsi_agent`, on libiscsi) runs in the hypervisor's namespace against the tgtd
+The initiator (agent.py, on libiscsi) runs in the hypervisor's namespace against the tgtd
 target of `iscsi_target`. With several portals it keeps a session on each path and fails over
 from the active one on an I/O error or an I/O older than `io_timeout_ms` (active/standby, as a
 most-recently-used MPIO policy does). `parse` turns its per-I/O records into IOPS, throughput,

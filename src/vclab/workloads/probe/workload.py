@@ -1,6 +1,6 @@
 """The ms-resolution UDP probe between two endpoints: vclab's measuring stick.
 
-One `probe_agent` runs in each endpoint's namespace; each sends to the other every interval
+One agent (agent.py) runs in each endpoint's namespace; each sends to the other every interval
 and logs what it sent and received. `parse` turns the two logs into outage (timestamp and
 loss methods, each +-interval), loss, reordering, duplicates, one-way delay and RTT.
 """

@@ -1,4 +1,4 @@
-"""vMotion replay: the pre-copy rounds of vmotion_model sent as real TCP between two hypervisors.
+"""vMotion replay: the pre-copy rounds of the model (model.py) sent as real TCP between two hypervisors.
 
 A receiver runs in the destination's namespace on its vMotion address, a sender in the source's.
 Each round is a header (round, bytes) and page-sized writes; the receiver acknowledges the whole
