@@ -1,6 +1,6 @@
 """Cluster mode: which server runs which part of a cluster, and the tunnels between servers.
 
-Pure: no Mininet, no root, no ssh. The lab (lab.py) gives each Mininet node the server chosen here
+Pure: no Mininet, no root, no ssh. `lab.py` gives each Mininet node the server chosen here
 (Mininet's cluster edition: `RemoteHost`, `RemoteOVSSwitch`, commands over ssh), creates the
 VXLAN tunnels listed here in place of the veths of the cables that cross servers, and sends each
 root command to the server holding what it names (`server_for`).
