@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 from vclab.errors import VclabError
 from vclab.topology.plan import BuildPlan
 
 
-@dataclass
 class PlanCabling:
-    plan: BuildPlan
+    """`PlanCabling(plan)`, or `PlanCabling(lab=lab)`: the lab's plan as it is now (a VM move
+    replaces the lab's plan while a run holds this)."""
+
+    def __init__(self, plan: BuildPlan | None = None, *, lab: Any = None) -> None:
+        if (plan is None) == (lab is None):
+            raise TypeError("PlanCabling takes a plan or a lab")
+        self._plan, self._lab = plan, lab
+
+    @property
+    def plan(self) -> BuildPlan:
+        return self._lab.plan if self._lab is not None else self._plan
 
     def link_ends(self, link: str) -> tuple[str, str]:
         for v in self.plan.cables():

@@ -259,7 +259,7 @@ class Runner:
                                   workdir=workdir, **kwargs) as lab:
                 tracker: ProcessTracker = lab.tracker
                 executor = lab.executor
-                cabling = PlanCabling(lab.plan)
+                cabling = PlanCabling(lab=lab)
                 if any(f.action == "silent" for f in schedule):
                     run_commands(sink_commands(self.sink), executor=executor)
                 self.progress(label, index, "starting workloads")
