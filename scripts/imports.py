@@ -1,6 +1,11 @@
-"""`.venv/bin/python scripts/imports.py [src/vclab]`: the Import graph of src/vclab: cycles (module-level and function-level imports, not TYPE_CHECKING-only),
-largest modules, who imports mininet."""
-import ast, sys, pathlib
+"""vclab's import graph: `.venv/bin/python scripts/imports.py [src/vclab]`.
+
+Prints the import cycles (imports inside functions count, TYPE_CHECKING-only ones do not), the
+largest modules, every module over 600 lines, who imports Mininet, and how many vclab imports
+sit inside functions (per module)."""
+import ast
+import pathlib
+import sys
 from collections import defaultdict
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src/vclab")
 mods = {}
