@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from vclab.fabric.controller import qos
+from vclab.fabric import qos
 from vclab.lab.procs import ProcessTracker
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vclab.fabric.controller import qos
+from vclab.fabric import qos
 from vclab.fabric.controller.model import FabricSpec, Link, Network, Options, Switch
 from vclab.fabric.sdn import fabric_spec, vswitch_uplinks
 from vclab.topology.loader import cluster_from_text

@@ -5,7 +5,7 @@ controller on 127.0.0.1 before the bridges exist (so they connect at once), crea
 physical bridges with `fail_mode=secure` (nothing forwards, so nothing loops, until the
 controller's rules are in), runs BFD on every inter-switch cable so a silent cable clears the
 port's LIVE flag that the fast-failover buckets watch, and applies the per-network egress
-classes (fabric/controller/qos.py) on every physical switch port and, as vSphere's NIOC does on a
+classes (fabric/qos.py) on every physical switch port and, as vSphere's NIOC does on a
 distributed switch, on every server's uplinks: a saturating flow on one network cannot starve
 another below its share where the contention really is, at the hypervisor's own NIC (network
 kind is a fabric-independent idea, but only this mechanism applies it: rstp/stp runs are the
@@ -50,7 +50,7 @@ def _uplinks_in_order(vswitch: Bridge) -> list[Port]:
 
 def vswitch_uplinks(plan: BuildPlan) -> list[tuple[str, tuple[int, ...], float | None]]:
     """(device, VLANs it carries, cable rate in bit/s) of every server's NIC on its own virtual
-    switch: where NIOC's shares go (controller.qos.uplink_qos_commands). Pure."""
+    switch: where NIOC's shares go (qos.uplink_qos_commands). Pure."""
     return [(p.name, p.vlans, p.shape.rate if p.shape else None)
             for b in plan.vswitches for p in b.ports if p.role == "uplink"]
 
@@ -313,7 +313,7 @@ class Sdn(Mechanism):
         """Every HTB tree this mechanism puts on the lab: per network on each physical switch
         port (filled by the controller's DSCP marks, or set_queue on the kernel datapath) and
         NIOC's per network shares on each server uplink (filled by VLAN)."""
-        from vclab.fabric.controller import qos
+        from vclab.fabric import qos
 
         return (qos.fabric_qos_commands(self.spec)
                 + qos.uplink_qos_commands(vswitch_uplinks(lab.plan), self.spec.networks,

@@ -3,6 +3,5 @@
 model.py  the input file the build writes (switches, cabling, servers, networks)
 core.py   pure: paths, fast-failover groups, flood tree, DSCP/meters -> OpenFlow messages
 trace.py  pure: an in-memory packet tracer that checks core's messages
-qos.py    pure: ovs-vsctl/tc commands for per-network HTB classes
 app.py    the thin os-ken app; __main__.py runs it: python -m vclab.fabric.controller --help
 """
