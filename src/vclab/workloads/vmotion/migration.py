@@ -39,7 +39,7 @@ from vclab.workloads.vmotion.model import VmotionSpec, simulate
 
 if TYPE_CHECKING:
     from vclab.fabric.mechanisms import Mechanism
-    from vclab.lab.lab import Lab
+    from vclab.lab.face import LabFace
 
 StorageMode = Literal["shared", "shared-nothing"]
 STORAGE_MODES: tuple[str, ...] = ("shared", "shared-nothing")
@@ -328,7 +328,7 @@ class LiveMigration:
         result = m.run()   # timings, probe outage beside the model's downtime, pcap paths
     """
 
-    def __init__(self, lab: Lab, vm: str, to: str, outdir: Path, *,
+    def __init__(self, lab: LabFace, vm: str, to: str, outdir: Path, *,
                  storage: StorageMode = "shared", probe_from: str | None = None,
                  probe_network: str | None = None, capture: bool = False,
                  measure_s: float = 2.0, interval_ms: float = 1.0, after_s: float = 0.5,
