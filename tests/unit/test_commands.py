@@ -46,3 +46,16 @@ def test_the_build_routes_by_fields():
             assert server_for(cmd, p) == server
     for cmd in tc_commands(plan):
         assert server_for(cmd, p) == p.devices[cmd.dev]
+
+
+def test_the_executor_sends_a_fault_where_its_cable_is():
+    from vclab.lab.executor import Executor
+
+    plan = build_plan(load_cluster(DEFAULT))
+    p = place(plan, [Server("a", "10.0.0.1"), Server("b", "10.0.0.2")])
+    ex = Executor(p, ssh_user="lab")
+    for v in plan.cables():
+        for end in (v.a, v.b):
+            where = ex.server(LinkState(end.ifname, up=False))
+            assert where is not None and where.name == p.devices[end.ifname]
+    assert Executor().server(LinkState("vcs0p1", up=False)) is None  # one machine: here
