@@ -34,8 +34,13 @@ class Executor:
 
     def run(self, args: list[str], check: bool = True, stdin: str | None = None,
             server: str | None = None) -> str:
-        """Run it; a failure raises VclabError with its stderr (unless check=False)."""
-        target = self.server(args, server)
+        """Run it where it belongs; a failure raises VclabError with its stderr (unless
+        check=False)."""
+        return self.run_on(self.server(args, server), args, check, stdin)
+
+    def run_on(self, target: Server | None, args: list[str], check: bool = True,
+               stdin: str | None = None) -> str:
+        """Run it on `target` (None: this machine)."""
         if target is None and isinstance(args, LinkState):
             try:
                 link_updown(args.dev, args.up)

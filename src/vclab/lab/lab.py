@@ -117,7 +117,7 @@ class Lab:
            server: str | None = None) -> str:
         """Run a command in the root namespace; a failure raises VclabError with its stderr.
         In cluster mode it runs on `server`, by default the one holding what it names."""
-        return self.executor.run(args, check=check, stdin=stdin, server=server)
+        return self.executor.run_on(self._server(args, server), args, check, stdin)
 
     def host_sh(self, host: str, args: list[str], check: bool = True) -> str:
         """Run a command inside a host's namespace, without going through its shell."""
