@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from vclab.fabric.controller import model, qos
+from vclab.fabric import qos
+from vclab.fabric.controller import model
 from rigs.netns import NetnsNode
 from vclab.lab.procs import ProcessTracker
 
