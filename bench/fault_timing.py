@@ -67,15 +67,15 @@ def port_events(log: str) -> list[tuple[int, str, str]]:
 
 
 def seen_within(events: list[tuple[int, str, str]], ports: list[str], applied_ns: int,
-                want: str, until_ns: int) -> tuple[float | None, int]:
+                want: str, until_ns: int, slack_ms: float = 1.0) -> tuple[float | None, int]:
     """(ms from applied_ns to the last of `ports` reported `want` (down: carrier off; up:
-    carrier on; live: may forward), how many were)."""
+    carrier on; live: may forward), how many were). A report up to `slack_ms` before
+    applied_ns counts: applied_ns is taken after the last command, and the stamps are in ms."""
     match = {"down": lambda s: "LINK_DOWN" in s, "up": lambda s: "LINK_DOWN" not in s,
              "live": lambda s: "LIVE" in s.split()}[want]
     first: dict[str, int] = {}
     for t, port, state in sorted(events):
-        # ms stamps: a report in the same millisecond as the applied instant counts
-        if port in ports and match(state) and applied_ns - 1_000_000 <= t < until_ns and port not in first:
+        if port in ports and match(state) and applied_ns - slack_ms * 1e6 <= t < until_ns and port not in first:
             first[port] = t
     if not first:
         return None, 0
@@ -152,7 +152,8 @@ def measure(results: Path, load: bool, mechanism: str, reps: int) -> list[tuple[
             ports = [c.split()[4] for c in f.detail.get("commands", []) if c.startswith("ip link set dev")]
             until = faults[i + 1].applied_ns if i + 1 < len(faults) else rep.finished_ns
             for want in (("up", "live") if f.action == "recover" else ("down",)):
-                ms, seen = seen_within(events.get(rep.index, []), ports, f.applied_ns, want, until)
+                slack = f.detail.get("uncertainty_ms", 0.0) + 1.0
+                ms, seen = seen_within(events.get(rep.index, []), ports, f.applied_ns, want, until, slack)
                 out.append((f.action if want != "live" else "live", ms, seen, len(ports)))
     store.close()
     return out
