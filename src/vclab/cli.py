@@ -262,7 +262,7 @@ def run(experiment: Path = typer.Argument(..., help="experiment YAML"),
             None, help="run exactly this many rounds (each mechanism once per round), no budget"),
         budget: Optional[str] = typer.Option(
             None, help="add rounds until every verdict is clear or this much time is spent "
-                       "(10m, 600s, 1h; default 9m, sized for the main job); the file's "
+                       "(10m, 600s, 1h; default 10m, sized for the main job); the file's "
                        "repetitions are the least number of rounds"),
         report_too: bool = typer.Option(True, "--report/--no-report", help="write the HTML report at the end"),
         shard: str = typer.Option("1/1", help="run only shard I of N (I/N) of the repetitions; `vclab merge` joins them"),

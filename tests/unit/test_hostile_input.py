@@ -762,8 +762,9 @@ def test_times_and_rates_are_finite_and_in_range(workdir, data, field, value):
 def test_booleans_and_floats_are_not_counts(workdir, key, value):
     text = DEFAULT_EXPERIMENT.read_text().replace("../topologies/default.yaml", "cluster.yaml")
     path = workdir / "counts.yaml"
-    path.write_text(text.replace("repetitions: 2", f"{key}: {value}" if key == "repetitions"
-                                 else f"repetitions: 2\n{key}: {value}"))
+    line = next(x for x in text.splitlines() if x.startswith("repetitions:"))
+    path.write_text(text.replace(line, f"{key}: {value}" if key == "repetitions"
+                                 else f"{line}\n{key}: {value}"))
     assert check_experiment(path, workdir / "cluster.yaml") is None
 
 

@@ -39,11 +39,19 @@ def test_signed_rank_interval_matches_scipy_exact_test(n):
     assert p <= 0.05 + 1e-12
 
 
-def test_no_95_percent_interval_below_six_rounds():
+def test_no_distribution_free_95_percent_interval_below_six_rounds():
     assert [signed_rank_order(n) for n in range(0, 6)] == [None] * 6
     assert signed_rank_order(6) == (1, pytest.approx(1 - 2 / 64))
+    assert hodges_lehmann([1, 2, 3, 4, 5, 6]).method == "signed-rank"
+
+
+def test_three_to_five_rounds_take_the_t_interval_and_two_none():
     p = hodges_lehmann([300.0, 310.0, 305.0])
-    assert p.estimate == pytest.approx(305.0) and p.low is None and p.high is None
+    assert p.estimate == pytest.approx(305.0) and p.method == "t"
+    ci = stats.t.interval(0.95, 2, loc=305.0, scale=stats.sem([300.0, 310.0, 305.0]))
+    assert (p.low, p.high) == pytest.approx(ci, rel=1e-3)  # scipy's t, to the table's 3 decimals
+    two = hodges_lehmann([300.0, 310.0])
+    assert two.low is None and two.high is None and two.method == ""
 
 
 def test_hodges_lehmann_on_known_data():
@@ -91,14 +99,14 @@ def test_a_tie_inside_the_margin_and_one_behind():
 
 def test_unclear_says_how_many_more():
     v = decide({"sdn": rounds(10, 20, 12), "rstp": rounds(14, 18, 30)}, "lower", "ms")
-    assert v.kind == "unclear" and not v.clear and v.more >= 3  # at least to n = 6
+    assert v.kind == "unclear" and not v.clear and v.more >= 1
     # a wide spread around a small lead needs many more
     wide = decide({"a": rounds(*[10, 50, 10, 60, 10, 40]), "b": rounds(*[20, 20, 40, 30, 30, 30])},
                   "lower", "ms")
     assert wide.kind == "unclear" and wide.more > 6
     # failed rounds are simply not paired
     v = decide({"a": rounds(1, 1, 1, 1, 1, 1), "b": {1: 50.0, 3: 52.0}}, "lower", "ms")
-    assert v.kind == "unclear" and v.pairs["b"].n == 2 and v.more == 4
+    assert v.kind == "unclear" and v.pairs["b"].n == 2 and v.more == 1  # to the 3 rounds an interval needs
 
 
 def test_rounds_needed_scales_as_one_over_root_n():
@@ -109,7 +117,7 @@ def test_rounds_needed_scales_as_one_over_root_n():
     q = Paired(8, 2.0, -2.0, 6.0, 0.95)  # half-width 4 around 2: needs 8 * (4/2)^2 = 32
     assert rounds_needed(q, margin=0.5) == 32
     assert rounds_needed(Paired(8, 0.0, -2.0, 2.0, 0.95), margin=1.0) == 32  # to fit in +-1
-    assert rounds_needed(Paired(2, 3.0, spread=0.0), margin=1.0) == 6
+    assert rounds_needed(Paired(2, 3.0, spread=0.0), margin=1.0) == 3
     assert MORE_CAP >= 999
 
 
@@ -118,7 +126,21 @@ def test_no_contest():
     assert decide({"a": rounds(1), "b": rounds(2)}, None, "ms").kind == "none"
 
 
+def test_three_clear_rounds_decide_a_big_lead_and_a_tie():
+    """At 3 rounds (what the main job affords) a lead far beyond the rounds' spread is a win,
+    and rounds that never differ are a tie; a noisy small lead stays unclear."""
+    v = decide({"sdn": rounds(5, 6, 5), "stp": rounds(6100, 6180, 5900)}, "lower", "ms")
+    assert v.kind == "win" and v.pairs["stp"].method == "t"
+    assert decide({"a": rounds(0, 0, 0), "b": rounds(0, 0.5, 0)}, "lower", "ms").kind == "tie"
+    assert decide({"a": rounds(5, 9, 4), "b": rounds(9, 6, 12)}, "lower", "ms").kind == "unclear"
+
+
+def test_a_lead_inside_the_margin_is_a_tie_not_a_win():
+    v = decide({"a": rounds(5, 5, 5, 5, 5, 5), "b": rounds(6, 6, 6, 6, 6, 6)}, "lower", "ms")
+    assert v.kind == "tie" and v.tied == ["a", "b"]
+
+
 def test_nobody_is_ahead_when_every_round_is_level():
-    v = decide({"a": rounds(0, 0, 0), "b": rounds(0, 0, 0)}, "lower", "ms")
-    assert v.kind == "unclear" and v.ahead is None and v.more == 3
+    v = decide({"a": rounds(0, 0), "b": rounds(0, 0)}, "lower", "ms")
+    assert v.kind == "unclear" and v.ahead is None and v.more == 1
     assert decide({"a": rounds(1, 1), "b": rounds(5, 5)}, "lower", "ms").ahead == "a"

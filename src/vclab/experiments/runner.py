@@ -33,9 +33,9 @@ from vclab.results.store import ResultStore
 MIGRATION_WAIT_S = 300.0
 # `vclab run` with neither --repetitions nor --budget: sized for the main job (scripts/main.sh,
 # at most 12 min on a 2-core machine, where a round of the default experiment's 4 mechanisms
-# takes about 3 min): rounds start while one more fits in 9 min, leaving time for the install
-# and the report.
-DEFAULT_BUDGET_S = 9 * 60.0
+# takes about 3 min): rounds start while one more fits in 10 min (3 rounds: the least that gives
+# a verdict an interval), leaving time for the install and the report.
+DEFAULT_BUDGET_S = 10 * 60.0
 MAX_ROUNDS = 100
 
 

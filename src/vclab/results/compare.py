@@ -295,14 +295,15 @@ def render_table(c: Comparison) -> Table:
 
 
 VERDICT_TEXT = ("verdicts from the paired differences per round: 95 % Hodges-Lehmann interval "
-                "(exact, needs 6 rounds); a tie lies inside the equivalence margin")
+                "(exact from 6 rounds, Student's t from 3 to 5); a tie lies inside the equivalence margin")
 
 
 def verdict_record(row: Row) -> dict:
     v = row.verdict
     return {"verdict": v.kind, "verdict_text": verdict_text(row), "margin": v.margin,
             "by": v.by, "runner_up": v.runner_up, "more_repetitions": v.more,
-            "pairs": {m: {"n": p.n, "estimate": p.estimate, "low": p.low, "high": p.high}
+            "pairs": {m: {"n": p.n, "estimate": p.estimate, "low": p.low, "high": p.high,
+                          "method": p.method}
                       for m, p in v.pairs.items()}}
 
 

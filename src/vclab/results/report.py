@@ -396,7 +396,7 @@ def build_report(store: ResultStore, run_id: int | None = None) -> str:
     parts.append(f'<p class="muted">One cell per fault and traffic class, on the first metric of the '
                  f"comparison below that has a contest. Verdicts compare the mechanisms round by round "
                  f"(they ran interleaved): the 95 % Hodges&ndash;Lehmann interval of the paired "
-                 f"difference (exact, distribution-free; it needs 6 rounds) decides a win; a tie is an "
+                 f"difference (exact and distribution-free from 6 rounds; Student's t from 3 to 5) decides a win; a tie is an "
                  f"interval inside the equivalence margin (max(2 ms, 10 % of the smaller median) for "
                  f"times); otherwise the row is unclear and says about how many more repetitions "
                  f"would settle it. The verdict count covers every row of the comparison.</p>")

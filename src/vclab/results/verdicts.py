@@ -4,18 +4,22 @@ The runner interleaves the mechanisms (round 1: sdn, rstp, stp, ...; round 2: ..
 repetitions with the same index ran side by side under the same load on the machine: we compare
 mechanisms by their paired differences per round, which cancels what the round shared.
 
-The interval is the Hodges–Lehmann estimate's exact distribution-free interval (from the
-Wilcoxon signed-rank distribution: it assumes only that a difference is as likely above its
-centre as below). No interval of that kind reaches 95 % with fewer than 6 rounds (the widest,
-from the smallest to the largest Walsh average, covers 1 - 2/2^n: 94 % at n = 5), so below 6
-rounds every row is "unclear". We do not bootstrap instead: with 3 to 5 values a percentile
+The estimate is Hodges–Lehmann (the median of the Walsh averages). From 6 rounds on its interval
+is the exact distribution-free one (from the Wilcoxon signed-rank distribution: it assumes only
+that a difference is as likely above its centre as below). No interval of that kind reaches 95 %
+with fewer than 6 rounds (the widest covers 1 - 2/2^n: 94 % at n = 5), and at about 3 minutes
+a round the main job affords 3 or 4. From 3 to 5 rounds the interval is therefore Student's t
+interval of the mean difference (df = n - 1: t = 4.30 at n = 3), which assumes roughly normal
+differences; each pair says which method gave its interval (`method`). Never below 3 rounds (a
+t interval at n = 2 spans thousands of ms), and no bootstrap: with 3 to 5 values a percentile
 bootstrap calls a win whenever every round agrees in sign, which chance does 1 time in 4 at n = 3.
 
 A row's verdict, the best mechanism (by median) against each other one:
-- "X wins by N": every interval of (other - X) lies above zero; N is the estimate against the
-  runner-up.
-- "tie": the others whose interval includes zero all lie within the equivalence margin
-  (max(2 ms, 10 % of the smaller median) by default; the margin is printed); any other is beaten.
+- "tie": the others whose interval lies within the equivalence margin (max(2 ms, 10 % of the
+  smaller median) by default; the margin is printed) are level with X, any other is beaten. A
+  difference inside the margin is level even when its interval excludes zero: 0.5 ms is no win.
+- "X wins by N": every interval of (other - X) lies above zero and outside the margin; N is the
+  estimate against the runner-up.
 - "unclear, about N more repetitions needed": otherwise. N assumes the interval narrows as
   1/sqrt(n), and is never fewer than the rounds an interval needs.
 """
@@ -30,12 +34,15 @@ from typing import Literal
 
 import numpy as np
 
+from vclab.results.stats import mean_ci
+
 CONFIDENCE = 0.95
 # The smallest equivalence margin per unit: below it, differences are not worth a verdict
 # (2 ms is about the probe's resolution on the emulator; one lost probe, one false failure).
 MARGIN_FLOOR = {"ms": 2.0, "": 1.0, "bit/s": 1e6, "B": 1.0}
 MARGIN_SHARE = 0.10  # of the smaller median
 MORE_CAP = 999  # "about N more" beyond this says only "many"
+LEAST_ROUNDS = 3  # below this no interval at all (see above)
 
 Direction = Literal["lower", "higher"]
 VerdictKind = Literal["win", "tie", "unclear", "none"]
@@ -80,8 +87,9 @@ class Paired:
     estimate: float | None  # Hodges–Lehmann: the median of the Walsh averages
     low: float | None = None  # None: too few rounds for the interval
     high: float | None = None
-    coverage: float | None = None  # the interval's exact coverage (>= 95 %)
+    coverage: float | None = None  # signed-rank: its exact coverage (>= 95 %); t: nominal 95 %
     spread: float = 0.0  # standard deviation of the differences, to project the rounds needed
+    method: str = ""  # "signed-rank" (n >= 6), "t" (3 <= n < 6), "" (no interval)
 
 
 def hodges_lehmann(differences: Sequence[float], confidence: float = CONFIDENCE) -> Paired:
@@ -94,10 +102,14 @@ def hodges_lehmann(differences: Sequence[float], confidence: float = CONFIDENCE)
     estimate = float(np.median(walsh))
     spread = float(d.std(ddof=1)) if n > 1 else 0.0
     order = signed_rank_order(n, confidence)
-    if order is None:
-        return Paired(n, estimate, spread=spread)
-    k, coverage = order
-    return Paired(n, estimate, float(walsh[k - 1]), float(walsh[-k]), coverage, spread)
+    if order is not None:
+        k, coverage = order
+        return Paired(n, estimate, float(walsh[k - 1]), float(walsh[-k]), coverage, spread,
+                      "signed-rank")
+    if n >= LEAST_ROUNDS:
+        low, high = mean_ci(d.tolist(), confidence)
+        return Paired(n, estimate, low, high, confidence, spread, "t")
+    return Paired(n, estimate, spread=spread)
 
 
 def equivalence_margin(medians: Sequence[float], unit: str) -> float:
@@ -110,9 +122,7 @@ def equivalence_margin(medians: Sequence[float], unit: str) -> float:
 def rounds_needed(p: Paired, margin: float, confidence: float = CONFIDENCE) -> int:
     """About how many rounds in all would settle this pair (win or tie), the interval's
     half-width shrinking as 1/sqrt(n)."""
-    least = 1
-    while signed_rank_order(least, confidence) is None:
-        least += 1
+    least = LEAST_ROUNDS
     if p.estimate is None or p.n == 0:
         return least
     est = abs(p.estimate)
@@ -170,9 +180,9 @@ def decide(values: Mapping[str, Mapping[int, float]], direction: Direction | Non
             continue
         rounds = sorted(set(v) & set(scored[best]))
         pairs[m] = hodges_lehmann([sign * (v[i] - scored[best][i]) for i in rounds], confidence)
-    beaten = [m for m, p in pairs.items() if p.low is not None and p.low > 0]
     level = [m for m, p in pairs.items() if p.low is not None and -margin <= p.low
-             and p.high <= margin and m not in beaten]
+             and p.high <= margin]
+    beaten = [m for m, p in pairs.items() if p.low is not None and p.low > 0 and m not in level]
     undecided = [m for m in pairs if m not in beaten and m not in level]
     if not undecided and not level:
         runner = min(beaten, key=lambda m: pairs[m].estimate)
