@@ -120,6 +120,16 @@ def test_stall_prediction():
     assert tcp_recovery_ms(0, 200) == 200
 
 
+def test_stall_cause():
+    from vclab.workloads.iscsi.stall_model import stall_cause
+
+    assert stall_cause(9.0, 1004.0, 998.0).startswith("initiator failover")  # a switch failure
+    assert stall_cause(12.0, 212.0, None).startswith("TCP retransmission")  # a 10 ms black hole
+    assert stall_cause(197.0, 235.0, None) == "the network outage"
+    assert stall_cause(2.0, 20.0, None) == "the network outage"
+    assert stall_cause(None, None, None) == ""
+
+
 def test_report_flags_rows_of_limited_repetitions():
     from vclab.results.compare import build_rows, per_repetition
     from vclab.results.fidelity import fidelity_html, flagged_rows, limited_repetitions, storage_pairs
@@ -154,7 +164,7 @@ def test_report_flags_rows_of_limited_repetitions():
                    "capacity_load": 1.5})
     html = fidelity_html(run, c, {"storage-a": "storage"})
     assert "scale 1/10" in html and "1 Gbit/s emulated" in html and "Emulator-limited" in html
-    assert "network outage" in html and "1003 ms" in html
+    assert "network outage" in html and "1003 ms" in html and "TCP retransmission" in html
 
 
 def test_link_counters_read_real_interface_counters():

@@ -109,9 +109,13 @@ def fidelity_html(run, comparison, kinds: dict[str, str]) -> str:
                      "iSCSI initiators' longest stall and path failover (medians). A stall far above "
                      "the outage is TCP's retransmission timeout (200 ms minimum, doubling) or the "
                      "initiator's I/O timeout, not the network: bench/storage_stall.py measures it.</p>")
+        from vclab.workloads.iscsi.stall_model import stall_cause
+
         rows = "".join(f"<tr><td>{escape(p['fault'])}</td><td>{escape(p['mechanism'])}</td>"
                        f"<td>{_ms(p['outage_ms'])}</td><td>{_ms(p['stall_ms'])}</td>"
-                       f"<td>{_ms(p['failover_ms'])}</td></tr>" for p in pairs)
+                       f"<td>{_ms(p['failover_ms'])}</td>"
+                       f"<td>{escape(stall_cause(p['outage_ms'], p['stall_ms'], p['failover_ms']))}</td></tr>"
+                       for p in pairs)
         parts.append("<table><tr><th>fault</th><th>mechanism</th><th>network outage</th>"
-                     f"<th>I/O stall</th><th>path failover</th></tr>{rows}</table>")
+                     f"<th>I/O stall</th><th>path failover</th><th>stall set by</th></tr>{rows}</table>")
     return "\n".join(parts)

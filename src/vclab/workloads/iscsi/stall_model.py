@@ -69,3 +69,18 @@ def predict_stall(outage_ms: float, rto_ms: float, *, rtt_ms: float = 0.0,
     if failover is not None and failover < tcp:
         return StallPrediction(failover, "initiator-failover", tcp, n, failover)
     return StallPrediction(tcp, "tcp-retransmission", tcp, n, failover)
+
+
+def stall_cause(outage_ms: float | None, stall_ms: float | None, failover_ms: float | None,
+                rto_ms: float = TCP_RTO_MIN_MS) -> str:
+    """In words, what set a measured I/O stall, from the network outage beside it: the
+    initiator's failover when it switched paths, TCP's retransmission timer when the stall
+    outlasted the outage by about an RTO or more, else the network itself."""
+    if stall_ms is None:
+        return ""
+    if failover_ms is not None and failover_ms <= stall_ms + 50:
+        return "initiator failover (its I/O timeout)"
+    outage = outage_ms or 0.0
+    if stall_ms >= rto_ms * 0.9 and stall_ms > outage + rto_ms * 0.5:
+        return "TCP retransmission timeout (200 ms minimum, doubling)"
+    return "the network outage"
