@@ -175,8 +175,8 @@ def test_link_counters_read_real_interface_counters():
 
     from vclab.lab.capacity import LinkCounters
 
-    end = NS(ifname="lo", in_root=True)
-    plan = NS(veths=[NS(name="loop", a=end, b=NS(ifname="x", in_root=False), shape=NS(rate=1e9))])
+    end = NS(ifname="lo", in_root=True, node="br0")
+    plan = NS(veths=[NS(name="loop", a=end, b=NS(ifname="x", in_root=False, node="h"), shape=NS(rate=1e9))])
     counters = LinkCounters(plan, interval_s=0.05)
     assert [(link, e) for link, e, _ in counters.ends] == [("loop", "lo")]
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -192,5 +192,19 @@ def test_link_counters_read_real_interface_counters():
         sent += len(payload)
     counters.stop()
     (link,) = counters.links()
-    assert link.link == "loop" and link.nominal_bps == 1e9
+    assert link.link == "loop" and link.nominal_bps == 1e9 and link.bridge == "br0"
     assert link.peak_bps > 0.3 * sent * 8 / 0.8  # what went through lo shows (others add to it)
+
+
+def test_judged_links_are_the_full_rate_sources_uplinks():
+    from vclab.experiments.loader import load_experiment
+    from vclab.experiments.scale import full_rate_sources, source_uplinks
+
+    loaded = load_experiment(ROOT / "experiments/vmotion-contention-10g.yaml")
+    assert full_rate_sources(loaded.experiment.workloads, loaded.cluster) == {"esx1"}  # iperf3 max + web1's host
+    default = load_experiment(ROOT / "experiments/default.yaml")
+    assert full_rate_sources(default.experiment.workloads, default.cluster) == {"esx1"}  # 200 Mbit iperf3 is not
+    links = [LinkFidelity("esx1.vmnic0", "p1", 1e9, 0.97e9, "vcv2"),
+             LinkFidelity("esx1.vmnic1", "p2", 1e9, 0.0, "vcv2"),
+             LinkFidelity("array1.storage-a", "s4", 1e9, 0.54e9, "vcs0")]  # held back upstream by QoS
+    assert source_uplinks(links, {"esx1": "vcv2"}) == [links[0]]

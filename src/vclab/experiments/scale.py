@@ -152,6 +152,7 @@ class LinkFidelity:
     end: str  # the interface whose transmissions were counted
     nominal_bps: float  # scaled
     peak_bps: float
+    bridge: str = ""  # the switch (or virtual switch) that end belongs to: it transmits
 
     @property
     def ratio(self) -> float:
@@ -164,6 +165,32 @@ class LinkFidelity:
     @property
     def kept_up(self) -> bool:
         return not self.loaded or self.ratio >= KEPT_UP
+
+
+def full_rate_sources(workloads, cluster) -> set[str]:
+    """Hypervisors that start a flow asking for all the rate it can get: a vMotion's source,
+    a TCP iperf3 without a rate. Their uplink must carry it at the cable's rate; a flow's
+    later hops may be held back by QoS or by this first hop, which says nothing of the
+    emulator."""
+    out = set()
+    for w in workloads:
+        if w.kind == "vmotion" and w.vmotion.vm in cluster.vms:
+            out.add(cluster.vms[w.vmotion.vm].host)
+        elif w.kind == "iperf3" and w.iperf3.rate == "max" and w.iperf3.protocol == "tcp":
+            src = w.iperf3.src
+            out.add(cluster.vms[src].host if src in cluster.vms else src)
+    return out
+
+
+def source_uplinks(links: Iterable[LinkFidelity], bridges: dict[str, str]) -> list[LinkFidelity]:
+    """Per source (hypervisor -> its virtual switch's name), its busiest uplink end (a team's
+    active NIC): the links to judge."""
+    out = []
+    for bridge in bridges.values():
+        mine = [x for x in links if x.bridge == bridge]
+        if mine:
+            out.append(max(mine, key=lambda x: x.ratio))
+    return out
 
 
 def worst_loaded(links: Iterable[LinkFidelity]) -> LinkFidelity | None:

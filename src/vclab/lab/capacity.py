@@ -9,8 +9,7 @@ one path here. It is cached (CACHE) for a day per machine (cores, kernel, Open v
 fresh measurement takes ~10 s of lab build. `vclab run` stores it with the run.
 
 `LinkCounters` samples the transmit byte counter of each shaped cable end
-(/sys/class/net/IF/statistics/tx_bytes) every 0.1 s in a thread; each end's busiest half
-second, against its nominal (scaled) rate, says whether that link kept up.
+(/sys/class/net/IF/statistics/tx_bytes) every 0.1 s in a thread; each end's busiest 0.3 s, against its nominal (scaled) rate, says whether that link kept up.
 """
 
 from __future__ import annotations
@@ -108,7 +107,10 @@ class LinkCounters:
         # (cable name, root-namespace end, nominal rate) of every shaped cable end
         self.ends = [(v.name, e.ifname, float(v.shape.rate)) for v in plan.veths
                      if v.shape is not None and v.shape.rate for e in (v.a, v.b) if e.in_root]
+        self.bridge = {e.ifname: e.node for v in plan.veths for e in (v.a, v.b) if e.in_root}
         self.interval_s = interval_s
+        # A scaled migration can be over in a quarter second: the window must fit inside it.
+        self.window_s = 0.3
         self.samples: dict[str, list[tuple[float, int]]] = {end: [] for _, end, _ in self.ends}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,9 +140,10 @@ class LinkCounters:
         self._read()
 
     def links(self, start: float | None = None, end: float | None = None) -> list[LinkFidelity]:
-        """Each end's busiest half second (between monotonic times start and end, if given)."""
+        """Each end's busiest 0.3 s (between monotonic times start and end, if given)."""
         out = []
         for link, e, nominal in self.ends:
             s = [x for x in self.samples[e] if (start is None or x[0] >= start) and (end is None or x[0] <= end)]
-            out.append(LinkFidelity(link, e, nominal, peak_rate_bps(s)))
+            out.append(LinkFidelity(link, e, nominal, peak_rate_bps(s, self.window_s),
+                                    self.bridge.get(e, "")))
         return out
