@@ -1,8 +1,9 @@
 """The report's fidelity section: did the emulator keep up, at which scale; and for storage,
 the network outage beside the I/O stall it caused.
 
-A repetition whose busiest loaded link (lab/capacity.py) stayed below KEPT_UP of its (scaled)
-rate was limited by the emulator: one ovs-vswitchd thread forwards every frame, so when it falls
+A repetition whose judged link (the uplink of a hypervisor starting a full-rate flow, see
+experiments/runner.link_fidelity) stayed below KEPT_UP of its (scaled) rate was limited by the
+emulator: one ovs-vswitchd thread forwards every frame, so when it falls
 behind on one link every number of that repetition is suspect, not only that link's. Its rows
 are flagged with the repetitions that make them so.
 """
@@ -90,14 +91,14 @@ def fidelity_html(run, comparison, kinds: dict[str, str]) -> str:
     ratios = {m: v for (n, _, _), by in comparison.values.items() if n == RATIO for m, v in by.items()}
     if ratios:
         worst = min(min(v) for v in ratios.values() if v)
-        parts.append(f"<p>Worst loaded link: {worst:.0%} of its rate "
+        parts.append(f"<p>Worst full-rate uplink: {worst:.0%} of its rate in its busiest 0.3 s "
                      f"(threshold {KEPT_UP:.0%}; per mechanism: "
                      + escape(", ".join(f"{m} {min(v):.0%}" for m, v in sorted(ratios.items()) if v)) + ").</p>")
     else:
-        parts.append('<p class="muted">No link was loaded above half its rate: nothing to judge.</p>')
+        parts.append('<p class="muted">No flow asked for a full link: nothing to judge.</p>')
     flagged = flagged_rows(comparison.rows, limited)
     if flagged:
-        parts.append("<p><b>Emulator-limited</b> (a repetition in the cell had a loaded link below "
+        parts.append("<p><b>Emulator-limited</b> (a repetition in the cell had a full-rate uplink below "
                      f"{KEPT_UP:.0%} of its rate):</p><ul>" + "".join(
                          f"<li>{escape(row.label)} {escape(row.traffic_class)} {escape(row.fault)}: "
                          f"{escape(', '.join(f'{m} ({len(limited[m])} rep.)' for m in mechs))}</li>"
