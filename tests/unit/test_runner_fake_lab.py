@@ -49,6 +49,12 @@ class FakeLab:
     def controller_action(self, what):
         self.actions.append(what)
 
+    def controller_events(self):
+        return []
+
+    def vm_will_move(self, vm, to):
+        pass
+
 
 def test_a_repetition_applies_and_mends_its_faults_through_the_lab(tmp_path, monkeypatch):
     monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])

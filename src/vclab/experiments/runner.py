@@ -323,7 +323,7 @@ class Runner:
                     rep.raw += outcome.raw
                 # What the fabric's controller did and when, beside the faults (sdn only).
                 rep.events += [Event("controller", (e["t_ns"] - t0) / 1e6, e["kind"], e["detail"])
-                               for e in lab.mechanism.timeline_events()
+                               for e in lab.controller_events()
                                if t0 <= e["t_ns"] <= end_ns]
                 if skipped:
                     rep.reason += f"not yet supported, skipped: {', '.join(skipped)}; "

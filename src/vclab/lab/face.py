@@ -37,7 +37,14 @@ class LabFace(Protocol):
                 between: Callable[[], None] | None = None) -> dict[str, int]:
         """Move a VM's ports (the plan follows); tells the mechanism (vm_moved)."""
 
+    def vm_will_move(self, vm: str, to_hypervisor: str) -> None:
+        """A migration's pre-copy starts: the mechanism may get ready (sdn builds the
+        destination's rules and sends nothing yet)."""
+
     def controller_action(self, what: str) -> None: ...
+
+    def controller_events(self) -> list[dict]:
+        """What the fabric's controller did: [{t_ns, kind, detail}] (empty without one)."""
 
     def __enter__(self) -> LabFace: ...
 

@@ -441,6 +441,10 @@ class Lab:
         self.plan, self.cluster = after, after_cluster
         return t
 
+    def controller_events(self) -> list[dict]:
+        """What the fabric's controller did and when (sdn's events.jsonl), for the results."""
+        return self.mechanism.timeline_events()
+
     def controller_action(self, what: str) -> None:
         """`kill` or `restart` the fabric's controller (the sdn mechanism's faults)."""
         self.mechanism.action(self, what)

@@ -408,8 +408,7 @@ class LiveMigration:
                 probe.check()
                 probe.start()
                 time.sleep(0.5)  # a stretch without fault for the noise floor
-            if hasattr(lab, "vm_will_move"):  # a controller builds the destination's rules now
-                lab.vm_will_move(self.vm, self.to)
+            lab.vm_will_move(self.vm, self.to)  # a controller builds the destination's rules
             replay.start()
             t["pause_ns"] = replay.pause()
 
