@@ -13,7 +13,7 @@ nominal rate, which is what the seed's claims are about), and the switch-over as
 Storage "shared" moves memory only; "shared-nothing" copies the disk image first.
 
 Time-scaled (`--scale auto`, the default): the machine's per-path capacity (lab/capacity.py,
-cached) picks k for each link (experiments/scale.py: the cable at most a quarter of the
+cached) picks k for each link (experiments/scale.py: the cable at most an eighth of the
 capacity); the cable, memory, disk and dirty rate all run at 1/k, so the model's times are the
 nominal ones, and rates are shown times k. `--scale K` forces one k for both links.
 

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_choose_scale_leaves_headroom():
-    assert choose_scale(1e9, 4e9) == 1  # 1 Gbit/s within a quarter of 4
-    assert choose_scale(1e9, 3e9) == 2
-    assert choose_scale(10e9, 7.4e9) == 10  # 1 Gbit/s <= 1.85; 1/5 (2 Gbit/s) is not
-    assert choose_scale(10e9, 3.4e9) == 20
+    assert choose_scale(1e9, 8e9) == 1  # 1 Gbit/s within an eighth of 8
+    assert choose_scale(1e9, 7.4e9) == 2
+    assert choose_scale(10e9, 7.4e9) == 20  # 0.5 Gbit/s <= 0.925; 1/10 (1 Gbit/s) is not
+    assert choose_scale(10e9, 3.4e9) == 25
     assert choose_scale(10e9, 1.5e9, headroom=0.5) == 20
     assert choose_scale(0, 1e9) == 1
     with pytest.raises(ValueError):
@@ -94,8 +94,8 @@ def test_link_judgement():
 
 
 def test_capacity_problem_in_words():
-    assert capacity_problem(10e9, 4e9, 10) == ""
-    assert "1.00 Gbit/s" in capacity_problem(10e9, 2e9, 10)
+    assert capacity_problem(10e9, 8e9, 10) == ""
+    assert "1.00 Gbit/s" in capacity_problem(10e9, 4e9, 10)
 
 
 def test_rto_and_retransmissions():
