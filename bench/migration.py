@@ -22,13 +22,13 @@ achieved rate on the wire (payload x 1514/1448) over its scaled cable rate, and
 `shared-nothing/shared <ratio>`: the median, over each memory x dirty x link, of the measured
 total time with shared-nothing storage over that with shared storage.
 
-Measured (--quick, load 1.2, 46 s, capacity 7.44 Gbit/s): 1G at scale 1 reached 945-949 Mbit/s
-of payload, 10G at scale 1/10 8952-9539 (times 10); every total within 12 % of the model at
-the nominal rate (2.72 s vs 2.55, 4.97 vs 4.69, 4.27 vs 3.91, 6.53 vs 6.06; 0.23 vs 0.21,
-0.48 vs 0.43), rounds and downtimes as modelled; `fidelity: worst achieved/nominal 0.936
-(scale 1 at 1G, 1/10 at 10G)`, `shared-nothing/shared 1.97`. Before time scaling "10 Gbit/s"
-reached only 0.8-1.4 Gbit/s; at scale 1/4 (2.5 Gbit/s, a third of the capacity) the worst
-migration reached 0.87 of the cable's rate in payload.
+Measured (--quick, load 1.8, 46 s, capacity 7.44 Gbit/s): 1G at scale 1/2 reached 943-950
+Mbit/s of payload (times 2), 10G at scale 1/20 9010-9487 (times 20); every total within 11 % of
+the model at the nominal rate (2.72 s vs 2.55, 4.97 vs 4.69, 4.27 vs 3.91, 6.53 vs 6.06; 0.23
+vs 0.21, 0.48 vs 0.43), rounds and downtimes as modelled; `fidelity: worst achieved/nominal
+0.942 (scale 1/2 at 1G, 1/20 at 10G)`, `shared-nothing/shared 1.94`. Before time scaling
+"10 Gbit/s" reached only 0.8-1.4 Gbit/s; at scale 1/4 (2.5 Gbit/s, a third of the capacity) the
+worst migration reached 0.87 of the cable's rate in payload.
 
 Honest limits: the replay is one Python TCP stream through the userspace datapath on a shared
 machine; the round acknowledgements idle the cable for a round trip between rounds, which the
