@@ -64,8 +64,8 @@ def test_rounds_until_every_verdict_is_clear(tmp_path, env):
     s = r.run()
     labels = [m.label for m in loaded.experiment.mechanisms]
     assert r.ran[:8] == [(m, i) for i in (1, 2) for m in labels]  # interleaved, round by round
-    assert s.rounds == 6 and s.stopped_because == "every verdict is clear"  # 6: the interval's least n
-    assert s.ok == 24
+    assert s.rounds == 3 and s.stopped_because == "every verdict is clear"  # 3: the interval's least n
+    assert s.ok == 12
 
 
 def test_the_budget_stops_rounds_that_would_not_fit(tmp_path, env):
@@ -92,7 +92,7 @@ def test_resume_goes_on_with_the_rounds(tmp_path, env):
     s = again.run()
     assert again.ran[0] == ("stp", 2) and s.stopped_because == "every verdict is clear"
     with ResultStore(tmp_path) as store:
-        assert len(store.runs()) == 1 and len(store.repetitions(1)) == 24
+        assert len(store.runs()) == 1 and len(store.repetitions(1)) == 12
 
 
 def test_budget_option_reads_minutes_seconds_and_hours():
@@ -136,12 +136,12 @@ def test_vclab_run_prints_progress_lines_to_a_log_and_ends_on_the_verdicts(tmp_p
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("uplink-and-switch-failure: 4 mechanisms (sdn, rstp, stp, rstp+balance-slb), "
-                               "at least 2 rounds")
+                               "at least 3 rounds")
     assert "[00:00] sdn repetition 1: building" in lines
-    assert any(line.startswith("[") and "round 6: 1 of 1 verdicts clear" in line for line in lines)
-    assert any(line.startswith("24 repetitions ok, 0 failed, 0 partial in 6 rounds") and
+    assert any(line.startswith("[") and "round 3: 1 of 1 verdicts clear" in line for line in lines)
+    assert any(line.startswith("12 repetitions ok, 0 failed, 0 partial in 3 rounds") and
                "stopped: every verdict is clear" in line for line in lines)
     # --no-report: no report line; the summary is the last three
     assert lines[-3:] == ["link esx1.vmnic0 down@6s vmotion outage clear   rstp+balance-slb by 5 ms over sdn",
                           "verdicts: 1 clear of 1 rows (1 wins, 0 ties, 0 unclear)",
-                          "noise floor: p95 3 ms worst (network vmotion, mechanism sdn)"]
+                          "noise floor: p95 1.5 ms worst (network vmotion, mechanism sdn)"]
