@@ -43,12 +43,16 @@ def test_lower_is_better_and_a_clear_winner():
     assert row.cells["rstp"].n == 6 and row.cells["rstp"].ci_low is not None
 
 
-def test_three_rounds_are_too_few_for_a_verdict():
-    data = [_row("sdn", i, "outage_ms", v) for i, v in enumerate([8.0, 8.4, 7.9], 1)]
-    data += [_row("rstp", i, "outage_ms", v) for i, v in enumerate([15.0, 14.2, 16.1], 1)]
+def test_two_rounds_are_too_few_for_a_verdict_three_settle_a_clear_lead():
+    data = [_row("sdn", i, "outage_ms", v) for i, v in enumerate([8.0, 8.4], 1)]
+    data += [_row("rstp", i, "outage_ms", v) for i, v in enumerate([15.0, 14.2], 1)]
     row = _by(build_rows(data, MECHS), "outage_ms")
     assert row.winners == ["sdn"] and not row.clear
-    assert row.verdict.kind == "unclear" and row.verdict.more == 3
+    assert row.verdict.kind == "unclear" and row.verdict.more == 1
+    # a third round: the t interval of the paired difference (about 4..10 ms) excludes zero
+    data += [_row("sdn", 3, "outage_ms", 7.9), _row("rstp", 3, "outage_ms", 16.1)]
+    row = _by(build_rows(data, MECHS), "outage_ms")
+    assert row.clear and row.verdict.kind == "win" and row.verdict.pairs["rstp"].method == "t"
 
 
 def test_a_partial_repetition_is_left_out_of_its_failed_workloads_rows_only():
