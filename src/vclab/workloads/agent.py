@@ -97,6 +97,20 @@ class Agent:
         self.started_pid = self.tracker.track(self.proc.pid, self.label, self.role)
         return self
 
+    def run_once(self, timeout: float, what: str | None = None) -> tuple[int, bytes]:
+        """A one-shot agent: spawn, read all of its stdout, end it; (exit status, stdout).
+        Its stderr tail is in `self.stderr` afterwards."""
+        self.spawn()
+        proc = self.proc
+        assert proc is not None
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise WorkloadError(f"{what or self.label} took over {timeout:g} s") from None
+        finally:
+            self.stop(drain_s=0)
+        return proc.returncode, out or b""
+
     @property
     def pid(self) -> int:
         assert self.started_pid is not None, f"{self.label} was not started"

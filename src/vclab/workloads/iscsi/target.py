@@ -179,6 +179,19 @@ def _run(cmd: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(cmd, -1, "", f"timed out after {timeout:g} s")
 
 
+
+def endpoint_problems(portals: Sequence[str], node: Any, none: str) -> list[str]:
+    """What is wrong with an iSCSI end's portals and node (target and initiator alike)."""
+    problems = [] if portals else [none]
+    for p in portals:
+        try:
+            ipaddress.IPv4Address(p)
+        except ValueError:
+            problems.append(f"portal {p!r} is not an IPv4 address")
+    if not callable(getattr(node, "popen", None)):
+        problems.append(f"{node!r} cannot run processes (no popen)")
+    return problems
+
 class IscsiTarget:
     """tgtd on `node` (anything with Mininet's `popen`) serving `luns` {name: bytes} on
     `portals` (addresses of the node), optionally behind CHAP. Use as a context manager or
@@ -197,16 +210,7 @@ class IscsiTarget:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / f"tgtd-{self.name}.log"
         self.applied: list[list[str]] = []
-        problems = []
-        if not self.portals:
-            problems.append("no portal address")
-        for p in self.portals:
-            try:
-                ipaddress.IPv4Address(p)
-            except ValueError:
-                problems.append(f"portal {p!r} is not an IPv4 address")
-        if not callable(getattr(node, "popen", None)):
-            problems.append(f"{node!r} cannot run processes (no popen)")
+        problems = endpoint_problems(self.portals, node, "no portal address")
         if problems:
             raise VclabError(f"iSCSI target on {self.name}: " + "; ".join(problems))
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import ipaddress
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ from vclab.workloads.iscsi.records import (
     parse_mix,
     read_log,
 )
-from vclab.workloads.iscsi.target import Chap, IscsiTarget
+from vclab.workloads.iscsi.target import Chap, IscsiTarget, endpoint_problems
 from vclab.workloads.probe.metrics import percentile
 
 SERIES_BUCKET_MS = 100.0
@@ -119,15 +117,7 @@ class Iscsi(Workload):
             problems.append(f"queue depth must be >= 1, not {self.depth}")
         if self.io_timeout_ms <= 0:
             problems.append(f"io_timeout_ms must be > 0, not {self.io_timeout_ms}")
-        if not self.portals:
-            problems.append("no portal")
-        for p in self.portals:
-            try:
-                ipaddress.IPv4Address(p)
-            except ValueError:
-                problems.append(f"portal {p!r} is not an IPv4 address")
-        if not callable(getattr(self.host, "popen", None)):
-            problems.append(f"{self.host!r} cannot run processes (no popen)")
+        problems += endpoint_problems(self.portals, self.host, "no portal")
         try:
             ctypes.CDLL("libiscsi.so.7")
         except OSError as e:
@@ -330,20 +320,13 @@ def series(done: list[Row], t_start: int, t_end: int,
 
 def _one_shot(host: Any, args: list[str], env: dict[str, str], tracker: ProcessTracker,
               label: str, timeout: float) -> tuple[int, dict[str, Any], str]:
-    agent = Agent(host, args, tracker, label, env=env).spawn()
-    proc = agent.proc
-    assert proc is not None and proc.stdout is not None
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise WorkloadError(f"{label} took over {timeout:g} s") from None
-    finally:
-        agent.stop(drain_s=0)
+    agent = Agent(host, args, tracker, label, env=env)
+    rc, out = agent.run_once(timeout)
     try:
         result = json.loads(out) if out.strip() else {}
     except ValueError:
         result = {}
-    return proc.returncode, result, agent.stderr
+    return rc, result, agent.stderr
 
 
 def login(host: Any, portal: str, iqn: str, lun: int, tracker: ProcessTracker, *,

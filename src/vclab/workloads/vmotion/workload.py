@@ -275,16 +275,9 @@ class VmotionReplay(Workload):
         agent = Agent(self.source, self._program(
             "measure", "--to", self.destination_ip, "--port", str(self.port), "--seconds",
             str(seconds), "--page-bytes", str(self.spec.page_bytes)),
-            self.tracker, f"{self.name}-measure").spawn()
-        proc = agent.proc
-        assert proc is not None
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise WorkloadError(f"vmotion rate measurement took over {timeout:g} s") from None
-        finally:
-            agent.stop(drain_s=0)
-        if proc.returncode != 0:
+            self.tracker, f"{self.name}-measure")
+        rc, out = agent.run_once(timeout, "vmotion rate measurement")
+        if rc != 0:
             raise WorkloadError(f"vmotion rate measurement failed: {agent.stderr.strip()[-500:]}")
         result = json.loads(out)
         self.measured_rate_bps = float(result["rate_bps"])
