@@ -16,7 +16,6 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from rich.table import Table
 
@@ -24,45 +23,7 @@ from vclab.results.model import WORKLOAD_FAILED, MetricRow, RepetitionInfo, RunI
 from vclab.results.stats import Summary, summarize
 from vclab.results.store import ResultStore
 from vclab.results.verdicts import Verdict, decide
-
-Direction = Literal["lower", "higher"] | None
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    label: str
-    direction: Direction  # which way is better; None: context, no winner
-
-
-# In the order the tables show them.
-METRICS: dict[str, MetricInfo] = {
-    "outage_ms": MetricInfo("outage", "lower"),
-    "loss_outage_ms": MetricInfo("outage from lost probes", "lower"),
-    "late_disruption_ms": MetricInfo("later disruption (above the noise floor)", "lower"),
-    "lost": MetricInfo("packets lost", "lower"),
-    "longest_stall_ms": MetricInfo("iSCSI longest stall", "lower"),
-    "false_failures": MetricInfo("heartbeat false failures", "lower"),
-    "total_ms": MetricInfo("vMotion total time", "lower"),
-    "downtime_ms": MetricInfo("vMotion downtime", "lower"),
-    "throughput_during_fault_bps": MetricInfo("throughput during the fault", "higher"),
-    # what the workloads' parsers also report, should the runner store them
-    "fault_stall_ms": MetricInfo("iSCSI stall at the fault", "lower"),
-    "failover_ms": MetricInfo("iSCSI path failover", "lower"),
-    "detect_ms": MetricInfo("failure detection", "lower"),
-    "min_interval_bps": MetricInfo("lowest iperf3 interval", "higher"),
-    "throughput_bps": MetricInfo("throughput", "higher"),
-    "jitter_ms": MetricInfo("jitter", "lower"),
-    "switchover_ms": MetricInfo("vMotion switch-over", "lower"),
-    "vm_outage_ms": MetricInfo("VM outage during vMotion", "lower"),
-    "heartbeat_gap_ms": MetricInfo("longest HA heartbeat gap", "lower"),
-    "noise_floor_ms": MetricInfo("probe noise floor (no fault)", None),
-    "stall_noise_floor_ms": MetricInfo("iSCSI stall noise floor (no fault)", None),
-}
-
-
-def metric_info(name: str) -> MetricInfo:
-    """Known metrics by name; an unknown one is shown but never given a winner."""
-    return METRICS.get(name, MetricInfo(name.replace("_", " "), None))
+from vclab.workloads.registry import METRICS, Direction, metric_info
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from vclab.results.compare import metric_info
+from vclab.workloads.registry import metric_info
 from vclab.results.model import RepetitionInfo
 from vclab.results.store import ResultStore
 

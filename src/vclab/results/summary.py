@@ -14,16 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vclab.results.compare import METRICS, Comparison, Row, format_number, format_value
+from vclab.results.compare import Comparison, Row, format_number, format_value
 from vclab.results.stats import percentile
+from vclab.workloads.registry import METRICS, metric_info
 
 WIDTH = 100
-# The short names the summary shows for the metric that heads a fault x class line.
-SHORT = {"outage_ms": "outage", "longest_stall_ms": "iSCSI stall", "failover_ms": "iSCSI failover",
-         "switchover_ms": "switch-over", "downtime_ms": "vMotion down", "total_ms": "vMotion time",
-         "throughput_during_fault_bps": "throughput",
-         "heartbeat_gap_ms": "HA gap", "late_disruption_ms": "late disr.",
-         "throughput_bps": "throughput", "false_failures": "false fails"}
 WHOLE_RUN = "whole run"
 
 
@@ -44,6 +39,11 @@ def headline_rows(c: Comparison) -> list[Row]:
             best[key] = r
     return sorted(best.values(), key=lambda r: (r.fault == "", fault_order.get(r.fault, 0),
                                                 r.traffic_class))
+
+
+def _short(metric: str) -> str:
+    """The name a summary line shows for the metric that heads it: short, as the metric declares."""
+    return metric_info(metric).short or metric
 
 
 def _fit(text: str, width: int) -> str:
@@ -67,12 +67,12 @@ def verdict_lines(c: Comparison, width: int = WIDTH) -> list[str]:
         return []
     fw = min(28, max(len(r.fault or WHOLE_RUN) for r in rows))
     cw = min(12, max(len(r.traffic_class or "-") for r in rows))
-    mw = max(len(SHORT.get(r.metric, r.metric)) for r in rows)
+    mw = max(len(_short(r.metric)) for r in rows)
     out = []
     for r in rows:
         status, text = outcome_text(r, c.mechanisms)
         line = (f"{_fit(r.fault or WHOLE_RUN, fw):<{fw}} {_fit(r.traffic_class or '-', cw):<{cw}} "
-                f"{SHORT.get(r.metric, r.metric)[:mw]:<{mw}} {status:<7} {text}")
+                f"{_short(r.metric)[:mw]:<{mw}} {status:<7} {text}")
         out.append(_fit(line, width))
     return out
 

@@ -7,14 +7,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from vclab.lab.procs import ProcessTracker
-from vclab.results.model import Event, FaultRecord, Metric, Raw, Series
+from vclab.results.model import Event, FaultRecord, Metric, Raw, Series, default_unit
 from vclab.workloads.base import Workload
 
 if TYPE_CHECKING:
     from vclab.experiments.spec import Workload as WorkloadEntry
+
+Direction = Literal["lower", "higher"] | None
+# Where a metric sits in the tables: what a fault cost first, then the details, then what only
+# gives context (no winner). Within a section, kinds in the registry's order.
+Section = Literal["headline", "detail", "context"]
+SECTIONS: tuple[Section, ...] = ("headline", "detail", "context")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric a workload kind produces, as compare, the summary and the report show it."""
+
+    name: str
+    label: str = ""  # what the tables call it; default: the name in words
+    direction: Direction = None  # which way is better; None: context, no winner
+    section: Section = "detail"
+    short: str = ""  # the summary line's name, when it heads one
+    unit: str = ""  # default: from the name's suffix (_ms -> ms, _bps -> bit/s)
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name.replace("_", " "))
+        if not self.unit:
+            object.__setattr__(self, "unit", default_unit(self.name))
+
 
 @dataclass
 class Outcome:
@@ -34,6 +59,7 @@ def address(lab, host: str, network: str) -> str:
 
 class Adapter:
     kind = ""
+    metrics: ClassVar[tuple[MetricInfo, ...]] = ()  # every metric outcome() stores
     start_at_ms: float | None = None  # None: with the others, before the first fault
 
     def __init__(self, entry: WorkloadEntry, index: int):
@@ -76,6 +102,14 @@ class Adapter:
 
     def outcome(self, raw: Any, t0_ns: int, end_ns: int, faults: list[FaultRecord]) -> Outcome:
         raise NotImplementedError
+
+    def metric(self, name: str, value: float, fault: str = "", **common: str) -> Metric:
+        """One of this kind's declared metrics, in its declared unit, with this workload's
+        common fields (or those given)."""
+        info = next((m for m in self.metrics if m.name == name), None)
+        if info is None:
+            raise KeyError(f"{self.kind} declares no metric {name!r}: add it to its `metrics`")
+        return Metric(name=name, value=value, unit=info.unit, fault=fault, **(common or self.common))
 
 
 class BetweenTwo(Adapter):

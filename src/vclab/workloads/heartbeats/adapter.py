@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 
-from vclab.results.model import Event, Metric, Raw
-from vclab.workloads.adapter import Adapter, Outcome, address, ms_since
+from vclab.results.model import Event, Raw
+from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.heartbeats.model import HaConfig
 from vclab.workloads.heartbeats.workload import HaMember, Heartbeats
 
 
 class HeartbeatsAdapter(Adapter):
     kind = "heartbeats"
+    metrics = (
+        MetricInfo("false_failures", "heartbeat false failures", "lower", "headline",
+                   short="false fails"),
+        MetricInfo("heartbeat_gap_ms", "longest HA heartbeat gap", "lower", short="HA gap"),
+    )
 
     def config(self):
         """The HA timers: the product's published defaults, with the experiment's overrides."""
@@ -51,15 +56,14 @@ class HeartbeatsAdapter(Adapter):
 
     def outcome(self, raw, t0_ns, end_ns, faults):
         out = Outcome()
-        common = self.common
         m = Heartbeats.parse(raw, failures={}, start=t0_ns / 1e9, end=end_ns / 1e9)
-        out.metrics.append(Metric(name="false_failures", value=m["false_declaration_count"], **common))
+        out.metrics.append(self.metric("false_failures", m["false_declaration_count"]))
         # Host-to-host heartbeats only: the management server's own beat is every 10 s.
         managers = getattr(self, "managers", [])
         gaps = [g for pair, g in m["heartbeat_gap_s"].items()
                 if g is not None and not set(pair.split("->")) & set(managers)]
         if gaps:
-            out.metrics.append(Metric(name="heartbeat_gap_ms", value=max(gaps) * 1e3, unit="ms", **common))
+            out.metrics.append(self.metric("heartbeat_gap_ms", max(gaps) * 1e3))
         for d in m["declarations"]:
             out.events.append(Event(self.name, ms_since(t0_ns, d["t"] * 1e9),
                                     {"failed": "declared_failed", "isolated": "isolated"}.get(d["kind"], d["kind"]),

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 
-from vclab.results.model import Metric, Raw, Series
-from vclab.workloads.adapter import BetweenTwo, Outcome, address, ms_since
+from vclab.results.model import Raw, Series
+from vclab.workloads.adapter import BetweenTwo, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.iperf.workload import Iperf3
 
 
 class Iperf3Adapter(BetweenTwo):
     kind = "iperf3"
+    metrics = (
+        MetricInfo("throughput_during_fault_bps", "throughput during the fault", "higher",
+                   "headline", short="throughput"),
+        MetricInfo("throughput_bps", "throughput", "higher", short="throughput"),
+        # what iperf3's parser also reports, should the adapter store them
+        MetricInfo("min_interval_bps", "lowest iperf3 interval", "higher"),
+        MetricInfo("jitter_ms", "jitter", "lower"),
+    )
 
     def make(self, lab, tracker, workdir, duration_s):
         s = self.spec
@@ -27,11 +35,10 @@ class Iperf3Adapter(BetweenTwo):
         points = [(ms_since(t0_ns, iv["t"] * 1e9 + (iv["end_s"] - iv["start_s"]) * 1e9), iv["bits_per_second"])
                   for iv in m["intervals"]]
         out.series.append(Series(name="throughput_bps", points=points, **common))
-        out.metrics.append(Metric(name="throughput_bps", value=m["throughput_bps"], **common))
+        out.metrics.append(self.metric("throughput_bps", m["throughput_bps"]))
         for f in faults:
             t = ms_since(t0_ns, f.applied_ns)
             during = [v for ts, v in points if t <= ts <= t + 1000]
             if during:
-                out.metrics.append(Metric(name="throughput_during_fault_bps", value=min(during),
-                                          fault=f.name, **common))
+                out.metrics.append(self.metric("throughput_during_fault_bps", min(during), fault=f.name))
         return out

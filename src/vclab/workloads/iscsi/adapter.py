@@ -3,8 +3,8 @@ throughput, stalls and failover per fault."""
 
 from __future__ import annotations
 
-from vclab.results.model import Metric, Series
-from vclab.workloads.adapter import Adapter, Outcome, address, ms_since
+from vclab.results.model import Series
+from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.base import Workload
 from vclab.workloads.iscsi.target import Chap, IscsiTarget
 from vclab.workloads.iscsi.workload import Iscsi, parse
@@ -46,6 +46,17 @@ class _IscsiGroup(Workload):
 
 class IscsiAdapter(Adapter):
     kind = "iscsi"
+    metrics = (
+        MetricInfo("longest_stall_ms", "iSCSI longest stall", "lower", "headline",
+                   short="iSCSI stall"),
+        MetricInfo("failover_ms", "iSCSI path failover", "lower", short="iSCSI failover"),
+        MetricInfo("throughput_bps", "throughput", "higher", short="throughput"),
+        MetricInfo("iops", section="context"),
+        # what the parser also reports, should the adapter store them
+        MetricInfo("fault_stall_ms", "iSCSI stall at the fault", "lower"),
+        MetricInfo("detect_ms", "failure detection", "lower"),
+        MetricInfo("stall_noise_floor_ms", "iSCSI stall noise floor (no fault)", None, "context"),
+    )
 
     @property
     def traffic_class(self) -> str:
@@ -87,10 +98,10 @@ class IscsiAdapter(Adapter):
             whole = parse(r)
             for name in ("iops", "throughput_bps"):
                 if whole.get(name) is not None:
-                    out.metrics.append(Metric(name=name, value=whole[name], **common))
+                    out.metrics.append(self.metric(name, whole[name], **common))
             for name in ("longest_stall_ms",):
                 if whole.get(name) is not None:
-                    out.metrics.append(Metric(name=name, value=whole[name], **common))
+                    out.metrics.append(self.metric(name, whole[name], **common))
             s = whole.get("series") or {}
             out.series.append(Series(name="latency_ms", points=[
                 (ms_since(t0_ns, r.get("trailer", {}).get("t_start_ns") or t0_ns) + t, v)
@@ -101,8 +112,8 @@ class IscsiAdapter(Adapter):
                 window = {**r, "rows": [row for row in r.get("rows", []) if row[2] < nxt]}
                 m = parse(window, f.applied_ns)
                 if m.get("fault_stall_ms") is not None:
-                    out.metrics.append(Metric(name="longest_stall_ms", value=m["fault_stall_ms"],
-                                              fault=f.name, **common))
+                    out.metrics.append(self.metric("longest_stall_ms", m["fault_stall_ms"], fault=f.name,
+                                                   **common))
                 if m.get("failover_ms") is not None:
-                    out.metrics.append(Metric(name="failover_ms", value=m["failover_ms"], fault=f.name, **common))
+                    out.metrics.append(self.metric("failover_ms", m["failover_ms"], fault=f.name, **common))
         return out

@@ -7,8 +7,8 @@ import json
 import threading
 from typing import Any
 
-from vclab.results.model import Event, FaultRecord, Metric, Raw
-from vclab.workloads.adapter import Adapter, Outcome, address, ms_since
+from vclab.results.model import Event, FaultRecord, Raw
+from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.base import Workload
 from vclab.workloads.iscsi.target import IscsiTarget
 from vclab.workloads.locking.workload import LockManager, parse
@@ -187,6 +187,11 @@ def locking_measurements(raw: dict[str, Any]) -> dict[str, Any]:
 
 class LockingAdapter(Adapter):
     kind = "locking"
+    # Shown as context, without a winner, as before they were declared.
+    metrics = tuple(MetricInfo(name, section="context") for name in (
+        "dual_writers", "lun_evidence_complete", "taker_broke_ms", "break_rmw_ms",
+        "vm_restarted_ms", "owner_stopped_ms", "owner_lease_lost_ms", "takeover_ms",
+        "lock_handover_ms", "handover_share"))
 
     @property
     def traffic_class(self) -> str:
@@ -240,13 +245,11 @@ class LockingAdapter(Adapter):
 
     def outcome(self, raw, t0_ns, end_ns, faults):
         out = Outcome()
-        common = self.common
         if "error" in raw:
             raise RuntimeError(raw["error"])
         m = locking_measurements(raw)
-        out.metrics.append(Metric(name="dual_writers", value=float(m["dual_writers"]), **common))
-        out.metrics.append(Metric(name="lun_evidence_complete", value=float(m["lun_complete"]),
-                                  **common))
+        out.metrics.append(self.metric("dual_writers", float(m["dual_writers"])))
+        out.metrics.append(self.metric("lun_evidence_complete", float(m["lun_complete"])))
         for ev in (e for evs in raw.get("events", {}).values() for e in evs):
             if ev["event"] == "start":
                 out.events.append(Event(self.name, ms_since(t0_ns, ev["t"]), "lock_manager_started",
@@ -260,18 +263,16 @@ class LockingAdapter(Adapter):
             for name in ("taker_broke_ms", "break_rmw_ms", "vm_restarted_ms", "owner_stopped_ms",
                          "owner_lease_lost_ms"):
                 if t.get(name) is not None:
-                    out.metrics.append(Metric(name=name, value=t[name], fault=t["fault"], **common))
+                    out.metrics.append(self.metric(name, t[name], fault=t["fault"]))
             if t.get("vm_restarted_ms") is not None:
                 # the VM writes again elsewhere: the takeover as the VM lives it
-                out.metrics.append(Metric(name="takeover_ms", value=t["vm_restarted_ms"],
-                                          fault=t["fault"], **common))
+                out.metrics.append(self.metric("takeover_ms", t["vm_restarted_ms"], fault=t["fault"]))
                 out.events.append(Event(self.name, ms_since(t0_ns, t["vm_restarted_ns"]),
                                         "vm_restarted", {"vm": t["vm"], "on": t["taker"]}))
         for h in m["handovers"]:
             for name in ("lock_handover_ms", "handover_share"):
                 if h.get(name) is not None:
-                    out.metrics.append(Metric(name=name, value=h[name], unit="" if name ==
-                                              "handover_share" else "ms", **common))
+                    out.metrics.append(self.metric(name, h[name]))
             out.events.append(Event(self.name, ms_since(t0_ns, h["at_ns"]), "lock_handover",
                                     {k: h[k] for k in ("vm", "from", "to", "release_ms", "acquire_ms")}))
         summary = {k: m[k] for k in ("atomic_primitive", "dual_writers", "lun_complete",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vclab.results.model import Metric, Series
-from vclab.workloads.adapter import BetweenTwo, Outcome, address, ms_since
+from vclab.results.model import Series
+from vclab.workloads.adapter import BetweenTwo, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.probe import metrics as probe_metrics
 from vclab.workloads.probe.workload import Endpoint, Probe
 
@@ -16,6 +16,14 @@ QUIET_MIN_INTERVALS = 100
 
 class ProbeAdapter(BetweenTwo):
     kind = "probe"
+    metrics = (
+        MetricInfo("outage_ms", "outage", "lower", "headline", short="outage"),
+        MetricInfo("loss_outage_ms", "outage from lost probes", "lower", "headline"),
+        MetricInfo("late_disruption_ms", "later disruption (above the noise floor)", "lower",
+                   "headline", short="late disr."),
+        MetricInfo("lost", "packets lost", "lower", "headline"),
+        MetricInfo("noise_floor_ms", "probe noise floor (no fault)", None, "context"),
+    )
 
     def make(self, lab, tracker, workdir, duration_s):
         s = self.spec
@@ -45,7 +53,7 @@ class ProbeAdapter(BetweenTwo):
         floor = max((f for f in floors if f is not None), default=None)
         common = self.common
         if floor is not None:
-            out.metrics.append(Metric(name="noise_floor_ms", value=floor, **common))
+            out.metrics.append(self.metric("noise_floor_ms", floor))
         for i, f in enumerate(applied):
             start = f.applied_ns - margin
             end = applied[i + 1].applied_ns - margin if i + 1 < len(applied) else end_ns
@@ -57,7 +65,7 @@ class ProbeAdapter(BetweenTwo):
             for name, value in (("outage_ms", at.outage_ms), ("loss_outage_ms", at.loss_outage_ms),
                                 ("late_disruption_ms", late.late_disruption_ms),
                                 ("lost", float(sum(r.lost for r in results)))):
-                out.metrics.append(Metric(name=name, value=value, fault=f.name, **common))
+                out.metrics.append(self.metric(name, value, fault=f.name))
         for s in (ab, ba):
             result = probe_metrics.analyse(s, start_ns=t0_ns, end_ns=end_ns)
             out.series.append(Series(name="gap_ms", points=[(ms_since(t0_ns, g.end_ns), g.outage_ms)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import threading
 
-from vclab.results.model import Event, Metric, Raw, rounds_as_events
-from vclab.workloads.adapter import Adapter, Outcome, ms_since
+from vclab.results.model import Event, Raw, rounds_as_events
+from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, ms_since
 from vclab.workloads.base import Workload
 from vclab.workloads.vmotion.migration import LiveMigration
 
@@ -60,6 +60,15 @@ class _Migration(Workload):
 
 class VmotionAdapter(Adapter):
     kind = "vmotion"
+    metrics = (
+        MetricInfo("total_ms", "vMotion total time", "lower", "headline", short="vMotion time"),
+        MetricInfo("downtime_ms", "vMotion downtime", "lower", "headline", short="vMotion down"),
+        MetricInfo("switchover_ms", "vMotion switch-over", "lower", short="switch-over"),
+        MetricInfo("vm_outage_ms", "VM outage during vMotion", "lower"),
+        # what the precopy model predicts for the same migration
+        MetricInfo("model_total_ms", section="context"),
+        MetricInfo("model_downtime_ms", section="context"),
+    )
 
     @property
     def name(self) -> str:
@@ -92,17 +101,16 @@ class VmotionAdapter(Adapter):
 
     def outcome(self, raw, t0_ns, end_ns, faults):
         out = Outcome()
-        common = self.common
         v = raw["vmotion"]
         values = {"total_ms": v.get("total_s"), "downtime_ms": v.get("downtime_s"),
                   "model_total_ms": v.get("model_total_s"), "model_downtime_ms": v.get("model_downtime_s")}
         for name, seconds in values.items():
             if seconds is not None:
-                out.metrics.append(Metric(name=name, value=seconds * 1e3, **common))
-        out.metrics.append(Metric(name="switchover_ms", value=raw["switchover_ms"], **common))
+                out.metrics.append(self.metric(name, seconds * 1e3))
+        out.metrics.append(self.metric("switchover_ms", raw["switchover_ms"]))
         if raw.get("outage_ms") is not None:
             # what the VM itself lived through, measured by a probe to it
-            out.metrics.append(Metric(name="vm_outage_ms", value=raw["outage_ms"], **common))
+            out.metrics.append(self.metric("vm_outage_ms", raw["outage_ms"]))
         if v.get("rounds"):
             out.events.extend(rounds_as_events(self.name, [{**r, "index": r["round"]} for r in v["rounds"]],
                                                ms_since(t0_ns, v["t_start"] * 1e9)))
