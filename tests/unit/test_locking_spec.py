@@ -13,7 +13,8 @@ from vclab.errors import ConfigError
 from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import crash_victims, plan, storage_ports
 from vclab.experiments.loader import load_experiment
-from vclab.experiments.spec import Fault, LockingSpec
+from vclab.experiments.spec import Fault
+from vclab.workloads.locking.spec import LockingSpec
 from vclab.workloads.locking.adapter import LockingAdapter, locking_measurements
 from vclab.workloads.registry import adapter_for
 from vclab.workloads.vmotion.migration import switch_over

@@ -9,6 +9,7 @@ from vclab.errors import ConfigError, Problem, shown
 from vclab.experiments.spec import Experiment, Fault, MechanismChoice, Sweep
 from vclab.topology.loader import build_problems
 from vclab.topology.spec import Cluster, Team, semantic_problems
+from vclab.workloads.spec import unknown
 from vclab.yamlfile import load_yaml, position, read_text, validate
 
 
@@ -47,56 +48,15 @@ def mechanism_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
 
 def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
-    nodes = set(c.node_names())
-    hosts = set(c.hypervisors) | set(c.storage) | set(c.management) | set(c.vms)
-
-    def members(network: str) -> set[str]:
-        m = {h for h, s in c.servers().items() if network in s.networks}
-        m |= {a for a, s in c.storage.items() if network in s.portals}
-        m |= {v for v, s in c.vms.items() if network in s.networks}
-        return m
 
     def need(path, name, pool, what):
-        if name not in pool:
-            out.append((path, f"unknown {what} {shown(name)}; {what}s are: {', '.join(sorted(pool)) or '(none)'}"))
-            return False
-        return True
+        why = unknown(name, pool, what)
+        if why:
+            out.append((path, why))
+        return why is None
 
     for i, w in enumerate(e.workloads):
-        base = ("workloads", i, w.kind)
-        s = w.spec
-        if w.kind in ("probe", "iperf3"):
-            if s.src == s.dst:
-                out.append((base + ("to",), f"{w.kind} from {s.src} to itself never leaves the host: "
-                            "name another member of the network"))
-            elif need(base + ("network",), s.network, set(c.networks), "network"):
-                for end, key in ((s.src, "from"), (s.dst, "to")):
-                    if need(base + (key,), end, hosts, "host") and end not in members(s.network):
-                        out.append((base + (key,), f"{end!r} is not on network {s.network!r}; its members are: "
-                                    f"{', '.join(sorted(members(s.network)))}"))
-        elif w.kind == "vmotion":
-            from vclab.workloads.vmotion.migration import migration_problems
-
-            if need(base + ("vm",), s.vm, set(c.vms), "VM") and \
-                    need(base + ("to",), s.to, set(c.hypervisors), "hypervisor"):
-                whys = migration_problems(c, s.vm, s.to)
-                for why in whys:
-                    out.append((base + ("to",), f"{s.vm} cannot migrate to {s.to}: {why}"))
-                if not whys:
-                    out += vmotion_in_run(e, c, i)
-        elif w.kind == "iscsi":
-            for j, h in enumerate(s.hosts):
-                need(base + ("hosts", j), h, set(c.hypervisors), "hypervisor")
-            arrays = set(c.storage)
-            array = s.array or (sorted(arrays)[0] if arrays else None)
-            if array is None:
-                out.append((base, "the cluster has no storage array"))
-            elif need(base + ("array",), array, arrays, "storage array"):
-                need(base + ("lun",), s.lun, set(c.storage[array].luns), "LUN")
-        elif w.kind == "heartbeats" and s.isolation_address is not None:
-            need(base + ("isolation_address",), s.isolation_address, hosts, "host")
-        elif w.kind == "locking":
-            out += locking_problems(e, c, i)
+        out += [(("workloads", i, w.kind) + path, why) for path, why in w.spec.problems(e, c, i)]
 
     links = {l.name for l in c.link_list()}
     links |= {f"{h}.{nic}" for h, s in c.servers().items() for nic in s.nics}
@@ -120,18 +80,6 @@ def reference_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
         elif f.controller is not None and not any(m.fabric == "sdn" for m in e.mechanisms):
             out.append((base + ("controller",), "controller faults need the sdn mechanism among `mechanisms`"))
     return out + schedule_problems(e, c)
-
-
-def vmotion_in_run(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str]]:
-    """A vMotion starts inside the run. It may end after it: the runner waits for a migration
-    to finish (migration-storage-modes.yaml relies on that), but one that starts after the
-    probes stopped measures nothing."""
-    s = e.workloads[i].vmotion
-    if s.at >= e.duration:
-        return [(("workloads", i, "vmotion", "at"),
-                 f"the migration of {s.vm} starts at {s.at:g} ms, when the run has ended "
-                 f"({e.duration:g} ms): start it earlier or lengthen `duration`")]
-    return []
 
 
 class _One:
@@ -211,75 +159,6 @@ def schedule_problems(e: Experiment, c: Cluster) -> list[tuple[tuple, str]]:
             state[key] = (at, i)
         else:
             state.pop(key, None)
-    return out
-
-
-def locking_problems(e: Experiment, c: Cluster, i: int) -> list[tuple[tuple, str]]:
-    """A `locking` workload against its cluster: hosts that mount the datastore, the LUN (big
-    enough for the VMs' lock records and disks), who runs each VM and where HA restarts it,
-    and the other workloads that would clash with it."""
-    from vclab.workloads.locking.layout import EXTENT_BLOCKS, lun_bytes_needed
-
-    s = e.workloads[i].locking
-    base = ("workloads", i, "locking")
-    out: list[tuple[tuple, str]] = []
-    storage_nets = set(c.networks_of_kind("storage"))
-    covered_ms = EXTENT_BLOCKS * s.write_every
-    if covered_ms < e.warmup + e.duration:
-        out.append((base + ("write_every",), f"each owner's disk log holds {EXTENT_BLOCKS} writes: "
-                    f"at one per {s.write_every:g} ms it wraps after {covered_ms / 1e3:g} s, "
-                    f"before the run ends ({(e.warmup + e.duration) / 1e3:g} s with the warm-up) "
-                    "and the dual-writer check would lose evidence; write less often"))
-    for j, h in enumerate(s.hosts):
-        if h not in c.hypervisors:
-            out.append((base + ("hosts", j), f"unknown hypervisor {h!r}; hypervisors are: "
-                        f"{', '.join(sorted(c.hypervisors)) or '(none)'}"))
-    array = s.array or (sorted(c.storage)[0] if c.storage else None)
-    if array is None:
-        return out + [(base, "the cluster has no storage array")]
-    if array not in c.storage:
-        return out + [(base + ("array",), f"unknown storage array {array!r}; storage arrays are: "
-                       f"{', '.join(sorted(c.storage)) or '(none)'}")]
-    luns = c.storage[array].luns
-    if s.lun not in luns:
-        out.append((base + ("lun",), f"unknown LUN {s.lun!r}; LUNs of {array} are: "
-                    f"{', '.join(sorted(luns)) or '(none)'}"))
-    elif luns[s.lun] < lun_bytes_needed(len(s.vms)):
-        out.append((base + ("lun",), f"LUN {s.lun} ({luns[s.lun]} bytes) is too small for "
-                    f"{len(s.vms)} VMs' lock records and disk logs: it needs "
-                    f"{lun_bytes_needed(len(s.vms))} bytes"))
-    portals = set(c.storage[array].portals)
-    for j, h in enumerate(s.hosts):
-        if h in c.hypervisors and not set(c.hypervisors[h].networks) & portals & storage_nets:
-            out.append((base + ("hosts", j), f"{h} is on none of {array}'s storage networks "
-                        f"({', '.join(sorted(portals))}): it cannot reach the datastore"))
-    if s.failover_host is not None and s.failover_host not in s.hosts:
-        out.append((base + ("failover_host",), f"{s.failover_host!r} is not among hosts "
-                    f"({', '.join(s.hosts)}): only they mount the datastore"))
-    for j, vm in enumerate(s.vms):
-        if vm not in c.vms:
-            out.append((base + ("vms", j), f"unknown VM {vm!r}; VMs are: "
-                        f"{', '.join(sorted(c.vms)) or '(none)'}"))
-            continue
-        runs_on = c.vms[vm].host
-        if runs_on not in s.hosts:
-            out.append((base + ("vms", j), f"{vm} runs on {runs_on}, which is not among hosts "
-                        f"({', '.join(s.hosts)}): nobody would hold its lock"))
-        elif s.failover_host == runs_on:
-            out.append((base + ("failover_host",), f"{vm} already runs on {runs_on}: HA restarts "
-                        "it on another host"))
-    for k, other in enumerate(e.workloads):
-        if other.kind == "iscsi" and (other.iscsi.array or sorted(c.storage)[0]) == array:
-            out.append((base + ("array",), f"workloads.{k} (iscsi) also serves {array}: each "
-                        "starts its own iSCSI target on the array's portals; use one"))
-        elif other.kind == "locking" and k < i and \
-                (other.locking.array or sorted(c.storage)[0]) == array:
-            out.append((base + ("array",), f"workloads.{k} is already a locking workload on "
-                        f"{array}: give it all the hosts and VMs"))
-        elif other.kind == "vmotion" and other.vmotion.vm in s.vms and \
-                other.vmotion.to not in s.hosts:
-            out.append((base + ("hosts",), f"workloads.{k} migrates {other.vmotion.vm} to "
-                        f"{other.vmotion.to}, which does not mount the datastore: add it to hosts"))
     return out
 
 

@@ -5,24 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
-from vclab.topology.spec import Cluster, Mechanism, Name, TeamMode, semantic_problems
-from vclab.units import Millis, Percent, Rate
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# Times: finite and not negative (units.Millis), and within a day, which no run comes near.
-DAY_MS = 86_400_000.0
-Instant = Annotated[Millis, Field(le=DAY_MS)]  # a moment or a wait: 0 is allowed
-Span = Annotated[Millis, Field(gt=0, le=DAY_MS)]  # a length or a period: more than 0
-Count = Annotated[int, Field(strict=True)]  # `true` is not 1
+from vclab.topology.spec import Mechanism, Name, TeamMode
+from vclab.workloads.registry import WORKLOAD_KINDS
+from vclab.workloads.spec import Count, Instant, Span, Strict, WorkloadSpec
 
 
 class MechanismChoice(Strict):
@@ -60,148 +49,8 @@ class MechanismChoice(Strict):
 
 # ---- workloads: one key names the kind, as in `- probe: {...}` ----
 
-class ProbeSpec(Strict):
-    src: Name = Field(alias="from")
-    dst: Name = Field(alias="to")
-    network: Name
-    every: Span = 1.0
-
-
-class HeartbeatsSpec(Strict):
-    isolation_address: Name | None = None  # a node whose management address hosts ping
-    interval: Span = 1000.0
-    failure_after: Span | None = None  # defaults: the HA product's published defaults
-    isolation_after: Span | None = None
-
-
-class VmotionSpec(Strict):
-    vm: Name
-    to: Name
-    at: Instant = 0.0
-    mode: Literal["shared", "shared-nothing"] = "shared"
-
-
-class IscsiSpec(Strict):
-    hosts: list[Name] = Field(min_length=1)
-    array: Name | None = None
-    lun: Name
-    pattern: Literal["random-4k", "sequential-64k"] = "random-4k"
-    mix: str = Field(default="70/30", pattern=r"^\d{1,3}/\d{1,3}$")  # read/write percent
-    multipath: bool = True
-
-    @field_validator("mix")
-    @classmethod
-    def _adds_up(cls, mix: str) -> str:
-        from vclab.workloads.iscsi.agent import parse_mix  # what the agent itself will refuse
-
-        parse_mix(mix)
-        return mix
-
-
-class Iperf3Spec(Strict):
-    src: Name = Field(alias="from")
-    dst: Name = Field(alias="to")
-    network: Name
-    protocol: Literal["tcp", "udp"] = "tcp"
-    # The rate first: its error ("must be more than 0") is the one to show for `rate: 0`.
-    rate: Union[Annotated[Rate, Field(gt=0)], Literal["max"]] = "max"
-
-
-class LockingSpec(Strict):
-    """Lock managers on the hypervisors that share one datastore LUN (VMFS-style: each host
-    heartbeats its slot; a VM's files are locked by the host running it). Each VM's lock is
-    taken at start by the host the cluster runs it on. When that host crashes or loses its
-    storage path, HA restarts the VM on its failover host, which breaks the stale lock once the
-    owner's heartbeat stood still for `break_after`; a vMotion of a locked VM hands its lock
-    over inside the switch-over.
-
-    The timers must keep two writers apart without a shared clock (locking/model.py):
-    break_after > lease * (1 + clock_drift) / (1 - clock_drift), and lease > heartbeat +
-    (io_timeout + 50 ms) * (1 + clock_drift)."""
-
-    hosts: list[Name] = Field(min_length=2)  # hypervisors that mount the datastore
-    array: Name | None = None  # default: the cluster's first storage array
-    lun: Name
-    vms: list[Name] = Field(min_length=1, max_length=64)  # VMs whose files are locked
-    failover_host: Name | None = None  # where HA restarts them; default: the first other host
-    restart_after: Instant = 0.0  # HA's failure detection before the restart attempt
-    heartbeat: Instant = 200.0
-    io_timeout: Instant = 500.0  # TCP_USER_TIMEOUT of the agents' iSCSI sessions
-    # max clock rate error, as a fraction (strict: `false` is not 0)
-    clock_drift: float = Field(0.001, ge=0, lt=0.5, strict=True)
-    lease: Instant = 1500.0
-    break_after: Instant = 3000.0
-    primitive: Literal["auto", "compare-and-write", "persistent-reservation"] = "auto"
-    # how often each running VM writes its disk (the evidence the dual-writer checker reads:
-    # each owner's log holds 1024 writes, so 20 ms covers 20 s of one owner)
-    write_every: Instant = 20.0
-
-    @field_validator("hosts", "vms")
-    @classmethod
-    def _distinct(cls, names: list[str]) -> list[str]:
-        twice = sorted(n for n, k in Counter(names).items() if k > 1)
-        if twice:
-            raise ValueError(f"named more than once: {', '.join(twice)}")
-        return names
-
-    @field_validator("heartbeat", "io_timeout", "lease", "break_after", "write_every")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be longer than 0 ms")
-        return value
-
-    @field_validator("restart_after")
-    @classmethod
-    def _not_negative(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError("must not be negative")
-        return value
-
-    @field_validator("lease")
-    @classmethod
-    def _lease_outlasts_a_heartbeat(cls, lease: float, info: ValidationInfo) -> float:
-        d = info.data
-        if {"heartbeat", "io_timeout", "clock_drift"} <= d.keys():
-            least = d["heartbeat"] + (d["io_timeout"] + 50.0) * (1 + d["clock_drift"])
-            if lease <= least:
-                raise ValueError(f"lease {lease:g} ms must exceed heartbeat + (io_timeout + 50 ms)"
-                                 f" * (1 + clock_drift) = {least:.4g} ms, or an owner stops "
-                                 "writing between two good heartbeats")
-        return lease
-
-    @field_validator("break_after")
-    @classmethod
-    def _no_split_brain(cls, break_after: float, info: ValidationInfo) -> float:
-        d = info.data
-        if {"lease", "clock_drift"} <= d.keys():
-            least = d["lease"] * (1 + d["clock_drift"]) / (1 - d["clock_drift"])
-            if break_after <= least:
-                raise ValueError(f"break_after {break_after:g} ms must exceed lease * (1 + "
-                                 f"clock_drift) / (1 - clock_drift) = {least:.5g} ms: a host "
-                                 "could break a lock whose owner still writes (split brain)")
-        return break_after
-
-    def timing(self):
-        """The agents' timers (locking.model.Timing), in seconds."""
-        from vclab.workloads.locking.model import Timing
-
-        return Timing(heartbeat_s=self.heartbeat / 1e3, lease_s=self.lease / 1e3,
-                      break_after_s=self.break_after / 1e3, io_timeout_s=self.io_timeout / 1e3,
-                      drift=self.clock_drift, write_interval_s=self.write_every / 1e3)
-
-
-WORKLOAD_KINDS = {"probe": ProbeSpec, "heartbeats": HeartbeatsSpec, "vmotion": VmotionSpec,
-                  "iscsi": IscsiSpec, "iperf3": Iperf3Spec, "locking": LockingSpec}
-
-
-class Workload(Strict):
-    probe: ProbeSpec | None = None
-    heartbeats: HeartbeatsSpec | None = None
-    vmotion: VmotionSpec | None = None
-    iscsi: IscsiSpec | None = None
-    iperf3: Iperf3Spec | None = None
-    locking: LockingSpec | None = None
+class _Entry(Strict):
+    """One workload: one key, its kind, holds the kind's entry (workloads/<kind>/spec.py)."""
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -216,8 +65,13 @@ class Workload(Strict):
         return next(k for k in WORKLOAD_KINDS if getattr(self, k) is not None)
 
     @property
-    def spec(self) -> BaseModel:
+    def spec(self) -> WorkloadSpec:
         return getattr(self, self.kind)
+
+
+# A field per kind the registry knows, each optional: `_exactly_one` wants one of them.
+Workload = create_model("Workload", __base__=_Entry, __module__=__name__,
+                        **{k: (Optional[s], None) for k, s in WORKLOAD_KINDS.items()})
 
 
 # ---- faults ----

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from vclab.lab.procs import ProcessTracker
 from vclab.results.model import Event, FaultRecord, Metric, Raw, Series, default_unit
 from vclab.workloads.base import Workload
+from vclab.workloads.spec import WorkloadSpec
 
 if TYPE_CHECKING:
     from vclab.experiments.spec import Workload as WorkloadEntry
@@ -58,9 +59,14 @@ def address(lab, host: str, network: str) -> str:
 
 
 class Adapter:
-    kind = ""
+    spec_type: ClassVar[type[WorkloadSpec]] = WorkloadSpec  # the entry the experiment file holds
+    kind = ""  # the entry's key in the file: its spec's kind
     metrics: ClassVar[tuple[MetricInfo, ...]] = ()  # every metric outcome() stores
     start_at_ms: float | None = None  # None: with the others, before the first fault
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.kind = cls.spec_type.kind
 
     def __init__(self, entry: WorkloadEntry, index: int):
         self.entry, self.spec, self.index = entry, entry.spec, index

@@ -11,9 +11,11 @@ from vclab.workloads.iperf.adapter import Iperf3Adapter
 from vclab.workloads.iscsi.adapter import IscsiAdapter
 from vclab.workloads.locking.adapter import LockingAdapter
 from vclab.workloads.probe.adapter import ProbeAdapter
+from vclab.workloads.spec import WorkloadSpec
 from vclab.workloads.vmotion.adapter import VmotionAdapter
 
-__all__ = ["ADAPTERS", "METRICS", "Direction", "MetricInfo", "adapter_for", "metric_info"]
+__all__ = ["ADAPTERS", "METRICS", "WORKLOAD_KINDS", "Direction", "MetricInfo", "adapter_for",
+           "metric_info"]
 
 if TYPE_CHECKING:
     from vclab.experiments.spec import Workload as WorkloadEntry
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
 # In this order the tables show each section's metrics: what a fault cost to the probes first.
 ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (
     ProbeAdapter, IscsiAdapter, HeartbeatsAdapter, VmotionAdapter, Iperf3Adapter, LockingAdapter)}
+
+
+# The entry each kind's key holds in an experiment file (workloads/<kind>/spec.py).
+WORKLOAD_KINDS: dict[str, type[WorkloadSpec]] = {k: a.spec_type for k, a in ADAPTERS.items()}
 
 
 def adapter_for(entry: WorkloadEntry, index: int) -> Adapter | None:

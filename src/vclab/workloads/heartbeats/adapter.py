@@ -7,11 +7,12 @@ import json
 from vclab.results.model import Event, Raw
 from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.heartbeats.model import HaConfig
+from vclab.workloads.heartbeats.spec import HeartbeatsSpec
 from vclab.workloads.heartbeats.workload import HaMember, Heartbeats
 
 
 class HeartbeatsAdapter(Adapter):
-    kind = "heartbeats"
+    spec_type = HeartbeatsSpec
     metrics = (
         MetricInfo("false_failures", "heartbeat false failures", "lower", "headline",
                    short="false fails"),

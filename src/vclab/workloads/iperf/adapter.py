@@ -6,11 +6,12 @@ import json
 
 from vclab.results.model import Raw, Series
 from vclab.workloads.adapter import BetweenTwo, MetricInfo, Outcome, address, ms_since
+from vclab.workloads.iperf.spec import Iperf3Spec
 from vclab.workloads.iperf.workload import Iperf3
 
 
 class Iperf3Adapter(BetweenTwo):
-    kind = "iperf3"
+    spec_type = Iperf3Spec
     metrics = (
         MetricInfo("throughput_during_fault_bps", "throughput during the fault", "higher",
                    "headline", short="throughput"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from vclab.results.model import Series
 from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.base import Workload
+from vclab.workloads.iscsi.spec import IscsiSpec
 from vclab.workloads.iscsi.target import Chap, IscsiTarget
 from vclab.workloads.iscsi.workload import Iscsi, parse
 
@@ -45,7 +46,7 @@ class _IscsiGroup(Workload):
 
 
 class IscsiAdapter(Adapter):
-    kind = "iscsi"
+    spec_type = IscsiSpec
     metrics = (
         MetricInfo("longest_stall_ms", "iSCSI longest stall", "lower", "headline",
                    short="iSCSI stall"),

@@ -11,6 +11,7 @@ from vclab.results.model import Event, FaultRecord, Raw
 from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.base import Workload
 from vclab.workloads.iscsi.target import IscsiTarget
+from vclab.workloads.locking.spec import LockingSpec
 from vclab.workloads.locking.workload import LockManager, parse
 
 # A shared, busy Open vSwitch can stall every port for seconds: keep logging in that long.
@@ -186,7 +187,7 @@ def locking_measurements(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 class LockingAdapter(Adapter):
-    kind = "locking"
+    spec_type = LockingSpec
     # Shown as context, without a winner, as before they were declared.
     metrics = tuple(MetricInfo(name, section="context") for name in (
         "dual_writers", "lun_evidence_complete", "taker_broke_ms", "break_rmw_ms",

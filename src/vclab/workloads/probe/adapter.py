@@ -5,6 +5,7 @@ from __future__ import annotations
 from vclab.results.model import Series
 from vclab.workloads.adapter import BetweenTwo, MetricInfo, Outcome, address, ms_since
 from vclab.workloads.probe import metrics as probe_metrics
+from vclab.workloads.probe.spec import ProbeSpec
 from vclab.workloads.probe.workload import Endpoint, Probe
 
 # A fault's window starts this many probe intervals before it was applied and ends where the
@@ -15,7 +16,7 @@ QUIET_MIN_INTERVALS = 100
 
 
 class ProbeAdapter(BetweenTwo):
-    kind = "probe"
+    spec_type = ProbeSpec
     metrics = (
         MetricInfo("outage_ms", "outage", "lower", "headline", short="outage"),
         MetricInfo("loss_outage_ms", "outage from lost probes", "lower", "headline"),

@@ -10,6 +10,7 @@ from vclab.results.model import Event, Raw, rounds_as_events
 from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, ms_since
 from vclab.workloads.base import Workload
 from vclab.workloads.vmotion.migration import LiveMigration
+from vclab.workloads.vmotion.spec import MigrationSpec
 
 
 class _Migration(Workload):
@@ -59,7 +60,7 @@ class _Migration(Workload):
 
 
 class VmotionAdapter(Adapter):
-    kind = "vmotion"
+    spec_type = MigrationSpec
     metrics = (
         MetricInfo("total_ms", "vMotion total time", "lower", "headline", short="vMotion time"),
         MetricInfo("downtime_ms", "vMotion downtime", "lower", "headline", short="vMotion down"),

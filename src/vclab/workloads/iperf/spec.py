@@ -1,0 +1,18 @@
+"""The `iperf3` entry of an experiment: one iperf3 stream between two hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from vclab.units import Rate
+from vclab.workloads.spec import BetweenTwo
+
+
+class Iperf3Spec(BetweenTwo):
+    kind = "iperf3"
+
+    protocol: Literal["tcp", "udp"] = "tcp"
+    # The rate first: its error ("must be more than 0") is the one to show for `rate: 0`.
+    rate: Union[Annotated[Rate, Field(gt=0)], Literal["max"]] = "max"
