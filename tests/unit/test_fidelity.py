@@ -196,6 +196,41 @@ def test_link_counters_read_real_interface_counters():
     assert link.peak_bps > 0.3 * sent * 8 / 0.8  # what went through lo shows (others add to it)
 
 
+def test_link_counters_time_each_reading_by_its_own_read():
+    """A sweep that stalls (a busy machine: no CPU or no GIL for 0.15 s) before it reads an
+    end must not label that end's bytes with the sweep's start time: a cable carrying exactly
+    its rate would show ~1.5 of it over a 0.3 s window. A read that itself stalls is left out."""
+    import time
+    from types import SimpleNamespace as NS
+
+    from vclab.lab.capacity import LinkCounters
+
+    rate = 500e6
+    ends = [NS(name=f"l{i}", a=NS(ifname=f"e{i}", in_root=True, node="br0"),
+               b=NS(ifname=f"x{i}", in_root=False, node="h"), shape=NS(rate=rate)) for i in range(2)]
+    reads = {"e0": 0, "e1": 0}
+
+    class Stalling(LinkCounters):
+        @staticmethod
+        def _tx_bytes(end):
+            reads[end] += 1
+            if end == "e1" and reads[end] == 20:
+                time.sleep(0.15)  # stalled before this end's read, inside the sweep
+            elif end == "e0" and reads[end] == 30:
+                t = time.monotonic()  # stalled inside the read: its time is unknown
+                time.sleep(0.05)
+                return int(t * rate / 8)
+            return int(time.monotonic() * rate / 8)
+
+    counters = Stalling(NS(veths=ends), interval_s=0.02)
+    counters.start()
+    time.sleep(1.5)
+    counters.stop()
+    for link in counters.links():
+        assert 0.9 < link.ratio < 1.05, (link.end, link.ratio)
+    assert counters.uncertain >= 1
+
+
 def test_judged_links_are_the_full_rate_sources_uplinks():
     from vclab.experiments.loader import load_experiment
     from vclab.experiments.scale import full_rate_sources, source_uplinks

@@ -392,7 +392,7 @@ def link_fidelity(counters, rep: RepetitionResult, k: int, sources: dict[str, st
     links = counters.links()
     judged = source_uplinks(links, sources)
     rep.raw.append(Raw("fabric", json.dumps({
-        "scale": k, "sources": sources,
+        "scale": k, "sources": sources, "uncertain_readings": counters.uncertain,
         "links": [{"link": x.link, "end": x.end, "bridge": x.bridge, "nominal_bps": x.nominal_bps * k,
                    "peak_bps": x.peak_bps * k, "ratio": x.ratio, "loaded": x.loaded,
                    "judged": x in judged} for x in links]}), "fidelity.json"))

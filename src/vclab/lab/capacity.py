@@ -10,6 +10,11 @@ fresh measurement takes ~10 s of lab build. `vclab run` stores it with the run.
 
 `LinkCounters` samples the transmit byte counter of each shaped cable end
 (/sys/class/net/IF/statistics/tx_bytes) every 0.1 s in a thread; each end's busiest 0.3 s, against its nominal (scaled) rate, says whether that link kept up.
+Each reading carries the time of its own read, not of the sweep: on this busy 2-core machine the
+thread can wait 0.1 s or more for a CPU or the GIL in the middle of a sweep, and a reading
+labelled with the sweep's start then holds bytes counted later (vmotion-contention-10g's sdn
+uplink showed 1.46 of its 0.5 Gbit/s rate, which HTB never lets through). A read that itself
+took longer than MAX_READ_S is left out: when in it the counter was read is not known.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from vclab.experiments.scale import LinkFidelity, peak_rate_bps
 CACHE = Path(os.environ.get("VCLAB_CAPACITY_CACHE", "/var/cache/vclab/capacity.json"))
 MAX_AGE_S = 24 * 3600.0
 PREFIX = "vcq"
+# 3 % of the 0.3 s window: a reading whose time is less certain than this is left out.
+MAX_READ_S = 0.01
 
 CALIBRATION = """
 cluster: calibration
@@ -112,17 +119,27 @@ class LinkCounters:
         # A scaled migration can be over in a quarter second: the window must fit inside it.
         self.window_s = 0.3
         self.samples: dict[str, list[tuple[float, int]]] = {end: [] for _, end, _ in self.ends}
+        self.uncertain = 0  # readings left out: their read took longer than MAX_READ_S
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @staticmethod
+    def _tx_bytes(end: str) -> int:
+        with open(f"/sys/class/net/{end}/statistics/tx_bytes") as f:
+            return int(f.read())
+
     def _read(self) -> None:
-        t = time.monotonic()
         for _, end, _ in self.ends:
+            before = time.monotonic()
             try:
-                with open(f"/sys/class/net/{end}/statistics/tx_bytes") as f:
-                    self.samples[end].append((t, int(f.read())))
+                value = self._tx_bytes(end)
             except (OSError, ValueError):
-                pass  # an end that is gone (a failed switch's ports still exist; a moved VM's do)
+                continue  # an end that is gone (a failed switch's ports still exist; a moved VM's do)
+            after = time.monotonic()
+            if after - before > MAX_READ_S:
+                self.uncertain += 1
+                continue
+            self.samples[end].append(((before + after) / 2, value))
 
     def start(self) -> None:
         def loop() -> None:
