@@ -59,3 +59,21 @@ def test_the_executor_sends_a_fault_where_its_cable_is():
             where = ex.server(LinkState(end.ifname, up=False))
             assert where is not None and where.name == p.devices[end.ifname]
     assert Executor().server(LinkState("vcs0p1", up=False)) is None  # one machine: here
+
+
+def test_every_command_that_names_the_plan_routes_by_its_fields():
+    """Placement reads a command's fields only: the linux-stp build and a VM's move are typed,
+    and a plain argument list is a question about this machine, however its words read."""
+    from vclab.fabric.linux_stp import LinuxStp
+    from vclab.workloads.vmotion.migration import moved_plan, move_commands
+
+    plan = build_plan(load_cluster(DEFAULT))
+    p = place(plan, [Server("a", "10.0.0.1"), Server("b", "10.0.0.2")])
+    for cmd in LinuxStp(vlan_filtering=True).commands(plan):
+        assert cmd.devices and server_for(cmd, p) == p.nodes[cmd.devices[-1]]
+    vm = next(h for h in plan.hosts if h.role == "vm")
+    to = next(h.name for h in plan.hosts if h.role == "hypervisor" and h.vswitch != vm.vswitch
+              and p.nodes[h.vswitch] == p.nodes[vm.vswitch])
+    (move,) = move_commands(plan, moved_plan(plan, vm.name, to), vm.name)
+    assert server_for(move, p) == p.nodes[vm.vswitch]
+    assert server_for(["ovs-appctl", "rstp/show", "vcs0"], p) is None

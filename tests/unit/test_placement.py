@@ -11,6 +11,7 @@ from vclab.errors import VclabError
 from vclab.topology.loader import cluster_from_text, load_cluster
 from vclab.lab.placement import (TUNNEL_MTU, VNI_BASE, Server, describe, parse_servers,
                                       place, remote_command, server_for, tunnel_commands)
+from vclab.topology.commands import Exec, Tc, Vsctl
 from vclab.topology.plan import build_plan
 from vclab.topology.render import build_commands, host_commands
 
@@ -108,15 +109,15 @@ def test_tunnel_commands_keep_the_cable_ends_name_and_mac(plan):
 def test_commands_go_to_the_server_holding_what_they_name(plan):
     p = place(plan, TWO)
     tor_a, esx1 = p.nodes["vcs0"], p.nodes[plan.host("esx1").vswitch]
-    assert server_for(["ovs-appctl", "rstp/show", "vcs0"], p) == tor_a
-    assert server_for(["tc", "qdisc", "replace", "dev", "vcs0p1", "root"], p) == tor_a
-    assert server_for(["ovs-vsctl", "list-br"], p) is None
+    assert server_for(Exec(["ovs-appctl", "rstp/show", "vcs0"], ["vcs0"]), p) == tor_a
+    assert server_for(Tc("qdisc", "replace", "vcs0p1", "root"), p) == tor_a
+    assert server_for(Vsctl(["list-br"]), p) is None
     # each server's share of the build transaction names only its own bridges and ports
     for server in ("a", "b"):
         for cmd in build_commands(plan, bridges=p.bridges_on(server, plan)):
             assert server_for(cmd, p) == server
     with pytest.raises(VclabError, match="split it per server"):
-        server_for(["ovs-vsctl", "del-br", "vcs0", "--", "del-br", "vcs1"], p)
+        server_for(Vsctl(["del-br", "vcs0", "--", "del-br", "vcs1"], ["vcs0", "vcs1"]), p)
     assert esx1 in ("a", "b")
 
 
@@ -151,11 +152,12 @@ def test_lab_in_cluster_mode_without_building():
     with pytest.raises(VclabError, match="'sdn' does not run across servers"):
         Lab(cluster, mechanism="sdn", servers="localhost=10.0.0.1,b")
     # with localhost alone every command stays here, whatever it names
-    assert Lab(cluster, mechanism="sdn", servers="localhost")._server(["ovs-appctl", "x", "vcs1"], None) is None
+    assert Lab(cluster, mechanism="sdn", servers="localhost")._server(Exec(["ovs-appctl", "x", "vcs1"], ["vcs1"]),
+                                                                        None) is None
     lab = Lab(cluster, servers="localhost=10.0.0.1,b", ssh_user="lab", pins={"tor-b": "b"})
     assert lab.servers == ["localhost", "b"]
-    assert lab._server(["ovs-appctl", "rstp/show", "vcs1"], None) == Server("b", "b")
-    assert lab._server(["ovs-appctl", "rstp/show", "vcs0"], None) is None  # localhost's
+    assert lab._server(Exec(["ovs-appctl", "rstp/show", "vcs1"], ["vcs1"]), None) == Server("b", "b")
+    assert lab._server(Exec(["ovs-appctl", "rstp/show", "vcs0"], ["vcs0"]), None) is None  # localhost's
     assert lab._server(["ovs-vsctl", "list-br"], "b") == Server("b", "b")
     assert lab._on("b") == {d for d, s in lab.placement.devices.items() if s == "b"}
     assert "vcs1" in lab._on("b") and "vcs0" not in lab._on("b")

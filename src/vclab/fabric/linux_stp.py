@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, BuiltLab
+from vclab.topology.commands import Command, Exec, LinkState
 from vclab.topology.plan import BuildPlan, Bridge
 from vclab.topology.render import ipv6_off_commands
 
@@ -76,27 +77,29 @@ class LinuxStp(Mechanism):
         if self.vlan_filtering is None:
             self.vlan_filtering = _has_vlan_filtering()
 
-    def commands(self, plan: BuildPlan) -> list[list[str]]:
+    def commands(self, plan: BuildPlan) -> list[Command]:
         cs = lambda seconds: str(seconds * 100)  # noqa: E731  iproute2 takes centiseconds
-        out = []
+        out: list[Command] = []
         for bridge in plan.physical:
-            out.append(["ip", "link", "add", bridge.name, "address", bridge.hwaddr, "type",
-                        "bridge", "stp_state", "1", "priority", str(bridge.priority or 32768),
-                        "hello_time", cs(self.hello_time), "max_age", cs(self.max_age),
-                        "forward_delay", cs(self.forward_delay)])
+            b = (bridge.name,)
+            out.append(Exec(["ip", "link", "add", bridge.name, "address", bridge.hwaddr, "type",
+                             "bridge", "stp_state", "1", "priority", str(bridge.priority or 32768),
+                             "hello_time", cs(self.hello_time), "max_age", cs(self.max_age),
+                             "forward_delay", cs(self.forward_delay)], b))
             out += ipv6_off_commands([bridge.name])
             if self.vlan_filtering:
-                out.append(["ip", "link", "set", bridge.name, "type", "bridge",
-                            "vlan_filtering", "1", "vlan_default_pvid", "0"])
+                out.append(Exec(["ip", "link", "set", bridge.name, "type", "bridge",
+                                 "vlan_filtering", "1", "vlan_default_pvid", "0"], b))
             for port in bridge.ports:
-                out.append(["ip", "link", "set", "dev", port.name, "master", bridge.name])
+                on = (port.name, bridge.name)
+                out.append(Exec(["ip", "link", "set", "dev", port.name, "master", bridge.name], on))
                 if port.cost:
-                    out.append(["ip", "link", "set", "dev", port.name, "type", "bridge_slave",
-                                "cost", str(port.cost)])
+                    out.append(Exec(["ip", "link", "set", "dev", port.name, "type", "bridge_slave",
+                                     "cost", str(port.cost)], on))
                 if self.vlan_filtering:
-                    out += [["bridge", "vlan", "add", "dev", port.name, "vid", str(v)]
+                    out += [Exec(["bridge", "vlan", "add", "dev", port.name, "vid", str(v)], on)
                             for v in port.vlans]
-            out.append(["ip", "link", "set", "dev", bridge.name, "up"])
+            out.append(LinkState(bridge.name, up=True))
         return out
 
     def converged(self, lab: BuiltLab) -> tuple[bool, str]:
@@ -111,7 +114,7 @@ class LinuxStp(Mechanism):
         present = set(os.listdir("/sys/class/net"))
         for bridge in lab.plan.physical:
             if bridge.name in present:
-                lab.sh(["ip", "link", "del", bridge.name], check=False)
+                lab.sh(Exec(["ip", "link", "del", bridge.name], (bridge.name,)), check=False)
 
 
 def _has_vlan_filtering() -> bool:

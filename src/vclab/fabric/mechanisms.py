@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vclab.errors import VclabError
+from vclab.topology.commands import Exec
 from vclab.topology.plan import BuildPlan, Bond, Bridge, Port, describe_loop, find_loop
 
 
@@ -193,7 +194,7 @@ class Rstp(SpanningTree):
         peer = lab.plan.cable_peers()
         ports = {}
         for bridge in lab.plan.physical:
-            for iface, role, state in parse_port_table(lab.sh(["ovs-appctl", "rstp/show", bridge.name])):
+            for iface, role, state in parse_port_table(lab.sh(appctl("rstp/show", bridge))):
                 ports[iface] = (bridge.friendly, role, state)
         moving = []
         for iface, (switch, role, state) in ports.items():
@@ -230,7 +231,7 @@ class Stp(SpanningTree):
     def converged(self, lab: BuiltLab) -> tuple[bool, str]:
         moving = []
         for bridge in lab.plan.physical:
-            rows = parse_port_table(lab.sh(["ovs-appctl", "stp/show", bridge.name]))
+            rows = parse_port_table(lab.sh(appctl("stp/show", bridge)))
             for iface, role, state in rows:
                 if state not in ("forwarding", "blocking", "disabled"):
                     moving.append(f"{bridge.friendly}:{iface} {role} {state}")
@@ -240,6 +241,11 @@ class Stp(SpanningTree):
         return not moving, ", ".join(moving)
 
 
+def appctl(command: str, bridge: Bridge, target: str = "") -> Exec:
+    """`ovs-appctl COMMAND TARGET` (default: the bridge) to the ovs-vswitchd holding `bridge`."""
+    return Exec(["ovs-appctl", command, target or bridge.name], (bridge.name,))
+
+
 def lacp_pending(lab: BuiltLab) -> list[str]:
     """The physical switches' LACP bonds whose partner has not agreed yet (`ovs-appctl
     lacp/show`): until then OVS keeps every member disabled, a state a spanning tree would
@@ -247,7 +253,7 @@ def lacp_pending(lab: BuiltLab) -> list[str]:
     pending = []
     for bridge in lab.plan.physical:
         for bond in bridge.bonds:
-            shown = lab.sh(["ovs-appctl", "lacp/show", bond.name], check=False)
+            shown = lab.sh(appctl("lacp/show", bridge, bond.name), check=False)
             status = next((line.split(":", 1)[1].split() for line in shown.splitlines()
                            if line.strip().startswith("status:")), [])
             if "negotiated" not in status:

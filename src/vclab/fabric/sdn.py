@@ -29,6 +29,7 @@ from pathlib import Path
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, BuiltLab
 from vclab.lab.procs import Role, alive
+from vclab.topology.commands import Ofctl
 from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
 
 CONTROLLER_ID = "@vcctl"
@@ -372,10 +373,11 @@ class Sdn(Mechanism):
             if not switch.get("in_sync"):
                 moving.append(f"{bridge.friendly}: controller has not installed its rules")
             groups, flows = self._expected[bridge.friendly]
-            have_g = count_lines(lab.sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups",
-                                         bridge.name], check=False), "group_id=")
-            have_f = count_lines(lab.sh(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows",
-                                         bridge.name], check=False), "cookie=")
+            of13 = ("-O", "OpenFlow13")
+            have_g = count_lines(lab.sh(Ofctl("dump-groups", bridge.name, options=of13),
+                                        check=False), "group_id=")
+            have_f = count_lines(lab.sh(Ofctl("dump-flows", bridge.name, options=of13),
+                                        check=False), "cookie=")
             if have_g < groups or have_f < flows:
                 moving.append(f"{bridge.friendly}: {have_g}/{groups} groups, {have_f}/{flows} flows")
         # Both ends of a cable run BFD: a server's team and its single-NIC ports stay off a

@@ -1,9 +1,9 @@
 """The one executor of root commands: on this machine (a link's carrier by ioctl, anything else
 as a process) or, in cluster mode, over ssh on the server that holds what the command names.
 
-It routes by a typed command's fields (topology/commands.py); an untyped argument list (an
-ad-hoc question such as `ovs-vsctl list-br`) runs where `server` says, else by the plan names
-among its words (placement.server_for).
+It routes by a typed command's fields (topology/commands.py, placement.server_for); an untyped
+argument list (an ad-hoc question such as `ovs-vsctl list-br`) runs where `server` says, else
+on this machine.
 """
 
 from __future__ import annotations

@@ -227,26 +227,16 @@ def tunnel_commands(end: TunnelEnd, vni: int, port: int = VXLAN_PORT) -> list[li
             ["ip", "link", "set", end.ifname, "mtu", str(TUNNEL_MTU), "up"]]
 
 
-def server_for(args: list[str], placement: Placement) -> str | None:
+def server_for(command: list[str], placement: Placement) -> str | None:
     """The server a root-namespace command is about: the one holding the bridges and devices
-    it names (a typed command's `devices`; in a plain argument list, a plan name appears as a
-    whole argument, or as `dev=NAME`-style suffix). None
-    when it names none of them (a question about this machine). Refused when it names things
-    on two servers: the commands of a cluster-mode build are generated per server."""
-    found = set()
-    devices = getattr(args, "devices", ())  # a typed command says what it acts on
-    if devices:
-        found = {placement.devices[d] for d in devices if d in placement.devices}
-    else:
-        for arg in args[1:]:
-            for word in (arg, arg.rpartition("=")[2], arg.rpartition(":")[2]):
-                server = placement.devices.get(word)
-                if server is not None:
-                    found.add(server)
-                    break
+    its fields name (a typed command's `devices`, topology/commands.py). None when it names
+    none of them, or is a plain argument list: a question about this machine. Refused when it
+    names things on two servers: the commands of a cluster-mode build are generated per server."""
+    devices = getattr(command, "devices", ())
+    found = {placement.devices[d] for d in devices if d in placement.devices}
     if len(found) > 1:
-        raise VclabError(f"{shlex.join(args)[:120]} names devices on {', '.join(sorted(found))}: "
-                         "split it per server")
+        raise VclabError(f"{shlex.join(command)[:120]} names devices on "
+                         f"{', '.join(sorted(found))}: split it per server")
     return found.pop() if found else None
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from vclab.errors import VclabError
 from vclab.lab.procs import ProcessTracker
+from vclab.topology.commands import Vsctl
 from vclab.topology.plan import Bridge, BuildPlan, End, Host, Veth
 from vclab.topology.spec import Cluster
 from vclab.workloads.agent import Agent
@@ -164,34 +165,36 @@ def moved_plan(plan: BuildPlan, vm: str, to_vswitch: str) -> BuildPlan:
     return replace(plan, bridges=tuple(bridges), hosts=hosts, veths=veths)
 
 
-def detach_commands(plan: BuildPlan, vm: str) -> list[list[str]]:
+def detach_commands(plan: BuildPlan, vm: str) -> list[Vsctl]:
     """One ovs-vsctl transaction taking every access port of `vm` off its current switch."""
-    cmd = ["ovs-vsctl", "--timeout=30"]
+    args, devices = ["--timeout=30"], []
     for iface in plan.host(vm).interfaces:
-        cmd += ["--", "del-port", iface.bridge, iface.port]
-    return [cmd]
+        args += ["--", "del-port", iface.bridge, iface.port]
+        devices += [iface.bridge, iface.port]
+    return [Vsctl(args, devices)]
 
 
-def attach_commands(plan: BuildPlan, vm: str, mechanism: Mechanism | None = None) -> list[list[str]]:
+def attach_commands(plan: BuildPlan, vm: str, mechanism: Mechanism | None = None) -> list[Vsctl]:
     """One ovs-vsctl transaction adding `vm`'s access ports where `plan` (already moved) puts
     them: same VLAN tag, the ofport the plan chose, and the build's external_ids."""
-    cmd = ["ovs-vsctl", "--timeout=30"]
+    args, devices = ["--timeout=30"], []
     for iface in plan.host(vm).interfaces:
         bridge = plan.bridge(iface.bridge)
         port = bridge.port(iface.port)
         extra = mechanism.port_options(bridge, port) if mechanism is not None else []
-        cmd += ["--", "add-port", bridge.name, port.name, f"tag={port.vlans[0]}", *extra,
-                "--", "set", "interface", port.name, f"ofport_request={port.ofport}",
-                f'external_ids:vclab-link="{port.link}"', f'external_ids:vclab-peer="{port.peer}"']
-    return [cmd]
+        args += ["--", "add-port", bridge.name, port.name, f"tag={port.vlans[0]}", *extra,
+                 "--", "set", "interface", port.name, f"ofport_request={port.ofport}",
+                 f'external_ids:vclab-link="{port.link}"', f'external_ids:vclab-peer="{port.peer}"']
+        devices += [bridge.name, port.name]
+    return [Vsctl(args, devices)]
 
 
 def move_commands(before: BuildPlan, after: BuildPlan, vm: str,
-                  mechanism: Mechanism | None = None) -> list[list[str]]:
+                  mechanism: Mechanism | None = None) -> list[Vsctl]:
     """Detach and attach in one transaction, for a move with nothing to do in between."""
     detach = detach_commands(before, vm)[0]
     attach = attach_commands(after, vm, mechanism)[0]
-    return [detach + attach[2:]]
+    return [Vsctl(detach[1:] + attach[2:], detach.devices + attach.devices)]
 
 
 # ---------------------------------------------------------------------------------------------
