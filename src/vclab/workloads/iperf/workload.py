@@ -1,4 +1,5 @@
-"""iperf3 between two hosts: a one-shot server and a client, both in the foreground, by PID.
+"""iperf3 between two hosts: a one-shot server and a client, both in the foreground, each an
+Agent (workloads/agent.py): spawned, tracked by PID and ended through the one harness.
 
 The server runs `iperf3 -s -1 --json` (one test, then it exits); never `-D`: a daemonized
 iperf3 outlives its namespace and can only be found by name. The client's JSON is what `parse`
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vclab.lab.procs import ProcessTracker
+from vclab.workloads.agent import Agent
 from vclab.workloads.base import Workload, WorkloadError
 
 IPERF3_PORT = 5201
@@ -63,8 +65,8 @@ class Iperf3(Workload):
         self.port = port
         self.server_out = self.outdir / f"{name}-server.json"
         self.client_out = self.outdir / f"{name}-client.json"
-        self._server: subprocess.Popen | None = None
-        self._client: subprocess.Popen | None = None
+        self._server: Agent | None = None
+        self._client: Agent | None = None
         self.client_started: float | None = None
 
     def check(self) -> None:
@@ -100,14 +102,13 @@ class Iperf3(Workload):
     def start(self, timeout: float = 5.0) -> None:
         if self._server or self._client:
             raise WorkloadError("iperf3: already started")
-        with self.server_out.open("wb") as out:
-            self._server = self.server.popen(server_args(self.server_ip, self.port), stdout=out,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.tracker.track(self._server.pid, f"{self.name}-server")
+        self._server = Agent(self.server, server_args(self.server_ip, self.port), self.tracker,
+                             f"{self.name}-server", stdout=self.server_out).spawn()
         deadline = time.monotonic() + timeout
         while not self._listening():
-            if self._server.poll() is not None or time.monotonic() > deadline:
-                text = self.server_out.read_text(errors="replace").strip()
+            if not self._server.running() or time.monotonic() > deadline:
+                text = (self.server_out.read_text(errors="replace") +
+                        self._server.stderr_tail()).strip()
                 self.stop()
                 raise WorkloadError(f"iperf3 server on {self.server_ip}:{self.port} did not "
                                     f"start: {text[-500:]}")
@@ -115,10 +116,8 @@ class Iperf3(Workload):
         args = client_args(self.server_ip, self.port, self.protocol, self.duration_s,
                            self.interval_s, self.rate_bps, self.length, self.parallel, self.reverse)
         self.client_started = time.time()
-        with self.client_out.open("wb") as out:
-            self._client = self.client.popen(args, stdout=out, stderr=subprocess.DEVNULL,
-                                             stdin=subprocess.DEVNULL)
-        self.tracker.track(self._client.pid, f"{self.name}-client")
+        self._client = Agent(self.client, args, self.tracker, f"{self.name}-client",
+                             stdout=self.client_out).spawn()
 
     @property
     def pids(self) -> list[int]:
@@ -126,23 +125,23 @@ class Iperf3(Workload):
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the client finished (it exits after duration_s plus a little)."""
-        if not self._client:
+        if not self._client or not self._client.proc:
             return False
         try:
-            self._client.wait(timeout)
+            self._client.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return False
-        if self._server:
+        if self._server and self._server.proc:
             try:
-                self._server.wait(5)  # -1: it exits after writing its own JSON
+                self._server.proc.wait(5)  # -1: it exits after writing its own JSON
             except subprocess.TimeoutExpired:
                 pass
         return True
 
     def stop(self) -> None:
-        for proc in (self._client, self._server):
-            if proc:
-                self.tracker.end(proc.pid)
+        for agent in (self._client, self._server):
+            if agent:
+                agent.stop(drain_s=0)
         self._client = self._server = None
 
     def collect(self) -> dict[str, Any]:
