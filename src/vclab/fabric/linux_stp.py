@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, BuiltLab
-from vclab.topology.commands import Command, Exec, LinkState
+from vclab.topology.commands import Command, Exec
 from vclab.topology.plan import BuildPlan, Bridge
 from vclab.topology.render import ipv6_off_commands
 
@@ -99,7 +99,7 @@ class LinuxStp(Mechanism):
                 if self.vlan_filtering:
                     out += [Exec(["bridge", "vlan", "add", "dev", port.name, "vid", str(v)], on)
                             for v in port.vlans]
-            out.append(LinkState(bridge.name, up=True))
+            out.append(Exec(["ip", "link", "set", "dev", bridge.name, "up"], b))
         return out
 
     def converged(self, lab: BuiltLab) -> tuple[bool, str]:
