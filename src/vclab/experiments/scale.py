@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from vclab.workloads.registry import rate_bound
+
 SCALES = (1, 2, 4, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
 # Measured with a capacity of 7.4 Gbit/s: alone (bench/migration.py --quick) a migration over a
 # cable at a third of it reached 0.87 of the cable's rate, at an eighth 0.95; under the default
@@ -30,12 +32,6 @@ SCALES = (1, 2, 4, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
 HEADROOM = 0.125
 KEPT_UP = 0.9  # a link that reached less than this share of its (scaled) rate limited the result
 LOADED = 0.5  # a link busier than this share of its rate in its busiest second was asked for all
-
-# Stored rates multiplied by k back to nominal: only what the scaled rates bound. iperf3's
-# throughput is; iSCSI's 4k/64k I/O is not (I/O sizes do not scale and a queue depth of one is
-# bound by round trips), nor is a vMotion's time (scale-free by construction).
-RATE_METRICS = frozenset({"throughput_bps", "throughput_during_fault_bps", "min_interval_bps"})
-SCALED_KINDS = frozenset({"iperf3"})
 
 
 def choose_scale(fastest_bps: float, capacity_bps: float, headroom: float = HEADROOM) -> int:
@@ -115,20 +111,18 @@ def scale_cluster(cluster, k: int):
 
 
 def scale_experiment(experiment, k: int):
-    """The experiment at scale 1/k: iperf3 rates divided by k (timers stay)."""
+    """The experiment at scale 1/k: each workload entry as its kind scales (iperf3's rate
+    divided by k; timers stay)."""
     if k == 1:
         return experiment
-    workloads = []
-    for w in experiment.workloads:
-        if w.kind == "iperf3" and w.iperf3.rate != "max":
-            w = w.model_copy(update={"iperf3": w.iperf3.model_copy(update={"rate": w.iperf3.rate / k})})
-        workloads.append(w)
+    workloads = [w.model_copy(update={w.kind: w.spec.at_scale(k)}) for w in experiment.workloads]
     return experiment.model_copy(update={"workloads": workloads})
 
 
 def to_nominal(kind: str, name: str, value: float, k: int) -> float:
-    """A stored number at full scale: the scaled rates times k, times as they are."""
-    return value * k if kind in SCALED_KINDS and name in RATE_METRICS else value
+    """A stored number at full scale: what the scaled rates bound (as its kind declares)
+    times k, anything else as it is."""
+    return value * k if rate_bound(kind, name) else value
 
 
 # ---- link counters ----

@@ -62,6 +62,10 @@ class Adapter:
     spec_type: ClassVar[type[WorkloadSpec]] = WorkloadSpec  # the entry the experiment file holds
     kind = ""  # the entry's key in the file: its spec's kind
     metrics: ClassVar[tuple[MetricInfo, ...]] = ()  # every metric outcome() stores
+    # Its metrics and series that the lab's scaled rates bound: stored times k back at full
+    # scale (experiments/scale.py). iSCSI's 4k/64k I/O is not (I/O sizes do not scale and a
+    # queue depth of one is bound by round trips), nor is a vMotion's time (scale-free).
+    rate_bound: ClassVar[frozenset[str]] = frozenset()
     start_at_ms: float | None = None  # None: with the others, before the first fault
 
     def __init_subclass__(cls, **kw):

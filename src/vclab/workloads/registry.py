@@ -15,7 +15,7 @@ from vclab.workloads.spec import WorkloadSpec
 from vclab.workloads.vmotion.adapter import VmotionAdapter
 
 __all__ = ["ADAPTERS", "METRICS", "WORKLOAD_KINDS", "Direction", "MetricInfo", "adapter_for",
-           "metric_info"]
+           "metric_info", "rate_bound"]
 
 if TYPE_CHECKING:
     from vclab.experiments.spec import Workload as WorkloadEntry
@@ -50,6 +50,12 @@ def _metrics() -> dict[str, MetricInfo]:
 
 
 METRICS: dict[str, MetricInfo] = _metrics()
+
+
+def rate_bound(kind: str, name: str) -> bool:
+    """Whether a kind's metric or series `name` is bound by the lab's (scaled) link rates."""
+    a = ADAPTERS.get(kind)
+    return a is not None and name in a.rate_bound
 
 
 def metric_info(name: str) -> MetricInfo:

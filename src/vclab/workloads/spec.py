@@ -57,6 +57,10 @@ class WorkloadSpec(Strict):
         """What is wrong with this entry on its cluster, in its experiment (entry `index`)."""
         return []
 
+    def at_scale(self, k: int) -> WorkloadSpec:
+        """This entry in a lab whose rates are 1/k of the cluster's (experiments/scale.py)."""
+        return self
+
 
 class BetweenTwo(WorkloadSpec):
     """From one host to another on one network (probe, iperf3)."""

@@ -20,6 +20,7 @@ class Iperf3Adapter(BetweenTwo):
         MetricInfo("min_interval_bps", "lowest iperf3 interval", "higher"),
         MetricInfo("jitter_ms", "jitter", "lower"),
     )
+    rate_bound = frozenset({"throughput_bps", "throughput_during_fault_bps", "min_interval_bps"})
 
     def make(self, lab, tracker, workdir, duration_s):
         s = self.spec

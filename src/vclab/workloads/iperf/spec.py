@@ -16,3 +16,6 @@ class Iperf3Spec(BetweenTwo):
     protocol: Literal["tcp", "udp"] = "tcp"
     # The rate first: its error ("must be more than 0") is the one to show for `rate: 0`.
     rate: Union[Annotated[Rate, Field(gt=0)], Literal["max"]] = "max"
+
+    def at_scale(self, k: int) -> Iperf3Spec:
+        return self if self.rate == "max" else self.model_copy(update={"rate": self.rate / k})
