@@ -1,4 +1,5 @@
-"""workloads/agent.py: spawn, the ready handshake, drain-then-kill, stderr kept (real processes)."""
+"""The agent harness (vclab.lab.agent, workloads through vclab.workloads.agent): spawn, the ready
+handshake, drain-then-kill, stderr kept (real processes)."""
 
 import subprocess
 import sys
@@ -62,3 +63,27 @@ time.sleep(60)
     pid = a.pid
     a.stop(drain_s=0.2, grace=0.2)
     assert not alive(pid, None) and a.tracker.tracked == []
+
+
+def test_a_process_of_this_machine_appends_its_stdout_and_stderr_across_restarts(tmp_path):
+    """The controller's way: no handshake, one log for both streams, kept over a restart;
+    a failure outside a workload is the harness's own AgentError."""
+    from vclab.lab.agent import STDOUT, THIS_MACHINE, AgentError
+    from vclab.lab.agent import Agent as LabAgent
+
+    tracker = ProcessTracker(run_id="harness", state_dir=tmp_path)
+    log = tmp_path / "controller.stderr"
+    for run in ("first", "second"):
+        a = LabAgent(THIS_MACHINE, [sys.executable, "-c",
+                                    f"import sys; print('out {run}', flush=True); "
+                                    f"sys.stderr.write('err {run}\\n')"],
+                     tracker, "test-controller", stderr=log, stdout=STDOUT, append=True).spawn()
+        a.proc.wait(timeout=10)
+        assert not a.running()
+        a.stop(drain_s=0)
+    assert log.read_text().split("\n")[:4] == ["out first", "err first", "out second", "err second"]
+    assert "err second" in a.stderr and tracker.tracked == []
+    quiet = LabAgent(THIS_MACHINE, [sys.executable, "-c", "pass"], tracker, "quiet").spawn()
+    with pytest.raises(AgentError, match="quiet did not say 'ready'") as e:
+        quiet.ready(10)
+    assert not isinstance(e.value, WorkloadError) and tracker.tracked == []

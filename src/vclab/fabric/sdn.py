@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import shlex
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, BuiltLab
-from vclab.lab.procs import Role, alive
+from vclab.lab.agent import THIS_MACHINE, Agent
+from vclab.lab.procs import Role
 from vclab.topology.commands import Ofctl
 from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
 
@@ -127,6 +127,7 @@ class Sdn(Mechanism):
     name = "sdn"
     spec: object = field(default=None, repr=False)
     pid: int = 0
+    _controller: Agent | None = field(default=None, repr=False)
     log: Path | None = None
     _workdir: Path | None = field(default=None, repr=False)
     _qos_ports: list[str] = field(default_factory=list, repr=False)
@@ -195,31 +196,27 @@ class Sdn(Mechanism):
 
     def _start_controller(self, lab: BuiltLab) -> None:
         assert self._workdir is not None and self.log is not None
-        with open(self._workdir / "controller.stderr", "a") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "vclab.fabric.controller", "--fabric",
-                 str(self._workdir / "fabric.json"), "--port", str(self.port), "--log",
-                 str(self.log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        self.pid = lab.tracker.track(proc.pid, f"vclab controller :{self.port}", Role.CONTROLLER)
-        self._proc = proc
+        # Its stderr file is appended to: a restarted controller's tail follows the killed one's.
+        self._controller = Agent(
+            THIS_MACHINE, [sys.executable, "-m", "vclab.fabric.controller", "--fabric",
+                           str(self._workdir / "fabric.json"), "--port", str(self.port),
+                           "--log", str(self.log)], lab.tracker,
+            f"vclab controller :{self.port}", stderr=self._workdir / "controller.stderr",
+            stdout=False, append=True, role=Role.CONTROLLER).spawn()
+        self.pid = self._controller.pid
 
     def controller_alive(self, lab: BuiltLab) -> bool:
-        entry = lab.tracker.entry(self.pid)
-        if entry is None:
-            return False
-        if getattr(self, "_proc", None) is not None and self._proc.poll() is not None:
-            return False
-        return alive(entry.pid, entry.started)
+        # A crash fault ends it through the tracker, behind its Agent's back.
+        return (self._controller is not None and self._controller.running()
+                and lab.tracker.entry(self.pid) is not None)
 
     def action(self, lab: BuiltLab, what: str) -> None:
         if what == "kill":
-            lab.tracker.end(self.pid)
-            if getattr(self, "_proc", None) is not None:
-                self._proc.wait()
+            if self._controller is not None:
+                self._controller.stop(drain_s=0)
         elif what == "restart":
-            if self.controller_alive(lab):
-                lab.tracker.end(self.pid)
-                self._proc.wait()
+            if self._controller is not None:
+                self._controller.stop(drain_s=0)
             self._start_controller(lab)
         else:
             raise VclabError(f"controller action is kill or restart, not {what!r}")
@@ -348,8 +345,8 @@ class Sdn(Mechanism):
         self._qos_ports = []
 
     def stop(self, lab: BuiltLab) -> None:
-        if self.pid:
-            lab.tracker.end(self.pid)
+        if self._controller is not None:
+            self._controller.stop(drain_s=0)
         # The trees are plain tc on the lab's veths and leave with them; putting the cable
         # shaping back costs one tc process and leaves the ports as the build made them.
         self.clear_qos(lab)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from vclab.lab.agent import AgentError
 
-class WorkloadError(Exception):
+
+class WorkloadError(AgentError):
     """A workload cannot run (missing tool, unreachable peer) or its tool failed."""
 
 

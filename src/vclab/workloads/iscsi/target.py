@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from vclab.errors import VclabError
+from vclab.lab.agent import STDOUT
 from vclab.lab.procs import ProcessTracker, Role
+from vclab.workloads.agent import Agent
 
 IQN_PREFIX = "iqn.2025-01.lab.vclab"
 ISCSI_PORT = 3260
@@ -207,7 +209,7 @@ class IscsiTarget:
         self.luns = plan_luns(luns, self.workdir)
         self.start_timeout = start_timeout
         self.control_port: int | None = None
-        self.proc: subprocess.Popen | None = None
+        self.tgtd: Agent | None = None
         self.log_path = self.workdir / f"tgtd-{self.name}.log"
         self.applied: list[list[str]] = []
         problems = endpoint_problems(self.portals, node, "no portal address")
@@ -217,6 +219,10 @@ class IscsiTarget:
     @property
     def lun_numbers(self) -> dict[str, int]:
         return {lun.name: lun.number for lun in self.luns}
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.tgtd.proc if self.tgtd is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -255,20 +261,20 @@ class IscsiTarget:
 
     def _start_tgtd(self, port: int) -> bool:
         """True once tgtd answers on `port`; False if another tgtd holds that port."""
-        with self.log_path.open("ab") as log:
-            proc = self.node.popen(tgtd_command(port, self.portals[0]), stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.tracker.track(proc.pid, f"tgtd:{self.name}", Role.TARGET)
-        self.proc, self.control_port = proc, port
+        # Its log keeps every attempt (stdout and stderr alike); a failed one is ended at once.
+        self.tgtd = Agent(self.node, tgtd_command(port, self.portals[0]), self.tracker,
+                          f"tgtd:{self.name}", stderr=self.log_path, stdout=STDOUT,
+                          append=True, role=Role.TARGET).spawn()
+        self.control_port = port
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if not self.tgtd.running():
                 break
             if _run(ready_command(port), timeout=5).returncode == 0:
                 return True
             time.sleep(0.05)
-        self.tracker.end(proc.pid, grace=0.2)
-        self.proc = None
+        self.tgtd.stop(drain_s=0, grace=0.2)
+        self.tgtd = None
         log = self.log_path.read_text(errors="replace")
         if "another tgtd" in log[-400:]:
             return False
@@ -285,22 +291,16 @@ class IscsiTarget:
         return parse_sessions(self.show())
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is not None and self.control_port is not None:
-            if proc.poll() is None:
+        tgtd = self.tgtd
+        if tgtd is not None and self.control_port is not None:
+            # tgtd ignores SIGTERM: it is asked to stop by tgtadm (targets deleted with
+            # --force, then the system), then killed if it did not go.
+            if tgtd.running():
                 for cmd in teardown_commands(self.control_port):
                     _run(cmd, timeout=5)
-                try:
-                    proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    pass
-            self.tracker.end(proc.pid, grace=0.5)  # SIGKILL if it is still there
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
+            tgtd.stop(drain_s=3, how="", grace=0.5)
             remove_control_files(self.control_port)
-        self.proc = None
+        self.tgtd = None
         for lun in self.luns:
             lun.path.unlink(missing_ok=True)
 
