@@ -38,3 +38,17 @@ def test_an_adapter_stores_only_what_it_declares():
         adapter.metric("takeover_ms", 1.0, workload="w", kind="probe", traffic_class="")
     m = adapter.metric("outage_ms", 12.5, fault="f", workload="w", kind="probe", traffic_class="n")
     assert (m.name, m.value, m.unit, m.fault) == ("outage_ms", 12.5, "ms", "f")
+
+
+def test_the_timeline_reads_each_series_from_its_kind():
+    """Series panels as a reader follows a failure (the probes first), titled, scaled and
+    drawn as their kinds declare them; an older run's undeclared series keeps its own name."""
+    from vclab.workloads.registry import SERIES, series_info
+
+    assert list(SERIES) == ["gap_ms", "rtt_ms", "throughput_bps", "latency_ms"]
+    assert [(s.label, s.axis_label, s.duration) for s in SERIES.values()] == [
+        ("probe gaps", "gap (ms)", True), ("probe round-trip time", "RTT (ms)", False),
+        ("iperf3 throughput", "Gbit/s", False), ("iSCSI I/O latency", "latency (ms)", True)]
+    assert series_info("throughput_bps").scale == 1e9
+    old = series_info("queue_depth_pkts")
+    assert (old.label, old.axis_label, old.scale, old.duration) == ("queue depth pkts", "pkts", 1.0, False)

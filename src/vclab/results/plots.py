@@ -16,18 +16,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from vclab.workloads.registry import metric_info
+from vclab.workloads.registry import SERIES, metric_info, series_info
 from vclab.results.model import RepetitionInfo
 from vclab.results.store import ResultStore
 
-# Series panels in the order a reader follows a failure: the probes see it first, then what
-# the workloads built on top of them suffered.
-PANELS: dict[str, tuple[str, str]] = {  # series name -> (panel title, y label)
-    "gap_ms": ("probe gaps", "gap (ms)"),
-    "rtt_ms": ("probe round-trip time", "RTT (ms)"),
-    "throughput_bps": ("iperf3 throughput", "Gbit/s"),
-    "latency_ms": ("iSCSI I/O latency", "latency (ms)"),
-}
 EVENT_LABELS = {"heartbeat_missed": "heartbeat missed", "declared_failed": "HA: host declared failed",
                 "isolated": "HA: host isolated", "switch_over": "vMotion switch-over",
                 # the sdn controller's own actions (fabric/sdn.py controller_timeline)
@@ -36,8 +28,6 @@ EVENT_LABELS = {"heartbeat_missed": "heartbeat missed", "declared_failed": "HA: 
                 "controller_in_sync": "controller: switch confirmed",
                 "controller_reloaded": "controller: fabric reloaded"}
 FAULT_COLOR = "#c0392b"
-# Series whose value is a duration that ended at t (a probe gap, an I/O's latency).
-DURATION_SERIES = {"gap_ms", "latency_ms"}
 
 
 # Fault labels above a timeline: a label's width is estimated from its length (8 pt text is
@@ -130,7 +120,8 @@ def timeline(store: ResultStore, rep: RepetitionInfo) -> Figure | None:
     faults = store.faults(rep.id)
     if not series and not events:
         return None
-    names = [n for n in PANELS if any(s.name == n for s in series)]
+    # The declared series in the workloads' timeline order (workloads/registry.py), then any other.
+    names = [n for n in SERIES if any(s.name == n for s in series)]
     names += sorted({s.name for s in series} - set(names))
     rounds = [e for e in events if e.kind == "round"]
     points = [e for e in events if e.kind != "round"]
@@ -140,8 +131,8 @@ def timeline(store: ResultStore, rep: RepetitionInfo) -> Figure | None:
     fig = Figure(figsize=(11, sum(heights) * 0.75 + 1.2), layout="constrained")
     axes = fig.subplots(nrows, 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     for ax, name in zip(axes, names):
-        title, ylabel = PANELS.get(name, (name.replace("_", " "), name.rsplit("_", 1)[-1]))
-        scale = 1e9 if name.endswith("_bps") else 1.0
+        info = series_info(name)
+        scale = info.scale
         chosen = [s for s in series if s.name == name]
         labels = [s.traffic_class or s.workload for s in chosen]
         allv: list[float] = []
@@ -152,7 +143,7 @@ def timeline(store: ResultStore, rep: RepetitionInfo) -> Figure | None:
             t, v = pts[:, 0] / 1e3, pts[:, 1] / scale
             allv += v.tolist()
             color = f"C{i}"
-            if name in DURATION_SERIES:
+            if info.duration:
                 # Each value lasted until t: draw it as the span it covered, so a 10 s gap reads
                 # as 10 s of nothing, not as a slope from the previous sample.
                 ax.plot(t, v, ".", ms=2, color=color, label=label)
@@ -162,8 +153,8 @@ def timeline(store: ResultStore, rep: RepetitionInfo) -> Figure | None:
                 t, v = _break_holes(t, v)
                 ax.plot(t, v, lw=0.8, color=color, label=label)
         _log_axis(ax, allv)
-        ax.set_title(title, loc="left", fontsize=10)
-        ax.set_ylabel(ylabel)
+        ax.set_title(info.label, loc="left", fontsize=10)
+        ax.set_ylabel(info.axis_label)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, markerscale=4)
         ax.grid(alpha=0.3)
     if has_events:

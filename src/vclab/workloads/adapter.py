@@ -42,6 +42,32 @@ class MetricInfo:
             object.__setattr__(self, "unit", default_unit(self.name))
 
 
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A series a workload kind stores, as the timeline plots it: one panel per name."""
+
+    name: str
+    label: str = ""  # the panel's title; default: the name in words
+    axis: str = ""  # what the y axis measures, shown before the unit ("gap" -> "gap (ms)")
+    unit: str = ""  # as plotted; default: the name's suffix
+    scale: float = 0.0  # stored value / plotted value; default: bit/s plotted as Gbit/s
+    # Each value is a duration that ended at its time (a probe gap, an I/O's latency): drawn
+    # as the span it covered.
+    duration: bool = False
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name.replace("_", " "))
+        if not self.unit:
+            object.__setattr__(self, "unit", self.name.rsplit("_", 1)[-1])
+        if not self.scale:
+            object.__setattr__(self, "scale", 1e9 if self.name.endswith("_bps") else 1.0)
+
+    @property
+    def axis_label(self) -> str:
+        return f"{self.axis} ({self.unit})" if self.axis else self.unit
+
+
 @dataclass
 class Outcome:
     series: list[Series] = field(default_factory=list)
@@ -62,6 +88,7 @@ class Adapter:
     spec_type: ClassVar[type[WorkloadSpec]] = WorkloadSpec  # the entry the experiment file holds
     kind = ""  # the entry's key in the file: its spec's kind
     metrics: ClassVar[tuple[MetricInfo, ...]] = ()  # every metric outcome() stores
+    series: ClassVar[tuple[SeriesInfo, ...]] = ()  # every series outcome() stores
     # Its metrics and series that the lab's scaled rates bound: stored times k back at full
     # scale (experiments/scale.py). iSCSI's 4k/64k I/O is not (I/O sizes do not scale and a
     # queue depth of one is bound by round trips), nor is a vMotion's time (scale-free).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from vclab.results.model import Raw, Series
-from vclab.workloads.adapter import BetweenTwo, MetricInfo, Outcome, address, ms_since
+from vclab.workloads.adapter import (BetweenTwo, MetricInfo, Outcome, SeriesInfo, address,
+                                     ms_since)
 from vclab.workloads.iperf.spec import Iperf3Spec
 from vclab.workloads.iperf.workload import Iperf3
 
@@ -20,6 +21,7 @@ class Iperf3Adapter(BetweenTwo):
         MetricInfo("min_interval_bps", "lowest iperf3 interval", "higher"),
         MetricInfo("jitter_ms", "jitter", "lower"),
     )
+    series = (SeriesInfo("throughput_bps", "iperf3 throughput", unit="Gbit/s", scale=1e9),)
     rate_bound = frozenset({"throughput_bps", "throughput_during_fault_bps", "min_interval_bps"})
 
     def make(self, lab, tracker, workdir, duration_s):

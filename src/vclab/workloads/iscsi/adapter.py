@@ -4,7 +4,7 @@ throughput, stalls and failover per fault."""
 from __future__ import annotations
 
 from vclab.results.model import Series
-from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, address, ms_since
+from vclab.workloads.adapter import Adapter, MetricInfo, Outcome, SeriesInfo, address, ms_since
 from vclab.workloads.base import Workload
 from vclab.workloads.iscsi.spec import IscsiSpec
 from vclab.workloads.iscsi.target import Chap, IscsiTarget
@@ -58,6 +58,7 @@ class IscsiAdapter(Adapter):
         MetricInfo("detect_ms", "failure detection", "lower"),
         MetricInfo("stall_noise_floor_ms", "iSCSI stall noise floor (no fault)", None, "context"),
     )
+    series = (SeriesInfo("latency_ms", "iSCSI I/O latency", "latency", "ms", duration=True),)
 
     @property
     def traffic_class(self) -> str:

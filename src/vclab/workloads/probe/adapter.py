@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vclab.results.model import Series
-from vclab.workloads.adapter import BetweenTwo, MetricInfo, Outcome, address, ms_since
+from vclab.workloads.adapter import (BetweenTwo, MetricInfo, Outcome, SeriesInfo, address,
+                                     ms_since)
 from vclab.workloads.probe import metrics as probe_metrics
 from vclab.workloads.probe.spec import ProbeSpec
 from vclab.workloads.probe.workload import Endpoint, Probe
@@ -24,6 +25,10 @@ class ProbeAdapter(BetweenTwo):
                    "headline", short="late disr."),
         MetricInfo("lost", "packets lost", "lower", "headline"),
         MetricInfo("noise_floor_ms", "probe noise floor (no fault)", None, "context"),
+    )
+    series = (
+        SeriesInfo("gap_ms", "probe gaps", "gap", "ms", duration=True),
+        SeriesInfo("rtt_ms", "probe round-trip time", "RTT", "ms"),
     )
 
     def make(self, lab, tracker, workdir, duration_s):
