@@ -11,9 +11,10 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from vclab.lab.executor import run_short
 
 
 PROBE_NAME = re.compile(r"^vcd_([0-9a-f]+)_")
@@ -43,15 +44,14 @@ class Capability:
 
 
 def _ok(args: list[str]) -> tuple[bool, str]:
-    try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return False, str(e)
-    return p.returncode == 0, (p.stderr or p.stdout).strip().splitlines()[-1:] and (p.stderr or p.stdout).strip().splitlines()[-1] or ""
+    """Whether it succeeded, and the last line it said (why it failed)."""
+    p = run_short(args)
+    said = (p.stderr or p.stdout).strip().splitlines()
+    return p.returncode == 0, said[-1] if said else ""
 
 
 def _quiet(args: list[str]) -> None:
-    subprocess.run(args, capture_output=True, timeout=10)
+    run_short(args)
 
 
 def _ovs_kernel_datapath() -> tuple[bool, str]:

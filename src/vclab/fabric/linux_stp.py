@@ -12,12 +12,12 @@ Mininet's LinuxBridge is not used (it forgets the bridge name when it sets the p
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import STP_FORWARD_DELAY, STP_HELLO, STP_MAX_AGE, Mechanism, BuiltLab
+from vclab.lab.executor import run_short
 from vclab.topology.commands import Command, Exec
 from vclab.topology.plan import BuildPlan, Bridge
 from vclab.topology.render import ipv6_off_commands
@@ -119,11 +119,10 @@ class LinuxStp(Mechanism):
 
 def _has_vlan_filtering() -> bool:
     name = f"vcvf{os.getpid() % 100000}"
-    if subprocess.run(["ip", "link", "add", name, "type", "bridge"],
-                      capture_output=True).returncode != 0:
+    if run_short(["ip", "link", "add", name, "type", "bridge"]).returncode != 0:
         return False
     try:
-        return subprocess.run(["ip", "link", "set", name, "type", "bridge", "vlan_filtering",
-                               "1"], capture_output=True).returncode == 0
+        return run_short(["ip", "link", "set", name, "type", "bridge", "vlan_filtering",
+                          "1"]).returncode == 0
     finally:
-        subprocess.run(["ip", "link", "del", name], capture_output=True)
+        run_short(["ip", "link", "del", name])

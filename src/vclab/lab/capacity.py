@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vclab.experiments.scale import LinkFidelity, peak_rate_bps
+from vclab.lab.executor import MISSING, TIMED_OUT, run_short
 
 CACHE = Path(os.environ.get("VCLAB_CAPACITY_CACHE", "/var/cache/vclab/capacity.json"))
 MAX_AGE_S = 24 * 3600.0
@@ -56,11 +56,8 @@ hypervisors:
 
 def machine_key() -> str:
     """What the capacity depends on: cores, kernel, Open vSwitch version."""
-    try:
-        ovs = subprocess.run(["ovs-vswitchd", "--version"], capture_output=True, text=True,
-                             timeout=10).stdout.split("\n")[0].strip()
-    except (OSError, subprocess.TimeoutExpired):
-        ovs = "?"
+    p = run_short(["ovs-vswitchd", "--version"])
+    ovs = "?" if p.returncode in (MISSING, TIMED_OUT) else p.stdout.split("\n")[0].strip()
     return f"{os.cpu_count()} cpus, {platform.release()}, {ovs}"
 
 

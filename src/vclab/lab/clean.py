@@ -21,11 +21,13 @@ from pathlib import Path
 from vclab import PREFIX
 from vclab.errors import VclabError
 from vclab.doctor import probe_owner
+from vclab.lab.executor import run_short
 from vclab.lab.procs import alive, default_state_dir, end_recorded
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, input=stdin, capture_output=True, text=True)
+    # No timeout: a cleanup waits for each step (ovs-vsctl calls carry their own --timeout).
+    return run_short(args, timeout=None, stdin=stdin)
 
 
 def vclab_bridges(run_id: str | None = None, prefix: str = PREFIX) -> dict[str, str]:

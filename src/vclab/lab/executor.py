@@ -17,6 +17,22 @@ from vclab.lab.placement import Placement, Server, remote_command, server_for
 from vclab.topology.commands import LinkState
 
 
+MISSING, TIMED_OUT = 127, -1  # run_short's exit status for a tool not there, or hung
+
+
+def run_short(args: list[str], timeout: float | None = 10.0,
+              stdin: str | None = None) -> subprocess.CompletedProcess:
+    """A short command on this machine (a question, a tool's version, a cleanup step), as text;
+    it never raises: a missing tool is exit status 127 and one hung past `timeout` -1, each
+    with why in stderr, so a check or a teardown goes on and says what failed."""
+    try:
+        return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, TIMED_OUT, "", f"timed out after {timeout:g} s")
+    except OSError as e:
+        return subprocess.CompletedProcess(args, MISSING, "", str(e))
+
+
 class Executor:
     def __init__(self, placement: Placement | None = None, ssh_user: str | None = None) -> None:
         self.placement = placement

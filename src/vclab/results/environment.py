@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import re
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import vclab
+from vclab.lab.executor import MISSING, TIMED_OUT, run_short
 
 # tool -> the command that prints its version; a tool that is missing is simply not listed
 TOOLS: dict[str, list[str]] = {
@@ -30,9 +30,8 @@ def version_from(text: str) -> str | None:
 
 
 def _tool_version(args: list[str]) -> str | None:
-    try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
+    p = run_short(args, timeout=5)
+    if p.returncode in (MISSING, TIMED_OUT):
         return None
     out = (p.stdout or p.stderr).strip().splitlines()
     return version_from(out[0]) if out else None

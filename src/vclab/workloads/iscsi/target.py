@@ -28,6 +28,7 @@ from typing import Any
 
 from vclab.errors import VclabError
 from vclab.lab.agent import STDOUT
+from vclab.lab.executor import run_short
 from vclab.lab.procs import ProcessTracker, Role
 from vclab.workloads.agent import Agent
 
@@ -174,11 +175,6 @@ def parse_sessions(show: str) -> list[dict[str, str]]:
     return sessions
 
 
-def _run(cmd: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(cmd, -1, "", f"timed out after {timeout:g} s")
 
 
 
@@ -249,7 +245,7 @@ class IscsiTarget:
                 raise VclabError(f"tgtd did not start on {self.name}: "
                                  f"{self.log_path.read_text(errors='replace')[-800:]}")
             for cmd in setup_commands(port, self.iqn, self.luns, self.portals, self.chap):
-                res = _run(cmd)
+                res = run_short(cmd)
                 if res.returncode != 0:
                     raise VclabError(f"{_redact(cmd, self.chap)} failed: "
                                      f"{(res.stderr or res.stdout).strip()}")
@@ -270,7 +266,7 @@ class IscsiTarget:
         while time.monotonic() < deadline:
             if not self.tgtd.running():
                 break
-            if _run(ready_command(port), timeout=5).returncode == 0:
+            if run_short(ready_command(port), timeout=5).returncode == 0:
                 return True
             time.sleep(0.05)
         self.tgtd.stop(drain_s=0, grace=0.2)
@@ -285,7 +281,7 @@ class IscsiTarget:
         """tgtadm's view of the target: LUNs, sessions, accounts."""
         if self.control_port is None:
             return ""
-        return _run(tgtadm(self.control_port, "--op", "show", "--mode", "target")).stdout
+        return run_short(tgtadm(self.control_port, "--op", "show", "--mode", "target")).stdout
 
     def sessions(self) -> list[dict[str, str]]:
         return parse_sessions(self.show())
@@ -297,7 +293,7 @@ class IscsiTarget:
             # --force, then the system), then killed if it did not go.
             if tgtd.running():
                 for cmd in teardown_commands(self.control_port):
-                    _run(cmd, timeout=5)
+                    run_short(cmd, timeout=5)
             tgtd.stop(drain_s=3, how="", grace=0.5)
             remove_control_files(self.control_port)
         self.tgtd = None
