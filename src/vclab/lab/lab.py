@@ -40,6 +40,7 @@ from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, lacp_pending
 from vclab.fabric.registry import get_mechanism
+from vclab.lab.agent import Agent
 from vclab.lab.executor import Executor
 from vclab.lab.nodes import PresetIntf, VclabHost, VclabSwitch, cluster_classes
 from vclab.lab.procs import ProcessTracker, Role, alive
@@ -307,18 +308,20 @@ class Lab:
         results: list[bool] = []
         for start in range(0, len(probes), _PING_BATCH):
             batch = probes[start:start + _PING_BATCH]
-            procs = []
+            pings = []
             for k, (host, address) in enumerate(batch):
                 args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1"]
                 dev = devices[start + k] if devices else None
                 if dev:
                     args += ["-I", dev]
-                procs.append(self.node(host).popen([*args, address], stdout=subprocess.DEVNULL,
-                                                   stderr=subprocess.DEVNULL))
-            for p in procs:
-                p.wait()
-                results.append(p.returncode == 0)
-                self.tracker.end(p.pid)
+                pings.append(Agent(self.node(host), [*args, address], self.tracker,
+                                   f"{host}: ping {address}", stdout=False).spawn())
+            for ping in pings:
+                proc = ping.proc
+                assert proc is not None
+                proc.wait()
+                results.append(proc.returncode == 0)
+                ping.stop(drain_s=0)
         return results
 
     def reachability(self, networks: list[str] | None = None) -> dict[str, dict[tuple[str, str], bool]]:

@@ -94,9 +94,8 @@ class Iperf3(Workload):
 
     def _listening(self) -> bool:
         # The server prints nothing until its test ends (--json): ask the kernel instead.
-        ss = self.server.popen(["ss", "-Hltn", f"sport = :{self.port}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        out, _ = ss.communicate(timeout=5)
+        _, out = Agent(self.server, ["ss", "-Hltn", f"sport = :{self.port}"], self.tracker,
+                       f"{self.name}-listening").run_once(5)
         return bool(out.strip())
 
     def start(self, timeout: float = 5.0) -> None:
