@@ -206,7 +206,8 @@ class Sdn(Mechanism):
         self.pid = self._controller.pid
 
     def controller_alive(self, lab: BuiltLab) -> bool:
-        # A crash fault ends it through the tracker, behind its Agent's back.
+        # It may end behind its Agent's back: a host-crash fault kills by PID, a teardown
+        # ends it through the tracker.
         return (self._controller is not None and self._controller.running()
                 and lab.tracker.entry(self.pid) is not None)
 

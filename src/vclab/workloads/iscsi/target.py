@@ -175,9 +175,6 @@ def parse_sessions(show: str) -> list[dict[str, str]]:
     return sessions
 
 
-
-
-
 def endpoint_problems(portals: Sequence[str], node: Any, none: str) -> list[str]:
     """What is wrong with an iSCSI end's portals and node (target and initiator alike)."""
     problems = [] if portals else [none]
