@@ -1,8 +1,9 @@
-"""The one way vclab runs a long-lived process: spawn, track, handshake, stop, stderr.
+"""The one way vclab runs a process it must track: spawn, track, handshake, stop, stderr.
 
-Every vclab agent (`python -m vclab.workloads...`), tool a workload starts (iperf3, tgtd) and
-the fabric's controller goes through `Agent` (workloads through `vclab.workloads.agent`, which
-only makes its failures WorkloadErrors):
+Every vclab agent (`python -m vclab.workloads...`), tool a workload starts (iperf3, tgtd), the
+fabric's controller and the lab's own pings go through `Agent` (workloads through
+`vclab.workloads.agent`, which only makes its failures WorkloadErrors). A short command on this
+machine that starts no process to track goes through `vclab.lab.executor.run_short` instead.
 
 - spawn: `node.popen`, tracked by PID from that moment (so a Ctrl-C teardown ends it);
   stderr goes to a file, never a pipe (a chatty agent would block on a full pipe), and its
