@@ -43,14 +43,15 @@ def test_one_htb_class_per_network_plus_default():
     assert [int(got[c]["quantum"]) for c in ("1:2", "1:3", "1:4")] == [2 * 1518, 6 * 1518, 8 * 1518]
 
 
-def test_netdev_classes_have_short_queues():
-    """One send buffer in ovs-vswitchd serves every netdev port: a class queue must not hold
-    more than a few frames (see qos.py)."""
+def test_netdev_classes_have_bounded_queues():
+    """One send buffer in ovs-vswitchd serves every netdev port: a class queue must stay
+    bounded (see qos.py), in bytes, so small frames are not counted as whole TSO segments."""
     cmds = qos.port_qos_commands("p1", NETS, 100)
     leaves = [c for c in cmds if c[:3] == ["tc", "qdisc", "replace"] and "parent" in c]
     assert [c[c.index("parent") + 1] for c in leaves] == ["1:1", "1:2", "1:3", "1:4"]
-    assert all(c[-3:] == ["pfifo", "limit", str(qos.NETDEV_QUEUE_PACKETS)] for c in leaves)
+    assert all(c[-3:] == ["bfifo", "limit", str(qos.NETDEV_QUEUE_BYTES)] for c in leaves)
     assert len({c[c.index("handle") + 1] for c in leaves}) == 4
+    assert 4 * qos.NETDEV_QUEUE_BYTES <= 8 * 1024 * 1024  # four full classes fit the send buffer
 
 
 def test_dscp_filters_point_each_network_at_its_class():
@@ -68,7 +69,7 @@ def test_dscp_filters_point_each_network_at_its_class():
 def test_kernel_datapath_needs_no_filters_and_keeps_default_queues():
     cmds = qos.port_qos_commands("eth1", NETS, 1000, use_set_queue=True)
     assert all(c[:2] == ["tc", "class"] or c[:3] == ["tc", "qdisc", "replace"] for c in cmds)
-    assert not any("pfifo" in c for c in cmds)
+    assert not any("bfifo" in c for c in cmds)
 
 
 def test_vlan_filter_matches_the_tag_before_the_ip_header():
@@ -110,7 +111,7 @@ def test_uplinks_get_classes_for_the_networks_they_carry():
     filters = [c for c in cmds if c[:2] == ["tc", "filter"]]
     assert [(f[f.index("-4") - 3], f[-1]) for f in filters] == [("0x000a", "1:2"), ("0x001e", "1:3")]
     kernel = qos.uplink_qos_commands([("up1", (10, 30), 2e8)], NETS, kernel_datapath=True)
-    assert sum("basic" in c for c in kernel) == 2 and not any("pfifo" in c for c in kernel)
+    assert sum("basic" in c for c in kernel) == 2 and not any("bfifo" in c for c in kernel)
 
 
 def test_uplinks_without_shares_are_left_alone():
