@@ -210,17 +210,21 @@ def test_link_counters_time_each_reading_by_its_own_read():
                b=NS(ifname=f"x{i}", in_root=False, node="h"), shape=NS(rate=rate)) for i in range(2)]
     reads = {"e0": 0, "e1": 0}
 
+    def frames(t):  # full-size frames, no TSO: bytes on the wire as counted
+        sent = int(t * rate / 8)
+        return sent, sent // 1518
+
     class Stalling(LinkCounters):
         @staticmethod
-        def _tx_bytes(end):
+        def _tx_counters(end):
             reads[end] += 1
             if end == "e1" and reads[end] == 20:
                 time.sleep(0.15)  # stalled before this end's read, inside the sweep
             elif end == "e0" and reads[end] == 30:
                 t = time.monotonic()  # stalled inside the read: its time is unknown
                 time.sleep(0.05)
-                return int(t * rate / 8)
-            return int(time.monotonic() * rate / 8)
+                return frames(t)
+            return frames(time.monotonic())
 
     counters = Stalling(NS(veths=ends), interval_s=0.02)
     counters.start()
@@ -229,6 +233,22 @@ def test_link_counters_time_each_reading_by_its_own_read():
     for link in counters.links():
         assert 0.9 < link.ratio < 1.05, (link.end, link.ratio)
     assert counters.uncertain >= 1
+
+
+def test_wire_bytes_count_each_tso_segments_headers():
+    from vclab.experiments.scale import wire_bytes
+
+    assert wire_bytes(100 * 1518, 100) == 100 * 1518  # full-size frames: as counted
+    assert wire_bytes(100 * 98, 100) == 100 * 98  # probes: as counted
+    assert wire_bytes(0, 0) == 0
+    tso = 70 + 45 * 1448  # one 64 KiB TSO packet: 45 segments behind one set of headers
+    assert wire_bytes(10 * tso, 10) == pytest.approx(10 * 45 * 1518)
+    # Small packets among them make it short, never more than a cable carries.
+    mixed = wire_bytes(10 * tso + 100 * 98, 110)
+    assert 10 * tso + 100 * 98 < mixed <= 10 * 45 * 1518 + 100 * 98
+    assert mixed > 0.98 * (10 * 45 * 1518 + 100 * 98)
+    # What HTB counted on a full uplink against tx_bytes there (measured 0.954).
+    assert 10 * tso / wire_bytes(10 * tso, 10) == pytest.approx(0.954, abs=0.002)
 
 
 def test_judged_links_are_the_full_rate_sources_uplinks():

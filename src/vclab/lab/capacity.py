@@ -15,6 +15,8 @@ thread can wait 0.1 s or more for a CPU or the GIL in the middle of a sweep, and
 labelled with the sweep's start then holds bytes counted later (vmotion-contention-10g's sdn
 uplink showed 1.46 of its 0.5 Gbit/s rate, which HTB never lets through). A read that itself
 took longer than MAX_READ_S is left out: when in it the counter was read is not known.
+The bytes are weighed as a cable carries them, not as the veth counts them (scale.wire_bytes):
+a TSO packet's segments each carry their own headers on a cable and in HTB's rate.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vclab.experiments.scale import LinkFidelity, peak_rate_bps
+from vclab.experiments.scale import LinkFidelity, peak_rate_bps, wire_bytes
 from vclab.lab.executor import MISSING, TIMED_OUT, run_short
 
 CACHE = Path(os.environ.get("VCLAB_CAPACITY_CACHE", "/var/cache/vclab/capacity.json"))
@@ -117,26 +119,36 @@ class LinkCounters:
         self.window_s = 0.3
         self.samples: dict[str, list[tuple[float, int]]] = {end: [] for _, end, _ in self.ends}
         self.uncertain = 0  # readings left out: their read took longer than MAX_READ_S
+        self._last: dict[str, tuple[int, int]] = {}  # each end's last counters read
+        self._wire: dict[str, float] = {end: 0.0 for _, end, _ in self.ends}  # bytes on the wire since the first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def _tx_bytes(end: str) -> int:
-        with open(f"/sys/class/net/{end}/statistics/tx_bytes") as f:
-            return int(f.read())
+    def _tx_counters(end: str) -> tuple[int, int]:
+        """(bytes, packets) the end has transmitted."""
+        stats = f"/sys/class/net/{end}/statistics"
+        with open(f"{stats}/tx_bytes") as b, open(f"{stats}/tx_packets") as p:
+            return int(b.read()), int(p.read())
 
     def _read(self) -> None:
         for _, end, _ in self.ends:
             before = time.monotonic()
             try:
-                value = self._tx_bytes(end)
+                counted = self._tx_counters(end)
             except (OSError, ValueError):
                 continue  # an end that is gone (a failed switch's ports still exist; a moved VM's do)
             after = time.monotonic()
             if after - before > MAX_READ_S:
                 self.uncertain += 1
                 continue
-            self.samples[end].append(((before + after) / 2, value))
+            # Bytes as the cable carries them (scale.wire_bytes), summed reading by reading so
+            # that each stretch's own mix of TSO segments and small packets is weighed.
+            last = self._last.get(end)
+            if last is not None:
+                self._wire[end] += wire_bytes(counted[0] - last[0], counted[1] - last[1])
+            self._last[end] = counted
+            self.samples[end].append(((before + after) / 2, int(self._wire[end])))
 
     def start(self) -> None:
         def loop() -> None:
