@@ -239,29 +239,40 @@ def test_a_silent_cable_is_never_trusted(default_fabric):
     assert not any(type(m).__name__ == "OFPGroupMod" for m in dps["tor-b"].sent)
 
 
+
+def web1_moved_doc(ctl) -> dict:
+    """The fabric file after web1 moves to esx3, as the next generation."""
+    from vclab.fabric.sdn import fabric_spec
+    from vclab.workloads.vmotion.migration import moved_cluster, moved_plan
+
+    doc = model.to_dict(fabric_spec(moved_plan(ctl.plan, "web1", "esx3"),
+                                    moved_cluster(ctl.cluster, "web1", "esx3")))
+    doc["generation"] = 2
+    return doc
+
+
+def timed_reload(ctl, dps) -> float:
+    """ms the controller takes to reload its fabric file, with every switch's outbox emptied
+    first so that only the reload's messages remain."""
+    import time
+
+    for dp in dps.values():
+        dp.sent.clear()
+    t = time.perf_counter()
+    ctl.reload()
+    return (time.perf_counter() - t) * 1e3
+
 def test_a_moved_vm_costs_its_own_flows_and_is_confirmed_by_generation(default_fabric):
     import json
-    import time
 
     from os_ken.controller.handler import register_instance
 
     ctl, spec, dps, path = default_fabric
     register_instance(ctl)
     assert ctl.get_handlers(app.EventReload())  # SIGHUP's event reaches reload()
-    from vclab.fabric.sdn import fabric_spec
-    from vclab.workloads.vmotion.migration import moved_cluster, moved_plan
-
-    after = fabric_spec(moved_plan(ctl.plan, "web1", "esx3"),
-                        moved_cluster(ctl.cluster, "web1", "esx3"))
     web1 = next(i.mac for i in ctl.plan.host("web1").interfaces)
-    doc = model.to_dict(after)
-    doc["generation"] = 2
-    path.write_text(json.dumps(doc))
-    for dp in dps.values():
-        dp.sent.clear()
-    t = time.perf_counter()
-    ctl.reload()
-    ms = (time.perf_counter() - t) * 1e3
+    path.write_text(json.dumps(web1_moved_doc(ctl)))
+    ms = timed_reload(ctl, dps)
     flows = [m for dp in dps.values() for m in dp.sent if type(m).__name__ == "OFPFlowMod"]
     print(f"\nreload: {ms:.1f} ms, {len(flows)} flow mods")
     assert flows and all(m.match["eth_dst"] == web1 for m in flows)
@@ -280,15 +291,9 @@ def test_a_prepared_move_is_a_comparison_at_the_switch_over(default_fabric):
     """vMotion's pre-copy hands the controller the destination's fabric (fabric.next.json):
     the switch-over's reload then builds nothing and only sends the moved MAC's flows."""
     import json
-    import time
-
-    from vclab.fabric.sdn import fabric_spec
-    from vclab.workloads.vmotion.migration import moved_cluster, moved_plan
 
     ctl, spec, dps, path = default_fabric
-    doc = model.to_dict(fabric_spec(moved_plan(ctl.plan, "web1", "esx3"),
-                                    moved_cluster(ctl.cluster, "web1", "esx3")))
-    doc["generation"] = 2
+    doc = web1_moved_doc(ctl)
     (path.parent / "fabric.next.json").write_text(json.dumps(doc))
     for dp in dps.values():
         dp.sent.clear()
@@ -296,11 +301,7 @@ def test_a_prepared_move_is_a_comparison_at_the_switch_over(default_fabric):
     assert not any(dp.sent for dp in dps.values())  # the VM still runs at the source
     built = ctl.compiler.built
     path.write_text(json.dumps(doc))
-    for dp in dps.values():
-        dp.sent.clear()
-    t = time.perf_counter()
-    ctl.reload()
-    ms = (time.perf_counter() - t) * 1e3
+    ms = timed_reload(ctl, dps)
     print(f"\nprepared reload: {ms:.1f} ms")
     assert ctl.compiler.built == built
     assert any(type(m).__name__ == "OFPFlowMod" for dp in dps.values() for m in dp.sent)
