@@ -13,8 +13,9 @@ helpers as tests/integration/test_probe.py, from tests/rigs/netns.py):
             it. Repeated when OVS itself stalled near an edge (other users of the shared
             switch reconfiguring it).
 
-Either is repeated when the path was already broken when the fault came; still disturbed
-after 3 tries: counted as void.
+Either is repeated when the path was already broken when the fault came, or when the host
+stalled the probe's senders at an edge (the error bar then measures the host); still
+disturbed after 3 tries: counted as void.
 
 Needs root and Open vSwitch. Exit status 1 if any trial missed its tolerance.
 """
@@ -131,7 +132,7 @@ def report(base: dict, trials: dict[tuple[str, float], list[dict]], interval_ms:
     )
     table = Table(title="probe accuracy (ms): black hole of known length", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True, show_edge=False)
-    # void: runs the shared switch disturbed (after 3 tries); real: the black hole by its own
+    # void: runs the shared switch or the host disturbed (after 3 tries); real: the black hole by its own
     # timestamps; outage: the probe's gap method; loss: lost probes x interval; error:
     # outage - real (mean, worst run); ±tol: the worst run's error bars added up (probe
     # ±1 interval, the fault's timestamps, OVS's lag)
@@ -146,7 +147,7 @@ def report(base: dict, trials: dict[tuple[str, float], list[dict]], interval_ms:
         if not good:
             table.add_row(kind, f"{hold:g}", "0", str(void), *["-"] * 7)
             lines.append(f"{kind} {hold:g} ms black hole: every run void (the shared switch "
-                         f"stalled near an edge each time)")
+                         f"or the host stalled near an edge each time)")
             continue
         m = [measured(kind, t) for t in good]
         errors = [x["error_ms"] for x in m]

@@ -46,9 +46,10 @@ def endpoints(r):
 
 def skip_if_disturbed(res: dict) -> None:
     if res["disturbed"]:
-        pytest.skip(f"the shared OVS was disturbed in all {res['attempts']} attempts (other "
-                    f"users' load: probes lost without a fault, or switch stalls [ms from the "
-                    f"fault, length ms] near its edges): {res['voided']}")
+        pytest.skip(f"disturbed in all {res['attempts']} attempts (other users' load on the "
+                    f"shared OVS: probes lost without a fault, or switch stalls [ms from the "
+                    f"fault, length ms] near its edges; or the host stalled the probe's "
+                    f"senders at an edge [direction: error bar ms]): {res['voided']}")
 
 
 def test_noise_floor_without_fault(probe_rig):
@@ -102,12 +103,14 @@ def test_kernel_black_hole_of_known_length(probe_rig, hold_ms):
     res = quiet_trial(*endpoints(r), tracker, faults(r)["kernel"], hold_ms, before_s=1.0,
                       after_s=0.5, make_witness=lambda: SwitchWatch(r.bridge))
     show(res)
+    ab, ba = res["a_to_b"], res["b_to_a"]
+    # a->b is dropped in a's own sendto: measured = real within its error bar, even when the
+    # host stalled the senders at an edge (the bar then widens: 8-140 ms on a CI runner)
+    assert ab["within_tolerance"], ab["error_ms"]
     skip_if_disturbed(res)
     assert res["fault_ms"] >= hold_ms - 1
-    ab, ba = res["a_to_b"], res["b_to_a"]
-    # a->b is dropped in a's own sendto: measured = real within +-1 interval and the ioctls'
-    # own duration (measured: |error| <= 1.5 ms with the host at load 4 on 2 cores)
-    assert ab["within_tolerance"], ab["error_ms"]
+    # with the senders on schedule the bar is +-1 interval plus the ioctls' own duration
+    # (measured: |error| <= 1.5 ms with the host at load 4 on 2 cores)
     assert abs(ab["error_ms"]) <= 3.0
     assert ab["fault_gap"]["loss_outage_ms"] == pytest.approx(res["fault_ms"],
                                                               abs=ab["tolerance_ms"])
