@@ -89,6 +89,35 @@ def _with_veth(check) -> tuple[bool, str]:
         _quiet(["ip", "link", "del", a])
 
 
+def _afxdp() -> tuple[bool, str]:
+    """An AF_XDP port in native mode on a veth of a netdev bridge: OVS lists `afxdp` whether or
+    not the kernel lets it bind, so add one and read its error."""
+    ok, types = _ok(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "iface_types"])
+    if not ok:
+        return False, "ovs-vswitchd is not running"
+    if "afxdp" not in types:
+        return False, "this Open vSwitch was built without AF_XDP"
+
+    def check(dev: str) -> tuple[bool, str]:
+        br = probe_name("br")
+        _quiet(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", br])
+        try:
+            _quiet(["ip", "link", "set", dev, "up"])
+            ok, out = _ok(["ovs-vsctl", "--timeout=10", "add-br", br, "--", "set", "bridge", br,
+                           "datapath_type=netdev", "--", "add-port", br, dev, "--", "set",
+                           "interface", dev, "type=afxdp", "options:xdp-mode=native"])
+            if not ok:
+                return False, out
+            _, err = _ok(["ovs-vsctl", "--timeout=5", "get", "Interface", dev, "error"])
+            _, ofport = _ok(["ovs-vsctl", "--timeout=5", "get", "Interface", dev, "ofport"])
+            if ofport.strip() in ("-1", "[]") or (err and err not in ("[]", '""')):
+                return False, f"an afxdp port does not bind here: {err}"
+            return True, "native-mode AF_XDP ports bind on veths"
+        finally:
+            _quiet(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", br])
+    return _with_veth(check)
+
+
 def _qdisc(kind: str, *params: str):
     def check(dev: str) -> tuple[bool, str]:
         ok, out = _ok(["tc", "qdisc", "add", "dev", dev, "root", kind, *params])
@@ -201,6 +230,9 @@ PROBES = [
      "userspace datapath: probes are lost with no fault at all (each port's packet socket "
      "holds only three 64 KiB TSO frames, so any storage or vMotion burst while ovs-vswitchd "
      "is busy overflows it): run scripts/install.sh, which raises net.core.rmem_default"),
+    ("ovs-afxdp", _afxdp,
+     "no AF_XDP ports: ovs-vswitchd's main thread polls every port itself, and its load "
+     "shows in every failover (docs/noise.md)"),
     ("bonding-driver", _link_kind("bond"),
      "no kernel bonds: NIC teams are OVS bonds (they work on both datapaths)"),
     ("vlan-8021q", _vlan,

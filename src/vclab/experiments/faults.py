@@ -3,7 +3,9 @@
 A fault is turned into commands first (pure, tested without root), then applied; the applied
 time is the wall clock right after the command that made it effective returned, with the
 command's own duration kept as its uncertainty. Cables are veth pairs whose two ends are both in
-the root namespace (switch ports and virtual-switch uplinks), so a fault never enters a host."""
+the root namespace (switch ports and virtual-switch uplinks), so a fault never enters a host
+(with AF_XDP ports, each cable is wired through a namespace of its own: topology/wire.py; the
+commands are the same, the executor runs their tc there)."""
 
 from __future__ import annotations
 
@@ -15,14 +17,13 @@ from vclab.errors import VclabError
 from vclab.experiments.spec import Fault
 from vclab.lab.executor import Executor
 from vclab.topology.commands import Exec, LinkState, Ofctl, Tc
+from vclab.topology.wire import sink_name
 
 # An ifb left down: whatever is redirected to it is dropped (gact is missing). One per lab,
 # named with the lab's prefix, so two runs side by side never remove each other's.
-SINK = "vcsink0"
+SINK = sink_name()
 
 
-def sink_name(prefix: str = "vc") -> str:
-    return f"{prefix}sink0"[:15]
 
 
 class Cabling(Protocol):

@@ -274,7 +274,7 @@ class Runner:
                     a.connect(w, running + deferred)
                 for a, w in running + deferred:
                     a.prepare(w)
-                counters = LinkCounters(lab.plan)
+                counters = LinkCounters(lab.plan, wired=lab.ports == "afxdp")
                 counters.start()
                 try:
                     for a, w in running:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vclab.errors import VclabError
-from vclab.topology.commands import Exec
+from vclab.topology.commands import Exec, Tc
 from vclab.topology.plan import BuildPlan, Bond, Bridge, Port, describe_loop, find_loop
 
 
@@ -36,6 +36,9 @@ class BuiltLab(Protocol):
     plan: BuildPlan
 
     def sh(self, args: list[str], check: bool = True) -> str: ...
+
+    def tc(self, cmds: list[Tc], check: bool = True) -> None:
+        """tc commands, batched, each where its device's qdiscs are (topology/wire.py)."""
 
 
 class Mechanism:

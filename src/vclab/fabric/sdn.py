@@ -18,7 +18,6 @@ kill and restart it: the switches keep forwarding on their rules meanwhile.
 from __future__ import annotations
 
 import json
-import shlex
 import socket
 import sys
 import time
@@ -29,7 +28,7 @@ from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, BuiltLab
 from vclab.lab.agent import THIS_MACHINE, Agent
 from vclab.lab.procs import Role
-from vclab.topology.commands import Ofctl
+from vclab.topology.commands import Ofctl, Tc
 from vclab.topology.plan import Bond, BuildPlan, Bridge, Port
 
 CONTROLLER_ID = "@vcctl"
@@ -326,7 +325,7 @@ class Sdn(Mechanism):
         # process for all: hundreds of commands on a bigger cluster.
         cmds = self.qos_commands(lab)
         if cmds:
-            lab.sh(["tc", "-batch", "-"], stdin="".join(c.batch_line + "\n" for c in cmds))
+            lab.tc(cmds)
         self._qos_ports = sorted({c.dev for c in cmds})
 
     def clear_qos(self, lab: BuiltLab, check: bool = False) -> None:
@@ -335,14 +334,13 @@ class Sdn(Mechanism):
         from vclab.topology.render import shape_commands
 
         shapes = {e.ifname: v.shape for v in lab.plan.veths for e in (v.a, v.b) if e.in_root}
-        lines = []
+        cmds: list[Tc] = []
         for dev in self._qos_ports:
             shape = shapes.get(dev)
-            cmds = shape_commands(dev, shape) if shape is not None and shape.rate else []
-            lines += [shlex.join(c[1:]) for c in cmds] or [f"qdisc del dev {dev} root"]
-        if lines:
-            lab.sh(["tc", "-batch", "-"], stdin="".join(line + "\n" for line in lines),
-                   check=check)
+            cmds += (shape_commands(dev, shape) if shape is not None and shape.rate else
+                     [Tc("qdisc", "del", dev, "root")])
+        if cmds:
+            lab.tc(cmds, check=check)
         self._qos_ports = []
 
     def stop(self, lab: BuiltLab) -> None:

@@ -60,7 +60,9 @@ def machine_key() -> str:
     """What the capacity depends on: cores, kernel, Open vSwitch version."""
     p = run_short(["ovs-vswitchd", "--version"])
     ovs = "?" if p.returncode in (MISSING, TIMED_OUT) else p.stdout.split("\n")[0].strip()
-    return f"{os.cpu_count()} cpus, {platform.release()}, {ovs}"
+    # the switch ports' type moves the capacity most of all (AF_XDP: no TSO)
+    ports = os.environ.get("VCLAB_PORTS", "system")
+    return f"{os.cpu_count()} cpus, {platform.release()}, {ovs}, ports {ports}"
 
 
 def calibrate(seconds: float = 1.0) -> dict[str, Any]:
@@ -109,10 +111,15 @@ def capacity(refresh: bool = False, cache: Path = CACHE) -> dict[str, Any]:
 class LinkCounters:
     """Transmit counters of shaped cable ends, sampled in a thread while a run goes on."""
 
-    def __init__(self, plan, interval_s: float = 0.1) -> None:
+    def __init__(self, plan, interval_s: float = 0.1, wired: bool = False) -> None:
         # (cable name, root-namespace end, nominal rate) of every shaped cable end
         self.ends = [(v.name, e.ifname, float(v.shape.rate)) for v in plan.veths
                      if v.shape is not None and v.shape.rate for e in (v.a, v.b) if e.in_root]
+        # Wired cables (topology/wire.py): an AF_XDP end's transmit counter counts what OVS
+        # offered, before the wire's shaping; what the cable carried is what the far end
+        # received.
+        self._read_at = ({end: ("rx", far) for end, far in plan.cable_peers().items()}
+                         if wired else {})
         self.bridge = {e.ifname: e.node for v in plan.veths for e in (v.a, v.b) if e.in_root}
         self.interval_s = interval_s
         # A scaled migration can be over in a quarter second: the window must fit inside it.
@@ -124,11 +131,11 @@ class LinkCounters:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @staticmethod
-    def _tx_counters(end: str) -> tuple[int, int]:
-        """(bytes, packets) the end has transmitted."""
-        stats = f"/sys/class/net/{end}/statistics"
-        with open(f"{stats}/tx_bytes") as b, open(f"{stats}/tx_packets") as p:
+    def _tx_counters(self, end: str) -> tuple[int, int]:
+        """(bytes, packets) the end has transmitted onto its cable."""
+        way, dev = self._read_at.get(end, ("tx", end))
+        stats = f"/sys/class/net/{dev}/statistics"
+        with open(f"{stats}/{way}_bytes") as b, open(f"{stats}/{way}_packets") as p:
             return int(b.read()), int(p.read())
 
     def _read(self) -> None:

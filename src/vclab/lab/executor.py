@@ -14,7 +14,7 @@ import subprocess
 from vclab.errors import VclabError
 from vclab.lab.ioctl import link_updown
 from vclab.lab.placement import Placement, Server, remote_command, server_for
-from vclab.topology.commands import LinkState
+from vclab.topology.commands import LinkState, Tc
 
 
 MISSING, TIMED_OUT = 127, -1  # run_short's exit status for a tool not there, or hung
@@ -37,6 +37,14 @@ class Executor:
     def __init__(self, placement: Placement | None = None, ssh_user: str | None = None) -> None:
         self.placement = placement
         self.ssh_user = ssh_user
+        # device -> the namespace whose device of that name holds its tc (wired cables: see
+        # topology/wire.py); the lab fills it when it builds the wires
+        self.tc_netns: dict[str, str] = {}
+
+    def tc_args(self, cmd: Tc) -> list[str]:
+        """A Tc command as it runs: in the namespace that holds the device's qdiscs."""
+        ns = self.tc_netns.get(cmd.dev)
+        return ["tc", "-n", ns, *cmd[1:]] if ns else list(cmd)
 
     def server(self, args: list[str], server: str | None = None) -> Server | None:
         """The remote server a command must run on, or None for this machine."""
@@ -64,6 +72,8 @@ class Executor:
                 if check:
                     raise VclabError(f"{shlex.join(args)} failed: {e.strerror}") from None
             return ""
+        if isinstance(args, Tc):
+            args = self.tc_args(args)
         if target is not None:
             args = remote_command(target, args, self.ssh_user)
         p = subprocess.run(args, input=stdin, capture_output=True, text=True)

@@ -48,7 +48,9 @@ from vclab.lab.signals import interrupts
 from vclab.lab.placement import (TUNNEL_MTU, Placement, Server, TunnelEnd, parse_servers,
                                   place, tunnel_commands)
 from vclab.topology.plan import BuildPlan, build_plan
+from vclab.topology.commands import Tc
 from vclab.topology.render import build_commands, host_commands, ipv6_off_commands, tc_commands
+from vclab.topology.wire import redirect_commands, sink_name, splice_commands, wire_name
 from vclab.topology.spec import Cluster
 
 _PING_BATCH = 100  # pings in flight at once
@@ -73,6 +75,7 @@ class Lab:
         if not prefix.startswith(PREFIX):
             raise VclabError(f"a lab's name prefix must start with {PREFIX!r}, not {prefix!r}")
         self.cluster = cluster
+        self.prefix = prefix
         self.plan: BuildPlan = build_plan(cluster, prefix)
         self.mechanism: Mechanism = get_mechanism(mechanism or cluster.mechanism)
         self.mechanism.check(self.plan)
@@ -94,6 +97,8 @@ class Lab:
         self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir()) / f"vclab-{self.run_id}"
         self.net: Mininet | None = None
         self.datapath = ""
+        self.ports, self.ports_why = "system", ""  # the switch ports' type (_choose_ports)
+        self._wire_ns: str | None = None  # the cables' namespace, once made (topology/wire.py)
         self.build_seconds = 0.0
         self.converge_seconds = 0.0
         self._owned = False  # True once the names were checked free: teardown may remove them
@@ -119,6 +124,18 @@ class Lab:
         """Run a command in the root namespace; a failure raises VclabError with its stderr.
         In cluster mode it runs on `server`, by default the one holding what it names."""
         return self.executor.run_on(self._server(args, server), args, check, stdin)
+
+    def tc(self, cmds: list[Tc], check: bool = True) -> None:
+        """Run tc commands in as few `tc -batch` processes as there are (server, namespace)
+        pairs to run them in: hundreds of commands on a bigger cluster."""
+        groups: dict[tuple[str | None, str | None], list[Tc]] = {}
+        for c in cmds:
+            where = self._server(c, None)
+            groups.setdefault((where.name if where else None, self.executor.tc_netns.get(c.dev)),
+                              []).append(c)
+        for (server, ns), batch in groups.items():
+            self.sh(["tc", *(["-n", ns] if ns else []), "-batch", "-"], check=check,
+                    server=server, stdin="".join(c.batch_line + "\n" for c in batch))
 
     def host_sh(self, host: str, args: list[str], check: bool = True) -> str:
         """Run a command inside a host's namespace, without going through its shell."""
@@ -175,6 +192,10 @@ class Lab:
         if self.datapath == "netdev":
             tso, _ = _probe("ovs-userspace-tso")
             self._tx_offload_off = not tso
+        self.ports, self.ports_why = self._choose_ports()
+        if self.ports == "afxdp":
+            # AF_XDP has no TSO: the hosts segment and checksum their own frames
+            self._tx_offload_off = True
         taken = []
         for server in self.servers:
             remote = self._server([], server) is not None
@@ -191,12 +212,39 @@ class Lab:
             mine = self._on(server)
             taken += [b.name for b in self.plan.bridges if b.name in mine and b.name in bridges | links]
             taken += [n for n in self.plan.root_links() if n in mine and n in links]
+        if os.path.exists(f"/var/run/netns/{wire_name(self.prefix)}"):
+            taken.append(f"namespace {wire_name(self.prefix)}")
         if taken:
             raise VclabError(
                 f"{', '.join(taken[:6])}{' ...' if len(taken) > 6 else ''} already exist: another "
                 "vclab cluster is up, or a killed one left them; `vclab clean` removes them")
         self._owned = True
         self.mechanism.prepare(self)  # e.g. sdn: the controller listens before bridges exist
+
+    def _choose_ports(self) -> tuple[str, str]:
+        """`afxdp` switch ports with wired cables (topology/wire.py) or `system` ones, and why.
+        VCLAB_PORTS=afxdp|system|auto chooses (default: system)."""
+        wanted = os.environ.get("VCLAB_PORTS", "system")
+        if wanted not in ("afxdp", "system", "auto"):
+            raise VclabError(f"VCLAB_PORTS={wanted!r}: allowed are afxdp, system and auto")
+        if wanted == "system":
+            return "system", "system ports asked for (VCLAB_PORTS)"
+        refused = []
+        if self.datapath != "netdev":
+            refused.append("the kernel datapath needs no userspace polling")
+        if self.placement is not None:
+            refused.append("cluster mode's tunnels are system ports")
+        if not all(self.mechanism.on_ovs(b) for b in self.plan.bridges):
+            refused.append(f"{self.mechanism.name} switches are not Open vSwitch bridges")
+        if not refused:
+            ok, why = _probe("ovs-afxdp")
+            if not ok:
+                refused.append(why)
+        if refused:
+            if wanted == "afxdp":
+                raise VclabError("VCLAB_PORTS=afxdp cannot be used: " + "; ".join(refused))
+            return "system", "; ".join(refused)
+        return "afxdp", "AF_XDP ports polled by a PMD thread, cables wired through a namespace"
 
     def _on(self, server: str) -> set[str]:
         """The bridges and root-namespace devices of the plan that live on `server`."""
@@ -252,12 +300,15 @@ class Lab:
         for tunnel in placement.tunnels if placement is not None else ():
             for end in (tunnel.a, tunnel.b):
                 self._make_tunnel_end(end, tunnel.vni)
+        if self.ports == "afxdp":
+            self._wire()
         for server in self.servers:  # before OVS adds (and brings up) the ports
             mine = self._on(server)
             for cmd in ipv6_off_commands([n for n in plan.root_links() if n in mine]):
                 self.sh(cmd, server=server)
         if placement is None:
-            ovs = build_commands(plan, self.datapath, self.mechanism, self.run_id)
+            ovs = build_commands(plan, self.datapath, self.mechanism, self.run_id,
+                                 ports=self.ports, queues=self._veth_queues())
         else:
             # One transaction per server (each ovs-vswitchd knows only its own bridges), then
             # the mechanism's commands, each sent where the devices it names are.
@@ -267,18 +318,35 @@ class Lab:
             ovs += self.mechanism.commands(plan)
         for cmd in ovs:
             self.sh(cmd)
-        tc = tc_commands(plan)
-        for server in self.servers:
-            mine = self._on(server)
-            batch = [c for c in tc if c.dev in mine]
-            if batch:
-                self.sh(["tc", "-batch", "-"], server=server,
-                        stdin="".join(c.batch_line + "\n" for c in batch))
+        self.tc(tc_commands(plan))
         mtu = TUNNEL_MTU if placement is not None and placement.tunnels else None
         for host in plan.hosts:
             script = " && ".join(shlex.join(c) for c in host_commands(host, self._tx_offload_off, mtu))
             self.host_sh(host.name, ["sh", "-c", script])
         self.mechanism.start(self)
+
+    def _veth_queues(self) -> int:
+        """Receive queues of this lab's veths (the kernel gives each one per CPU)."""
+        links = self.plan.root_links()
+        if not links:
+            return 1
+        try:
+            return max(1, sum(q.startswith("rx-") for q in
+                              os.listdir(f"/sys/class/net/{links[0]}/queues")))
+        except OSError:
+            return 1
+
+    def _wire(self) -> None:
+        """Splice every cable through the wire namespace (before OVS adds the ports); from
+        now on each cable end's tc runs there."""
+        wire = wire_name(self.prefix)
+        self._wire_ns = wire
+        for cmd in splice_commands(self.plan, wire, sink_name(self.prefix)):
+            self.sh(cmd)
+        for v in self.plan.cables():
+            for end in (v.a.ifname, v.b.ifname):
+                self.executor.tc_netns[end] = wire
+        self.tc(redirect_commands(self.plan))
 
     def _converge(self) -> None:
         """Poll the mechanism until the fabric has settled (two readings in a row, 50 ms
@@ -483,6 +551,8 @@ class Lab:
                 print(f"vclab: {self.mechanism.name} teardown: {err}", file=sys.stderr)
             for server in self.servers:
                 self._remove(server)
+            if self._wire_ns is not None:
+                self.sh(["ip", "netns", "del", self._wire_ns], check=False)
         # Interactive bash ignores SIGTERM: hang up each shell's session, as Mininet does.
         for entry in self.tracker.tracked:
             if entry.role is Role.SHELL and alive(entry.pid, entry.started):

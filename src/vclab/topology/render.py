@@ -25,15 +25,19 @@ def ovs_commands(plan: BuildPlan, datapath: str = "netdev", mechanism: Mechanism
 
 
 def build_commands(plan: BuildPlan, datapath: str = "netdev", mechanism: Mechanism | None = None,
-                   run_id: str = "", bridges: set[str] | None = None) -> list[list[str]]:
+                   run_id: str = "", bridges: set[str] | None = None,
+                   ports: str = "system", queues: int = 1) -> list[list[str]]:
     """What a build runs: `ovs_commands` with the bridges' transactions merged into one (or a
     few, see `merge_transactions`). ovs-vswitchd reconfigures once per transaction, and a
     reconfiguration walks every bridge and port it has: one per bridge made the build
     quadratic in the cluster's size (19 of 29 s at 64 hypervisors). Every bridge still gets
     its loop protection in the transaction that creates it. `bridges`: only those (one
-    server's, in cluster mode); the mechanism's commands then only with every bridge."""
+    server's, in cluster mode); the mechanism's commands then only with every bridge. `ports`:
+    the interface type of every veth port (`system`, or `afxdp`: see topology/wire.py), and
+    `queues` the receive queues of a veth here."""
     chosen = [b for b in plan.bridges if bridges is None or b.name in bridges]
-    commands = merge_transactions(bridge_transactions(plan, datapath, mechanism, run_id, chosen))
+    commands = merge_transactions(bridge_transactions(plan, datapath, mechanism, run_id, chosen,
+                                                      ports, queues))
     if mechanism is not None and bridges is None:
         commands += mechanism.commands(plan)
     return commands
@@ -96,7 +100,8 @@ def _vsctl_timeout(cmd: list[str]) -> int | None:
 
 def bridge_transactions(plan: BuildPlan, datapath: str = "netdev",
                         mechanism: Mechanism | None = None, run_id: str = "",
-                        bridges: list[Bridge] | None = None) -> list[list[str]]:
+                        bridges: list[Bridge] | None = None,
+                        ports: str = "system", queues: int = 1) -> list[list[str]]:
     """One ovs-vsctl transaction per bridge (of `bridges`, default all)."""
     commands = []
     for bridge in plan.bridges if bridges is None else bridges:
@@ -128,6 +133,7 @@ def bridge_transactions(plan: BuildPlan, datapath: str = "netdev",
                 cmd += ["--", "set", "interface", iface.name, f"ofport_request={iface.ofport}",
                         f'external_ids:vclab-link="{iface.link}"',
                         f'external_ids:vclab-peer="{iface.peer}"']
+                cmd += port_type_options(ports, queues)
                 if mechanism is not None:
                     cmd += mechanism.interface_options(bridge, iface)
         if mechanism is not None:
@@ -136,6 +142,16 @@ def bridge_transactions(plan: BuildPlan, datapath: str = "netdev",
                  *(m for p in bridge.ovs_ports() if isinstance(p, Bond) for m in p.members)]
         commands.append(Vsctl(cmd, names))
     return commands
+
+
+def port_type_options(ports: str, queues: int = 1) -> list[str]:
+    """Interface columns of a veth port of this type. `afxdp` in native mode: veths run XDP
+    in their own NAPI (generic mode copies every frame into an skb first). A veth has one
+    receive queue per CPU and the sender's CPU picks it: each needs its own AF_XDP socket, or
+    what lands on the others is dropped (`queues`: how many a veth has here)."""
+    if ports == "afxdp":
+        return ["type=afxdp", "options:xdp-mode=native", f"options:n_rxq={queues}"]
+    return []
 
 
 def _bond_columns(bond: Bond) -> list[str]:
