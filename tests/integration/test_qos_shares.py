@@ -38,6 +38,7 @@ mininet = pytest.importorskip("mininet")
 pytest.importorskip("os_ken")
 
 from vclab.lab.lab import Lab  # noqa: E402
+from vclab.topology.commands import Tc  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
 from vclab.workloads.iperf.workload import Iperf3  # noqa: E402
 
@@ -108,7 +109,7 @@ def contend(lab, tracker, outdir, tag: str) -> dict[str, float]:
 
 
 def class_bytes(lab, dev: str) -> dict[str, int]:
-    text = lab.sh(["tc", "-s", "class", "show", "dev", dev])
+    text = lab.sh(Tc("class", "show", dev, stats=True))
     out, classid = {}, None
     for line in text.splitlines():
         words = line.split()
@@ -124,7 +125,7 @@ def test_storage_and_management_keep_their_share_of_a_saturated_uplink(tmp_path)
     cluster = cluster_from_text(CLUSTER)
     with Lab(cluster, prefix=PREFIX, state_dir=tmp_path / "state", workdir=tmp_path / "lab") as lab:
         uplink = next(p.name for p in lab.plan.bridge("esx1").ports if p.role == "uplink")
-        assert "htb 1:" in lab.sh(["tc", "qdisc", "show", "dev", uplink])
+        assert "htb 1:" in lab.sh(Tc("qdisc", "show", uplink))
         before = class_bytes(lab, uplink)
         tries = []
         for attempt in range(ATTEMPTS):
@@ -135,7 +136,7 @@ def test_storage_and_management_keep_their_share_of_a_saturated_uplink(tmp_path)
                                              t["management"] / SHARES["management"]))
         gained = {c: n - before.get(c, 0) for c, n in class_bytes(lab, uplink).items()}
         lab.mechanism.clear_qos(lab, check=True)
-        assert "htb 1:" not in lab.sh(["tc", "qdisc", "show", "dev", uplink])
+        assert "htb 1:" not in lab.sh(Tc("qdisc", "show", uplink))
         fifo = contend(lab, tracker, tmp_path, "fifo")
     tracker.end_all()
     print(f"\nesx1's {RATE / 1e6:g} Mbit/s NIC, UDP VM flood at {FLOOD * RATE / 1e6:g} Mbit/s, "

@@ -78,15 +78,18 @@ def _burst(rate_bps: float) -> int:
 
 
 def htb_tree_commands(dev: str, rate_bps: float, networks: Sequence[Network],
-                      classify: str = "dscp", bounded: bool = False) -> list[list[str]]:
+                      classify: str = "dscp", bounded: bool = False,
+                      subnets: dict[int, str] | None = None) -> list[list[str]]:
     """The HTB tree on `dev` with one class per network, and the filters that fill them.
 
     classify: "dscp" (u32 on the IP header), "vlan" (u32 on the 802.1Q tag in the packet
-    data: netdev), "vlan-meta" (the tag as skb metadata: kernel datapath) or "queue" (no
-    filters: OpenFlow set_queue chooses). bounded: each class gets a bfifo of
-    NETDEV_QUEUE_BYTES (userspace datapath); else the device's default queue."""
-    if classify not in ("dscp", "vlan", "vlan-meta", "queue"):
-        raise ValueError(f"classify is dscp, vlan, vlan-meta or queue, not {classify!r}")
+    data: netdev), "vlan-meta" (the tag as skb metadata: kernel datapath), "subnet" (u32 on
+    the IPv4 source, the network's subnet from `subnets` by VLAN: a wired cable, see
+    subnet_filter_command) or "queue" (no filters: OpenFlow set_queue chooses). bounded:
+    each class gets a bfifo of NETDEV_QUEUE_BYTES (userspace datapath); else the device's
+    default queue."""
+    if classify not in ("dscp", "vlan", "vlan-meta", "subnet", "queue"):
+        raise ValueError(f"classify is dscp, vlan, vlan-meta, subnet or queue, not {classify!r}")
     rate = int(rate_bps)
     burst = _burst(rate)
     rest = max(100.0 - sum(n.share for n in networks), 1.0)  # unclassified traffic's share
@@ -112,7 +115,22 @@ def htb_tree_commands(dev: str, rate_bps: float, networks: Sequence[Network],
         elif classify in ("vlan", "vlan-meta"):
             out.append(vlan_filter_command(dev, net.vlan, classid, prio=q,
                                            in_data=classify == "vlan"))
+        elif classify == "subnet" and subnets and net.vlan in subnets:
+            out.append(subnet_filter_command(dev, subnets[net.vlan], classid, prio=q))
     return out
+
+
+def subnet_filter_command(ifname: str, subnet: str, classid: str, prio: int) -> list[str]:
+    """A filter sending IPv4 frames from `subnet` to `classid`: a network's frames by its
+    addresses. On a wired cable (topology/wire.py) the frame has crossed a veth's receive
+    path, which moves the 802.1Q tag into metadata, and this kernel has no classifier that
+    reads it there (no basic/flower): each network has its own subnet, so the source
+    address says the same. Non-IPv4 frames (ARP) go to the default class."""
+    # protocol all, and the version nibble checked instead: with the tag in metadata, tc
+    # takes the frame's protocol to be 802.1Q
+    return Tc("filter", "add", ifname, "parent", "1:", "protocol", "all", "prio", str(prio),
+              "u32", "match", "u8", "0x40", "0xf0", "at", "0", "match", "ip", "src", subnet,
+              "flowid", classid)
 
 
 def port_qos_commands(ifname: str, networks: Sequence[Network], link_mbps: float,
@@ -165,19 +183,21 @@ def fabric_qos_commands(spec: FabricSpec) -> list[list[str]]:
 
 
 def uplink_qos_commands(uplinks: Iterable[tuple[str, Sequence[int], float | None]],
-                        networks: Sequence[Network], kernel_datapath: bool = False
-                        ) -> list[list[str]]:
+                        networks: Sequence[Network], kernel_datapath: bool = False,
+                        subnets: dict[int, str] | None = None) -> list[list[str]]:
     """NIOC: the tree on each (device, VLANs it carries, cable rate) uplink of a virtual
-    switch, classified by VLAN. Only the networks an uplink carries get a class; an uplink
-    that carries one network or none with a share, or has no rate to share out, is left as
-    it is (a storage array's portal carries one VLAN)."""
+    switch, classified by VLAN (by the network's subnet when `subnets` is given: wired
+    cables). Only the networks an uplink carries get a class; an uplink that carries one
+    network or none with a share, or has no rate to share out, is left as it is (a storage
+    array's portal carries one VLAN)."""
     out: list[list[str]] = []
+    classify = "subnet" if subnets else "vlan-meta" if kernel_datapath else "vlan"
     for dev, vlans, rate_bps in uplinks:
         mine = [n for n in networks if n.vlan in vlans]
         if not rate_bps or len(mine) < 2 or not any(n.share for n in mine):
             continue
-        out += htb_tree_commands(dev, rate_bps, mine, "vlan-meta" if kernel_datapath else "vlan",
-                                 bounded=not kernel_datapath)
+        out += htb_tree_commands(dev, rate_bps, mine, classify, bounded=not kernel_datapath,
+                                 subnets=subnets)
     return out
 
 

@@ -313,9 +313,13 @@ class Sdn(Mechanism):
         NIOC's per network shares on each server uplink (filled by VLAN)."""
         from vclab.fabric import qos
 
+        wired = getattr(lab, "ports", "system") == "afxdp"  # topology/wire.py
+        subnets = ({n.vlan: str(n.subnet) for n in lab.plan.networks.values()} if wired
+                   else None)
         return (qos.fabric_qos_commands(self.spec)
                 + qos.uplink_qos_commands(vswitch_uplinks(lab.plan), self.spec.networks,
-                                          kernel_datapath=self.datapath == "system"))
+                                          kernel_datapath=self.datapath == "system",
+                                          subnets=subnets))
 
     def start(self, lab: BuiltLab) -> None:
         self.apply_qos(lab)

@@ -39,8 +39,9 @@ class LinkState(Command):
 class Tc(Command):
     """`tc OBJECT VERB dev DEV ...`: a qdisc, class or filter on one device."""
 
-    def __init__(self, obj: str, verb: str, dev: str, *rest: str) -> None:
-        super().__init__(["tc", obj, verb, "dev", dev, *rest], (dev,))
+    def __init__(self, obj: str, verb: str, dev: str, *rest: str, stats: bool = False) -> None:
+        # stats: `tc -s` (a question, never batched)
+        super().__init__(["tc", *(["-s"] if stats else []), obj, verb, "dev", dev, *rest], (dev,))
         self.dev = dev
 
     @property
