@@ -37,6 +37,7 @@ pytestmark = [
 mininet = pytest.importorskip("mininet")
 pytest.importorskip("os_ken")
 
+from vclab.doctor import PROBES  # noqa: E402
 from vclab.lab.lab import Lab  # noqa: E402
 from vclab.topology.commands import Tc  # noqa: E402
 from vclab.topology.loader import cluster_from_text  # noqa: E402
@@ -120,10 +121,18 @@ def class_bytes(lab, dev: str) -> dict[str, int]:
     return out
 
 
-def test_storage_and_management_keep_their_share_of_a_saturated_uplink(tmp_path):
+@pytest.mark.parametrize("ports", ["system", "afxdp"])
+def test_storage_and_management_keep_their_share_of_a_saturated_uplink(tmp_path, ports):
+    """With AF_XDP ports the classes sit on the wire namespace's veths and are filled by the
+    networks' subnets (fabric/qos.py, subnet_filter_command)."""
+    if ports == "afxdp":
+        ok, why = next(p for n, p, _ in PROBES if n == "ovs-afxdp")()
+        if not ok:
+            pytest.skip(f"no AF_XDP ports here: {why}")
     tracker = ProcessTracker(f"test-qos-{os.getpid()}", tmp_path / "state")
     cluster = cluster_from_text(CLUSTER)
-    with Lab(cluster, prefix=PREFIX, state_dir=tmp_path / "state", workdir=tmp_path / "lab") as lab:
+    with Lab(cluster, prefix=PREFIX, state_dir=tmp_path / "state", workdir=tmp_path / "lab",
+             ports=ports) as lab:
         uplink = next(p.name for p in lab.plan.bridge("esx1").ports if p.role == "uplink")
         assert "htb 1:" in lab.sh(Tc("qdisc", "show", uplink))
         before = class_bytes(lab, uplink)

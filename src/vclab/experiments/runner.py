@@ -138,6 +138,8 @@ class Runner:
                           "budget_s": self.budget_s,
                           "min_repetitions": self.repetitions if self.budget_s is not None else None,
                           "shard": f"{self.shard[0]}/{self.shard[1]}", **self._ha_settings(),
+                          # the switch ports' type asked for (lab.Lab._choose_ports)
+                          "ports": os.environ.get("VCLAB_PORTS", "system"),
                           **fidelity})
         self.scaled = scale_experiment(self.experiment, self.scale or 1)
         summary = RunSummary(run_id, self.results, 0, 0, False, 0.0)
@@ -274,7 +276,7 @@ class Runner:
                     a.connect(w, running + deferred)
                 for a, w in running + deferred:
                     a.prepare(w)
-                counters = LinkCounters(lab.plan, wired=lab.ports == "afxdp")
+                counters = LinkCounters(lab.plan, wired=getattr(lab, "ports", "system") == "afxdp")
                 counters.start()
                 try:
                     for a, w in running:

@@ -86,7 +86,8 @@ def calibrate(seconds: float = 1.0) -> dict[str, Any]:
                 replay.stop()
     return {"rate_bps": rate, "samples_bps": replay.measured_samples_bps,
             "measured_at": time.time(), "load": load, "machine": machine_key(),
-            "method": "vMotion replay stream across 4 unshaped userspace bridges"}
+            "ports": lab.ports,
+            "method": f"vMotion replay stream across 4 unshaped userspace bridges, {lab.ports} ports"}
 
 
 def capacity(refresh: bool = False, cache: Path = CACHE) -> dict[str, Any]:

@@ -69,13 +69,20 @@ class Lab:
                  cli: bool = False, run_id: str | None = None,
                  state_dir: Path | None = None, prefix: str = PREFIX,
                  workdir: Path | None = None, servers: str | list[str] | None = None,
-                 pins: dict[str, str] | None = None, ssh_user: str | None = None) -> None:
+                 pins: dict[str, str] | None = None, ssh_user: str | None = None,
+                 ports: str | None = None) -> None:
         # `prefix` lets two labs (e.g. tests of different helpers) run side by side; it must
         # start with vclab's own prefix so `vclab clean` still recognises everything.
         if not prefix.startswith(PREFIX):
             raise VclabError(f"a lab's name prefix must start with {PREFIX!r}, not {prefix!r}")
         self.cluster = cluster
         self.prefix = prefix
+        # the switch ports' type asked for: afxdp, system or auto (default: VCLAB_PORTS, else
+        # system); _choose_ports decides at the build what this machine allows
+        self.ports_wanted = ports or os.environ.get("VCLAB_PORTS", "system")
+        if self.ports_wanted not in ("afxdp", "system", "auto"):
+            raise VclabError(f"switch ports {self.ports_wanted!r}: allowed are afxdp, system "
+                             "and auto (VCLAB_PORTS)")
         self.plan: BuildPlan = build_plan(cluster, prefix)
         self.mechanism: Mechanism = get_mechanism(mechanism or cluster.mechanism)
         self.mechanism.check(self.plan)
@@ -223,12 +230,10 @@ class Lab:
 
     def _choose_ports(self) -> tuple[str, str]:
         """`afxdp` switch ports with wired cables (topology/wire.py) or `system` ones, and why.
-        VCLAB_PORTS=afxdp|system|auto chooses (default: system)."""
-        wanted = os.environ.get("VCLAB_PORTS", "system")
-        if wanted not in ("afxdp", "system", "auto"):
-            raise VclabError(f"VCLAB_PORTS={wanted!r}: allowed are afxdp, system and auto")
+        `afxdp` refuses to build where it cannot; `auto` falls back to system ports."""
+        wanted = self.ports_wanted
         if wanted == "system":
-            return "system", "system ports asked for (VCLAB_PORTS)"
+            return "system", "system ports asked for"
         refused = []
         if self.datapath != "netdev":
             refused.append("the kernel datapath needs no userspace polling")
@@ -242,7 +247,8 @@ class Lab:
                 refused.append(why)
         if refused:
             if wanted == "afxdp":
-                raise VclabError("VCLAB_PORTS=afxdp cannot be used: " + "; ".join(refused))
+                raise VclabError("AF_XDP switch ports (VCLAB_PORTS=afxdp) cannot be used: "
+                                 + "; ".join(refused))
             return "system", "; ".join(refused)
         return "afxdp", "AF_XDP ports polled by a PMD thread, cables wired through a namespace"
 
