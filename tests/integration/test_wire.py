@@ -72,7 +72,9 @@ def test_a_wired_cable_carries_shapes_and_fails(afxdp, tmp_path):
         assert flow.wait(timeout=30)
         rate = Iperf3.parse(flow.collect())["throughput_bps"]
         print(f"TCP across a {RATE / 1e6:g} Mbit/s wired cable: {rate / 1e6:.1f} Mbit/s")
-        assert 0.80 * RATE <= rate <= 1.02 * RATE
+        # above the rate: the wire did not shape; far below: it did not carry (half leaves
+        # room for a busy CI runner; 95.7 Mbit/s measured on this project's machine)
+        assert 0.5 * RATE <= rate <= 1.02 * RATE
         shaped = lab.sh(Tc("qdisc", "show", a, stats=True))  # runs in the wire namespace
         assert "htb 5:" in shaped and int(shaped.split("Sent ")[1].split()[0]) > 1e6
         # a carrier fault on the root ends reaches both switches, and its repair too
