@@ -216,7 +216,8 @@ class Runner:
                "fastest_cable_bps": fastest}
         if cap:
             out.update(capacity_bps=cap["rate_bps"], capacity_measured_at=cap["measured_at"],
-                       capacity_load=cap["load"], capacity_method=cap["method"])
+                       capacity_load=cap["load"], capacity_method=cap["method"],
+                       capacity_ports=cap.get("ports", "system"))
             problem = capacity_problem(fastest, cap["rate_bps"], self.scale)
             if problem:
                 out["capacity_problem"] = problem

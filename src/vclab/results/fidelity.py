@@ -82,6 +82,12 @@ def fidelity_html(run, comparison, kinds: dict[str, str]) -> str:
     if s.get("capacity_bps"):
         facts.append(f"this machine forwards {s['capacity_bps'] / 1e9:.2f} Gbit/s per path "
                      f"(load {s.get('capacity_load', 0):.1f} when measured)")
+    if s.get("ports"):
+        # AF_XDP ports (VCLAB_PORTS=afxdp) change the noise and the capacity: docs/noise.md;
+        # the calibration lab says what this machine built when asked
+        built = s.get("capacity_ports")
+        facts.append(f"switch ports {built or s['ports']}"
+                     + (f" (asked for: {s['ports']})" if built and built != s["ports"] else ""))
     parts.append("<p>" + escape("; ".join(facts)) + ". Rates, memory, disks and dirty rates ran "
                  "k times smaller, so transfer times are the nominal ones; iperf3 rates are shown "
                  "times k; timers (heartbeats, BFD, hellos, TCP's minimum RTO) ran as they are.</p>")
