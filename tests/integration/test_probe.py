@@ -89,7 +89,8 @@ def faults(r) -> dict:
 def show(res: dict) -> None:
     keys = ("fault_ms", "fault_error_ms", "fault_outage_ms", "fault_outage_error_ms",
             "fault_loss_outage_ms", "error_ms", "tolerance_ms", "fault_outage_start_ms",
-            "noise_floor_ms", "own_noise_floor_ms", "disturbed", "attempts", "voided")
+            "noise_floor_ms", "own_noise_floor_ms", "disturbed", "attempts", "voided",
+            "wall_clock_step_ms")
     print({k: res.get(k) for k in keys})
     print({d: (res[d]["error_ms"], res[d]["owd"]["max_ms"]) for d in ("a_to_b", "b_to_a")})
 

@@ -114,6 +114,7 @@ class OpenFlowSocket:
         # os-ken's messages only need the datapath for its protocol modules.
         self.dp = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser)
         self.xid = 0
+        self.last_mono = (0, 0)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(f"{ovs_rundir()}/{bridge}.mgmt")
         self.sock.sendall(self._bytes(self.parser.OFPHello(self.dp)))
@@ -147,16 +148,19 @@ class OpenFlowSocket:
 
     def flow_mod(self, **kwargs: Any) -> tuple[int, int]:
         """Send a flow mod and a barrier; return CLOCK_REALTIME ns just before sending and
-        just after the barrier reply (the switch has then applied the flow mod)."""
+        just after the barrier reply (the switch has then applied the flow mod).
+        `last_mono` holds the same two moments on CLOCK_MONOTONIC."""
         data = self._bytes(self.parser.OFPFlowMod(self.dp, **kwargs))
         data += self._bytes(self.parser.OFPBarrierRequest(self.dp))
         barrier = self.xid
-        sent = time.time_ns()
+        sent, sent_mono = time.time_ns(), time.monotonic_ns()
         self.sock.sendall(data)
         while True:
             _, kind, xid = self._read()
             if kind == self.ofp.OFPT_BARRIER_REPLY and xid == barrier:
-                return sent, time.time_ns()
+                done_mono, done = time.monotonic_ns(), time.time_ns()
+                self.last_mono = (sent_mono, done_mono)
+                return sent, done
 
     def echo(self) -> tuple[int, int]:
         """An echo round trip: CLOCK_REALTIME ns when asked and when answered."""
@@ -196,6 +200,9 @@ class BlackHole:
     applied_ns: int | None = None
     undone_sent_ns: int | None = None
     undone_ns: int | None = None
+    # the four moments on CLOCK_MONOTONIC: the length is a duration, which a step of the wall
+    # clock (NTP, a VM's guest agent) would otherwise lengthen or shorten
+    mono: dict[str, int] = field(default_factory=dict)
     _of: OpenFlowSocket | None = field(default=None, repr=False)
 
     def _conn(self) -> OpenFlowSocket:
@@ -213,6 +220,7 @@ class BlackHole:
         self.applied_sent_ns, self.applied_ns = of.flow_mod(
             cookie=self.cookie, priority=self.priority, match=of.parser.OFPMatch(**self.match),
             instructions=[])  # no instructions: drop
+        self.mono["applied_sent"], self.mono["applied"] = of.last_mono
         return self.applied_ns
 
     def undo(self) -> int:
@@ -221,22 +229,25 @@ class BlackHole:
             command=of.ofp.OFPFC_DELETE, table_id=of.ofp.OFPTT_ALL, cookie=self.cookie,
             cookie_mask=0xFFFF_FFFF_FFFF_FFFF, out_port=of.ofp.OFPP_ANY,
             out_group=of.ofp.OFPG_ANY, match=of.parser.OFPMatch())
+        self.mono["undone_sent"], self.mono["undone"] = of.last_mono
         return self.undone_ns
 
     @property
     def length_ms(self) -> float | None:
         """How long the path was black-holed. Each edge took effect somewhere between the
-        request and the switch's confirmation: take the middle of both."""
-        if None in (self.applied_sent_ns, self.applied_ns, self.undone_sent_ns, self.undone_ns):
+        request and the switch's confirmation: take the middle of both (monotonic clock)."""
+        m = self.mono
+        if len(m) < 4 or self.undone_ns is None:
             return None
-        return ((self.undone_sent_ns + self.undone_ns) - (self.applied_sent_ns + self.applied_ns)) / 2e6
+        return ((m["undone_sent"] + m["undone"]) - (m["applied_sent"] + m["applied"])) / 2e6
 
     @property
     def length_error_ms(self) -> float | None:
         """+- on length_ms: half of each request's round trip to the switch."""
+        m = self.mono
         if self.length_ms is None:
             return None
-        return ((self.undone_ns - self.undone_sent_ns) + (self.applied_ns - self.applied_sent_ns)) / 2e6
+        return ((m["undone"] - m["undone_sent"]) + (m["applied"] - m["applied_sent"])) / 2e6
 
     def close(self) -> None:
         """Remove the rule if it is still in place, and close the connection."""
@@ -333,6 +344,7 @@ class MtuBlackHole:
     applied_ns: int | None = None
     undone_sent_ns: int | None = None
     undone_ns: int | None = None
+    mono: dict[str, int] = field(default_factory=dict)
 
     def connect(self) -> "MtuBlackHole":
         self.original_mtu = link_mtu(self.port)
@@ -341,15 +353,15 @@ class MtuBlackHole:
     def apply(self) -> int:
         if self.original_mtu is None:
             self.connect()
-        self.applied_sent_ns = time.time_ns()
+        self.applied_sent_ns, self.mono["applied_sent"] = time.time_ns(), time.monotonic_ns()
         link_mtu(self.port, self.mtu)
-        self.applied_ns = time.time_ns()
+        self.mono["applied"], self.applied_ns = time.monotonic_ns(), time.time_ns()
         return self.applied_ns
 
     def undo(self) -> int:
-        self.undone_sent_ns = time.time_ns()
+        self.undone_sent_ns, self.mono["undone_sent"] = time.time_ns(), time.monotonic_ns()
         link_mtu(self.port, self.original_mtu)
-        self.undone_ns = time.time_ns()
+        self.mono["undone"], self.undone_ns = time.monotonic_ns(), time.time_ns()
         return self.undone_ns
 
     length_ms = BlackHole.length_ms

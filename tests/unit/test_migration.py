@@ -166,9 +166,9 @@ def test_capture_parse_classifies_tagged_and_untagged(tmp_path) -> None:
 
 def _log(sent: list[int], t: list[int]) -> SimpleNamespace:
     """An agent's log with probes sent at `t` (ns); the peer got those in `sent`."""
-    return SimpleNamespace(sent_seq=list(range(len(t))), sent_t=t, recv_seq=[], recv_t_send=[],
-                           recv_t_recv=[], rx_start_ns=None, rx_end_ns=None, recv_echo_seq=[],
-                           recv_echo_hold=[], info={}, _got=sent)
+    return SimpleNamespace(sent_seq=list(range(len(t))), sent_t=t, sent_mono=(), recv_seq=[],
+                           recv_t_send=[], recv_t_recv=[], rx_start_ns=None, rx_end_ns=None,
+                           recv_echo_seq=[], recv_echo_hold=[], info={}, _got=sent)
 
 
 def test_switchover_outage_takes_the_gap_over_the_detached_stretch() -> None:

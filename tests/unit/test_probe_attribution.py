@@ -76,7 +76,8 @@ def probe_raw(seconds: float, lost: set[int]) -> dict:
     s = stream(seconds, lost)
 
     def log(me: Stream, peer: Stream) -> SimpleNamespace:
-        return SimpleNamespace(sent_seq=me.sent_seq, sent_t=me.sent_t, recv_seq=peer.recv_seq,
+        return SimpleNamespace(sent_seq=me.sent_seq, sent_t=me.sent_t, sent_mono=me.sent_mono,
+                               recv_seq=peer.recv_seq,
                                recv_t_send=peer.recv_t_send, recv_t_recv=peer.recv_t_recv,
                                rx_start_ns=peer.rx_start_ns, rx_end_ns=peer.rx_end_ns,
                                recv_echo_seq=[], recv_echo_hold=[])

@@ -436,3 +436,33 @@ def test_two_agents_on_loopback(tmp_path):
     assert out["a_to_b"]["expected"] > 200 and out["b_to_a"]["expected"] > 200
     assert out["lost"] <= 2  # loopback: nothing lost unless the host is starved
     assert out["a_to_b"]["owd"]["median_ms"] < 5 and out["rtt"]["count"] > 100
+
+
+@pytest.mark.parametrize("step_ms", [5.0, -3.0])
+def test_a_step_of_the_wall_clock_inside_a_gap_is_not_outage(step_ms):
+    """A CI runner's wall clock was stepped +1..5 ms per second (fault_ms 1005 for a 1000 ms
+    hold, 1000 probes lost): the outage is a duration, taken on the sender's monotonic clock;
+    the step is reported, and the edges stay where the wall clock put them."""
+    n, hole = 1000, range(300, 500)  # 200 probes lost, 200 ms of outage
+    mono = [i * MS for i in range(n)]
+    step = int(step_ms * MS)
+    wall = [T0 + m + (step if i >= 400 else 0) for i, m in enumerate(mono)]
+    s = make_stream(n=n, send_times=wall, lost=set(hole))
+    stepped = analyse(s, fault_ns=T0 + 299 * MS + MS // 2)
+    assert stepped.outage_ms == pytest.approx(200 + step_ms)  # wall clock only: off by the step
+    s.sent_mono = mono
+    r = analyse(s, fault_ns=T0 + 299 * MS + MS // 2)
+    assert (r.outage_ms, r.outage_error_ms, r.loss_outage_ms) == (200.0, 1.0, 200.0)
+    assert r.clock_step_ms == pytest.approx(abs(step_ms))
+    assert r.fault_gap.start_rel_ms == pytest.approx(0.0)
+    assert r.fault_gap.end_ns == r.fault_gap.start_ns + 200 * MS
+    assert analyse(make_stream()).clock_step_ms == 0.0  # no monotonic stamps: nothing claimed
+
+
+def test_agent_log_round_trips_the_monotonic_stamps(tmp_path):
+    log = probe_agent.AgentLog(MS, 1, 2)
+    log.sent_seq.extend([0, 1]); log.sent_t.extend([T0, T0 + MS]); log.sent_mono.extend([5, 6])
+    probe_agent.write_log(log, tmp_path / "a.probe")
+    back = probe_agent.read_log(tmp_path / "a.probe")
+    assert list(back.sent_mono) == [5, 6] and list(back.sent_t) == [T0, T0 + MS]
+    assert "columns" not in back.info

@@ -5,7 +5,9 @@
 Each agent sends to its peer on an absolute schedule and records what it sent (seq, send time)
 and what it received (seq, the peer's send time, the kernel's receive time). Times are
 CLOCK_REALTIME ns, the clock SO_TIMESTAMPNS uses, so one-way delay is meaningful when both
-agents share a machine. Every probe also echoes the last peer seq received and how long ago
+agents share a machine. Each send is also stamped on CLOCK_MONOTONIC: the wall clock can be
+stepped while probing (NTP, a VM's guest agent: +1..5 ms steps per second were seen on a CI
+runner), and an outage is a duration on the sender, which only the monotonic clock gives. Every probe also echoes the last peer seq received and how long ago
 (TWAMP-style), which gives RTT without trusting the clocks and without reflecting packets.
 
 Stdlib only and kept lean: it shares two cores with Open vSwitch. The log format lives here
@@ -58,17 +60,18 @@ class AgentLog:
     recv_t_recv: array = field(default_factory=lambda: array("q"))
     recv_echo_seq: array = field(default_factory=lambda: array("I"))
     recv_echo_hold: array = field(default_factory=lambda: array("q"))
+    sent_mono: array = field(default_factory=lambda: array("q"))  # CLOCK_MONOTONIC of each send
     info: dict = field(default_factory=dict)  # bind/peer addresses, scheduler, errors
 
     def columns(self) -> list[array]:
         return [self.sent_seq, self.sent_t, self.recv_seq, self.recv_t_send, self.recv_t_recv,
-                self.recv_echo_seq, self.recv_echo_hold]
+                self.recv_echo_seq, self.recv_echo_hold, self.sent_mono]
 
 
 def write_log(log: AgentLog, path: Path) -> None:
     """Header (JSON) then each column as a length-prefixed raw array: 60 s at 1 kHz ~ 2 MB."""
     header = dict(log.info, interval_ns=log.interval_ns, rx_start_ns=log.rx_start_ns,
-                  rx_end_ns=log.rx_end_ns, byteorder=sys.byteorder)
+                  rx_end_ns=log.rx_end_ns, byteorder=sys.byteorder, columns=len(log.columns()))
     blob = json.dumps(header).encode()
     tmp = Path(f"{path}.tmp")
     with tmp.open("wb") as f:
@@ -90,7 +93,7 @@ def read_log(path: Path) -> AgentLog:
     pos += hlen
     swap = header.pop("byteorder", sys.byteorder) != sys.byteorder
     cols = []
-    for _ in range(7):
+    for _ in range(header.pop("columns", 7)):  # 7: written before sends were stamped monotonic
         code, n = struct.unpack_from("<cI", data, pos)
         pos += 5
         col = array(code.decode())
@@ -154,6 +157,7 @@ class Agent:
 
     def send(self) -> None:
         now = time.time_ns()
+        mono = time.monotonic_ns()
         hold = now - self.last_rx_t if self.last_rx_seq != NO_ECHO else 0
         msg = PAYLOAD.pack(self.session, self.seq, now, self.last_rx_seq, hold) + self.pad
         try:
@@ -163,6 +167,7 @@ class Agent:
             self.log.info["send_errors"] += 1
         self.log.sent_seq.append(self.seq)
         self.log.sent_t.append(now)
+        self.log.sent_mono.append(mono)
         self.seq = (self.seq + 1) & 0xFFFFFFFF
 
     def drain(self) -> None:

@@ -8,7 +8,10 @@ take the midpoints, so the timestamp-based outage is
     outage = mid(first lost, next received) - mid(previous received, first lost)
            = t_send(next received) - t_send(previous received) - interval   (regular sending)
 
-with an error bar of half of each bracket (= +-interval when sending is regular). Sender
+with an error bar of half of each bracket (= +-interval when sending is regular). The edges'
+positions are wall-clock (CLOCK_REALTIME, to line up with faults and other records), but the
+outage and its error bar are durations on the sender's CLOCK_MONOTONIC when its log has it:
+a step of the wall clock inside a gap (NTP, a VM's guest agent) is not time that passed. Sender
 scheduling jitter moves both send times and the receive times alike, so it is not counted;
 receiver jitter cannot count either, because receive times are not used. The loss-derived
 outage (RFC 6201 style) is lost x interval, also +-interval.
@@ -44,6 +47,13 @@ class Stream:
     recv_t_recv: Sequence[int] = ()
     rx_start_ns: int | None = None  # the receiver's listening window
     rx_end_ns: int | None = None
+    sent_mono: Sequence[int] = ()  # CLOCK_MONOTONIC of each send, parallel to sent_t
+
+    def monotonic(self) -> dict[int, int]:
+        """seq -> monotonic send time, when the sender's log has one for every send."""
+        if not self.sent_mono or len(self.sent_mono) != len(self.sent_seq):
+            return {}
+        return dict(zip(self.sent_seq, self.sent_mono))
 
 
 @dataclass
@@ -93,6 +103,9 @@ class DirectionResult:
     recv_gap_ms: float = 0.0  # naive: largest gap between receive times minus the interval
     send_gap_ms: float = 0.0  # largest gap between send times minus the interval
     noise_floor_ms: float | None = None
+    # How far the sender's wall clock moved against its monotonic clock while it probed (0
+    # on a steady clock): steps the timestamp-based edges positions carry, durations do not.
+    clock_step_ms: float = 0.0
 
 
 @dataclass
@@ -150,7 +163,10 @@ def _expected(stream: Stream, start_ns: int | None, end_ns: int | None) -> dict[
     return times
 
 
-def _gaps(stream: Stream, times: dict[int, int], got: set[int]) -> list[Gap]:
+def _gaps(stream: Stream, times: dict[int, int], got: set[int],
+          mono: dict[int, int] | None = None) -> list[Gap]:
+    """Runs of lost probes. `mono` (seq -> monotonic send time) gives the durations when every
+    send around a gap has one."""
     seqs = sorted(times)
     interval = stream.interval_ns
     gaps: list[Gap] = []
@@ -162,26 +178,39 @@ def _gaps(stream: Stream, times: dict[int, int], got: set[int]) -> list[Gap]:
         j = i
         while j + 1 < len(seqs) and seqs[j + 1] not in got:
             j += 1
-        prev = times[seqs[i - 1]] if i > 0 else None
-        nxt = times[seqs[j + 1]] if j + 1 < len(seqs) else None
-        first, last = times[seqs[i]], times[seqs[j]]
-        # Unknown send times of lost probes (no sender log): one interval from the neighbour.
-        if first < 0:
-            first = prev + interval if prev is not None else (nxt - (j - i + 1) * interval)
-        if last < 0:
-            last = nxt - interval if nxt is not None else first + (j - i) * interval
+        around = [seqs[i - 1] if i > 0 else None, seqs[i], seqs[j],
+                  seqs[j + 1] if j + 1 < len(seqs) else None]
+        prev, first, last, nxt = _edges(around, times, interval, j - i + 1)
         # Twice the edge times, in integer ns: realtime ns exceed a float's exact range.
-        start2, start_err2 = (prev + first, first - prev) if prev is not None else (2 * first, 0)
-        end2, end_err2 = (last + nxt, nxt - last) if nxt is not None else (2 * last, 0)
+        start2 = prev + first if prev is not None else 2 * first
+        if mono and all(s is None or s in mono for s in around):
+            prev, first, last, nxt = _edges(around, mono, interval, j - i + 1)
+        start_err2 = first - prev if prev is not None else 0
+        length2 = ((last + nxt) if nxt is not None else 2 * last) - (
+            (prev + first) if prev is not None else 2 * first)
+        end_err2 = nxt - last if nxt is not None else 0
         lost = j - i + 1
         gaps.append(Gap(
             first_lost=seqs[i], last_lost=seqs[j], lost=lost, start_ns=start2 // 2,
-            end_ns=end2 // 2, outage_ms=(end2 - start2) / 2 / NS_PER_MS,
+            end_ns=(start2 + length2) // 2, outage_ms=length2 / 2 / NS_PER_MS,
             error_ms=(start_err2 + end_err2) / 2 / NS_PER_MS,
-            loss_outage_ms=_ms(lost * interval), open_start=prev is None, open_end=nxt is None,
+            loss_outage_ms=_ms(lost * interval), open_start=around[0] is None,
+            open_end=around[3] is None,
         ))
         i = j + 1
     return gaps
+
+
+def _edges(around: list[int | None], times: dict[int, int], interval: int,
+           lost: int) -> tuple[int | None, int, int, int | None]:
+    """Send times of (previous received, first lost, last lost, next received) on one clock.
+    Unknown send times of lost probes (-1: no sender log) are one interval from a neighbour."""
+    prev, first, last, nxt = (None if s is None else times[s] for s in around)
+    if first < 0:
+        first = prev + interval if prev is not None else (nxt - lost * interval)
+    if last < 0:
+        last = nxt - interval if nxt is not None else first + (lost - 1) * interval
+    return prev, first, last, nxt
 
 
 def _largest_spacing(values: Sequence[int], interval: int) -> float:
@@ -226,14 +255,16 @@ def analyse(stream: Stream, fault_ns: int | None = None, threshold_ms: float = 0
         highest = max(highest, seq)
         owd.append(t_recv - t_send)
         arrivals.append(t_recv)
-    gaps = _gaps(stream, times, got)
+    mono = stream.monotonic()
+    gaps = _gaps(stream, times, got, mono)
     if fault_ns is not None:
         for g in gaps:
             g.start_rel_ms = _ms(g.start_ns - fault_ns)
             g.end_rel_ms = g.start_rel_ms + g.outage_ms
     biggest = max(gaps, key=lambda g: g.outage_ms, default=None)
     lost = len(times) - len(got)
-    known_sends = [t for t in times.values() if t >= 0]
+    known_sends = ([mono[s] for s in times] if mono else [t for t in times.values() if t >= 0])
+    offsets = [t - mono[s] for s, t in times.items() if t >= 0] if mono else []
     return DirectionResult(
         expected=len(times), received=len(got), lost=lost, duplicates=duplicates,
         reordered=reordered,
@@ -249,6 +280,7 @@ def analyse(stream: Stream, fault_ns: int | None = None, threshold_ms: float = 0
         owd=delay_stats(owd),
         recv_gap_ms=_largest_spacing(arrivals, interval),
         send_gap_ms=_largest_spacing(known_sends, interval),
+        clock_step_ms=_ms(max(offsets) - min(offsets)) if offsets else 0.0,
     )
 
 
@@ -338,6 +370,8 @@ def summarize(a_to_b: Stream, b_to_a: Stream, rtt_ns: Sequence[int] = (),
         "naive_noise_floor_ms": max((f.recv_gap_ms for f in floors), default=None),
         "noise_delay_spike_ms": max((f.delay_spike_ms for f in floors), default=None),
         "interval_ms": worse.interval_ms,
+        # the senders' wall clocks stepped while probing: edge positions carry it, not lengths
+        "wall_clock_step_ms": max(ab.clock_step_ms, ba.clock_step_ms),
         "fault_ns": fault_ns,
         "rtt": asdict(delay_stats(list(rtt_ns))),
         "a_to_b": asdict(ab),

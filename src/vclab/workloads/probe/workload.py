@@ -154,7 +154,7 @@ class Probe(Workload):
                    receiver: probe_agent.AgentLog | None) -> probe_metrics.Stream:
             s = probe_metrics.Stream(interval)
             if sender:
-                s.sent_seq, s.sent_t = sender.sent_seq, sender.sent_t
+                s.sent_seq, s.sent_t, s.sent_mono = sender.sent_seq, sender.sent_t, sender.sent_mono
             if receiver:
                 s.recv_seq, s.recv_t_send, s.recv_t_recv = (
                     receiver.recv_seq, receiver.recv_t_send, receiver.recv_t_recv)
