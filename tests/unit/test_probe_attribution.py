@@ -10,7 +10,8 @@ import pytest
 
 from vclab.experiments.spec import Workload as WorkloadEntry
 from vclab.workloads.probe.adapter import ProbeAdapter
-from vclab.results.model import FaultRecord
+from vclab.results.fidelity import clock_steps_text
+from vclab.results.model import WALL_CLOCK_STEP, FaultRecord
 from vclab.workloads.probe.metrics import (
     SETTLE_NS,
     Stream,
@@ -109,3 +110,27 @@ def test_probe_adapter_books_noise_apart_from_the_fault():
     assert got[("outage_ms", faults[1].name)] == 0.0
     assert got[("late_disruption_ms", faults[1].name)] == pytest.approx(40.0)  # above the floor
     assert got[("loss_outage_ms", faults[1].name)] == 0.0
+
+
+def test_a_stepped_wall_clock_is_an_event_and_not_outage():
+    """A runner's wall clock stepped +4 ms at 7 s, in the middle of the 14 ms uplink outage: the
+    outage is still 14 ms (monotonic lengths), and the step is booked as an event at 7 s."""
+    entry = WorkloadEntry.model_validate({"probe": {"from": "esx1", "to": "esx2", "network": "vmotion"}})
+    a = ProbeAdapter(entry, 0)
+    a.connect(None, [(a, None)])
+    raw = probe_raw(12, lost_runs((6.995, 14)))
+    for side in ("a", "b"):
+        log = raw[side]
+        log.sent_mono = [t - T0 for t in log.sent_t]
+        log.sent_t = [t + (4 * MS if t >= T0 + 7000 * MS else 0) for t in log.sent_t]
+        peer = raw["b" if side == "a" else "a"]
+        peer.recv_t_send = [t + (4 * MS if t >= T0 + 7000 * MS else 0) for t in peer.recv_t_send]
+    out = a.outcome(raw, T0, T0 + 12_000 * MS, [fault("esx1.vmnic0 down@7s", 6.995)])
+    got = {(m.name, m.fault): m.value for m in out.metrics}
+    assert got[("outage_ms", "esx1.vmnic0 down@7s")] == pytest.approx(14.0)
+    steps = [e for e in out.events if e.kind == WALL_CLOCK_STEP]
+    assert len(steps) == 2  # one per direction
+    assert all(e.detail["step_ms"] == 4.0 and 7000 <= e.t_ms <= 7010 for e in steps)
+    assert clock_steps_text({"sdn 1": [4.0, 4.0], "rstp 1": []}).startswith(
+        "The host's wall clock was stepped during 1 repetition (sdn 1; up to 4 ms")
+    assert clock_steps_text({"sdn 1": []}) is None

@@ -70,7 +70,20 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
 
 
-def fidelity_html(run, comparison, kinds: dict[str, str]) -> str:
+def clock_steps_text(steps: dict[str, list[float]]) -> str | None:
+    """One sentence on the host's wall-clock steps ({repetition label: [step ms]}), or None. Pure."""
+    steps = {rep: v for rep, v in steps.items() if v}
+    if not steps:
+        return None
+    worst = max(abs(x) for v in steps.values() for x in v)
+    return (f"The host's wall clock was stepped during {len(steps)} repetition"
+            f"{'s' if len(steps) > 1 else ''} ({', '.join(sorted(steps))}; up to {worst:g} ms at a "
+            "time, NTP or a VM's guest agent): outage lengths are taken on the probes' monotonic "
+            "clocks and do not carry it; positions on the timelines may be off by that much.")
+
+
+def fidelity_html(run, comparison, kinds: dict[str, str],
+                  clock_steps: dict[str, list[float]] | None = None) -> str:
     s = run.settings or {}
     k = int(s.get("scale") or 1)
     parts = ["<h2>Emulator fidelity</h2>"]
@@ -93,6 +106,8 @@ def fidelity_html(run, comparison, kinds: dict[str, str]) -> str:
                  "times k; timers (heartbeats, BFD, hellos, TCP's minimum RTO) ran as they are.</p>")
     if s.get("capacity_problem"):
         parts.append(f'<p class="partial">{escape(s["capacity_problem"])}</p>')
+    if text := clock_steps_text(clock_steps or {}):
+        parts.append(f'<p class="partial">{escape(text)}</p>')
     limited = limited_repetitions(comparison.values)
     ratios = {m: v for (n, _, _), by in comparison.values.items() if n == RATIO for m, v in by.items()}
     if ratios:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 RepetitionStatus = Literal["ok", "partial", "failed", "interrupted"]
 REPETITION_STATUSES: tuple[str, ...] = ("ok", "partial", "failed", "interrupted")
 WORKLOAD_FAILED = "workload_failed"  # event kind; detail: workload, kind, traffic_class, error
+# event kind: a probe sender's wall clock moved against its monotonic clock; detail: step_ms
+WALL_CLOCK_STEP = "wall_clock_step"
 
 
 @dataclass

@@ -26,7 +26,8 @@ EVENT_LABELS = {"heartbeat_missed": "heartbeat missed", "declared_failed": "HA: 
                 "controller_port": "controller: port change seen",
                 "controller_sent": "controller: rules sent",
                 "controller_in_sync": "controller: switch confirmed",
-                "controller_reloaded": "controller: fabric reloaded"}
+                "controller_reloaded": "controller: fabric reloaded",
+                "wall_clock_step": "host's wall clock stepped"}
 FAULT_COLOR = "#c0392b"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vclab.results.model import Series
+from vclab.results.model import WALL_CLOCK_STEP, Event, Series
 from vclab.workloads.adapter import (BetweenTwo, MetricInfo, Outcome, SeriesInfo, address,
                                      ms_since)
 from vclab.workloads.probe import metrics as probe_metrics
@@ -14,6 +14,9 @@ from vclab.workloads.probe.workload import Endpoint, Probe
 MARGIN_INTERVALS = probe_metrics.FAULT_MARGIN_INTERVALS
 # A quiet stretch shorter than this many probe intervals says too little to be a noise floor.
 QUIET_MIN_INTERVALS = 100
+# A jump of the wall clock against the monotonic one larger than this between two sends is a
+# step (the two clocks are read ~0.1 us apart, so ordinary jitter stays far below it).
+WALL_CLOCK_STEP_NS = 200_000
 
 
 class ProbeAdapter(BetweenTwo):
@@ -73,6 +76,11 @@ class ProbeAdapter(BetweenTwo):
                                 ("lost", float(sum(r.lost for r in results)))):
                 out.metrics.append(self.metric(name, value, fault=f.name))
         for s in (ab, ba):
+            # The host's wall clock was stepped: the lengths here do not carry it (they are
+            # taken on the sender's monotonic clock), but positions on a timeline do.
+            for t, step in probe_metrics.wall_clock_steps(s, WALL_CLOCK_STEP_NS, t0_ns, end_ns):
+                out.events.append(Event(self.name, ms_since(t0_ns, t), WALL_CLOCK_STEP,
+                                        {"step_ms": round(step / 1e6, 3)}))
             result = probe_metrics.analyse(s, start_ns=t0_ns, end_ns=end_ns)
             out.series.append(Series(name="gap_ms", points=[(ms_since(t0_ns, g.end_ns), g.outage_ms)
                                                             for g in result.gaps], **common))

@@ -213,6 +213,18 @@ def _edges(around: list[int | None], times: dict[int, int], interval: int,
     return prev, first, last, nxt
 
 
+def wall_clock_steps(stream: Stream, threshold_ns: int, start_ns: int | None = None,
+                     end_ns: int | None = None) -> list[tuple[int, int]]:
+    """(wall-clock ns, step ns) wherever the sender's wall clock moved against its monotonic
+    clock by more than `threshold_ns` between two consecutive sends in [start_ns, end_ns]:
+    someone stepped it (NTP, a VM's guest agent). Empty without monotonic stamps."""
+    pairs = sorted(zip(stream.sent_mono, stream.sent_t)) if stream.monotonic() else []
+    pairs = [(m, t) for m, t in pairs
+             if (start_ns is None or t >= start_ns) and (end_ns is None or t <= end_ns)]
+    return [(t1, (t1 - m1) - (t0 - m0)) for (m0, t0), (m1, t1) in zip(pairs, pairs[1:])
+            if abs((t1 - m1) - (t0 - m0)) > threshold_ns]
+
+
 def _largest_spacing(values: Sequence[int], interval: int) -> float:
     ordered = sorted(values)
     if len(ordered) < 2:
