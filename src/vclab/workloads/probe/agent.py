@@ -7,8 +7,9 @@ and what it received (seq, the peer's send time, the kernel's receive time). Tim
 CLOCK_REALTIME ns, the clock SO_TIMESTAMPNS uses, so one-way delay is meaningful when both
 agents share a machine. Each send is also stamped on CLOCK_MONOTONIC: the wall clock can be
 stepped while probing (NTP, a VM's guest agent: +1..5 ms steps per second were seen on a CI
-runner), and an outage is a duration on the sender, which only the monotonic clock gives. Every probe also echoes the last peer seq received and how long ago
-(TWAMP-style), which gives RTT without trusting the clocks and without reflecting packets.
+runner), and an outage is a duration on the sender, which only the monotonic clock gives.
+Every probe also echoes the last peer seq received and how long ago (TWAMP-style), which gives
+RTT without trusting the clocks and without reflecting packets.
 
 Stdlib only and kept lean: it shares two cores with Open vSwitch. The log format lives here
 (`write_log`/`read_log`) so the writer and the reader cannot drift apart.
