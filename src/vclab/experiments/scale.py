@@ -188,18 +188,11 @@ class LinkFidelity:
 
 
 def full_rate_sources(workloads, cluster) -> set[str]:
-    """Hypervisors that start a flow asking for all the rate it can get: a vMotion's source,
-    a TCP iperf3 without a rate. Their uplink must carry it at the cable's rate; a flow's
-    later hops may be held back by QoS or by this first hop, which says nothing of the
-    emulator."""
-    out = set()
-    for w in workloads:
-        if w.kind == "vmotion" and w.vmotion.vm in cluster.vms:
-            out.add(cluster.vms[w.vmotion.vm].host)
-        elif w.kind == "iperf3" and w.iperf3.rate == "max" and w.iperf3.protocol == "tcp":
-            src = w.iperf3.src
-            out.add(cluster.vms[src].host if src in cluster.vms else src)
-    return out
+    """Hosts that start a flow asking for all the rate it can get (each entry says: a
+    vMotion's source, a TCP iperf3 without a rate). Their uplink must carry it at the cable's
+    rate; a flow's later hops may be held back by QoS or by this first hop, which says nothing
+    of the emulator."""
+    return {h for w in workloads if (h := w.spec.full_rate_source(cluster)) is not None}
 
 
 def source_uplinks(links: Iterable[LinkFidelity], bridges: dict[str, str]) -> list[LinkFidelity]:

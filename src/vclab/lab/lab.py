@@ -20,7 +20,6 @@ to the server holding what it names (ssh + sudo for the remote ones, as Mininet'
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import shlex
@@ -40,7 +39,7 @@ from vclab.doctor import PROBES
 from vclab.errors import VclabError
 from vclab.fabric.mechanisms import Mechanism, lacp_pending
 from vclab.fabric.registry import get_mechanism
-from vclab.lab.agent import Agent
+from vclab.lab import checks
 from vclab.lab.executor import Executor
 from vclab.lab.nodes import PresetIntf, VclabHost, VclabSwitch, cluster_classes
 from vclab.lab.procs import ProcessTracker, Role, alive
@@ -52,8 +51,6 @@ from vclab.topology.commands import Tc
 from vclab.topology.render import build_commands, host_commands, ipv6_off_commands, tc_commands
 from vclab.topology.wire import redirect_commands, sink_name, splice_commands, wire_name
 from vclab.topology.spec import Cluster
-
-_PING_BATCH = 100  # pings in flight at once
 
 
 def _probe(name: str) -> tuple[bool, str]:
@@ -374,82 +371,16 @@ class Lab:
             time.sleep(0.05)
         self.converge_seconds = time.monotonic() - started
 
-    # ---- checks ----
+    # ---- checks (lab/checks.py) ----
     def ping(self, probes: list[tuple[str, str]], count: int = 1,
              devices: list[str] | None = None) -> list[bool]:
-        """Ping (host, address) pairs, all at once: `ping -c COUNT -W 1` (from `devices[i]`
-        if given). True where answered."""
-        results: list[bool] = []
-        for start in range(0, len(probes), _PING_BATCH):
-            batch = probes[start:start + _PING_BATCH]
-            pings = []
-            for k, (host, address) in enumerate(batch):
-                args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1"]
-                dev = devices[start + k] if devices else None
-                if dev:
-                    args += ["-I", dev]
-                pings.append(Agent(self.node(host), [*args, address], self.tracker,
-                                   f"{host}: ping {address}", stdout=False).spawn())
-            for ping in pings:
-                proc = ping.proc
-                assert proc is not None
-                proc.wait()
-                results.append(proc.returncode == 0)
-                ping.stop(drain_s=0)
-        return results
+        return checks.ping(self, probes, count, devices)
 
     def reachability(self, networks: list[str] | None = None) -> dict[str, dict[tuple[str, str], bool]]:
-        """Every member pings every other member, per network; a failed pair is retried once."""
-        probes, keys = [], []
-        for name, net in self.plan.networks.items():
-            if networks is not None and name not in networks:
-                continue
-            for src, _ in net.members:
-                for dst, ip in net.members:
-                    if src != dst:
-                        probes.append((src, ip))
-                        keys.append((name, src, dst))
-        ok = self.ping(probes)
-        again = [i for i, good in enumerate(ok) if not good]
-        for i, good in zip(again, self.ping([probes[i] for i in again])):
-            ok[i] = good
-        out: dict[str, dict[tuple[str, str], bool]] = {
-            n: {} for n in self.plan.networks if networks is None or n in networks}
-        for (name, src, dst), good in zip(keys, ok):
-            out[name][(src, dst)] = good
-        return out
+        return checks.reachability(self, networks)
 
     def isolation(self) -> list[tuple[str, str, bool]]:
-        """VLAN isolation: each VM, given a spare address of a management network on each of its
-        interfaces, must reach none of that network's members. (vm, network, reached)."""
-        vms = [h for h in self.plan.hosts if h.role == "vm" and h.interfaces]
-        out = []
-        for net in self.plan.networks.values():
-            if net.kind != "management" or not net.members or not vms:
-                continue
-            taken = {ipaddress.IPv4Address(ip) for _, ip in net.members}
-            spare = (a for a in reversed(list(net.subnet.hosts())) if a not in taken)
-            added: list[tuple[str, str, str]] = []  # (vm, interface, address/len)
-            try:
-                for vm in vms:
-                    for iface in vm.interfaces:
-                        address = f"{next(spare)}/{net.subnet.prefixlen}"
-                        self.host_sh(vm.name, ["ip", "addr", "add", address, "dev", iface.name])
-                        added.append((vm.name, iface.name, address))
-                probes, devs, owners = [], [], []
-                for vm, dev, _ in added:
-                    for _, ip in net.members:
-                        probes.append((vm, ip))
-                        devs.append(dev)
-                        owners.append(vm)
-                reached = self.ping(probes, count=2, devices=devs)
-                for vm in vms:
-                    out.append((vm.name, net.name,
-                                any(r for r, o in zip(reached, owners) if o == vm.name)))
-            finally:
-                for vm, dev, address in added:
-                    self.host_sh(vm, ["ip", "addr", "del", address, "dev", dev], check=False)
-        return out
+        return checks.isolation(self)
 
     def vm_will_move(self, vm: str, to_hypervisor: str) -> None:
         """A vMotion of `vm` to `to_hypervisor` starts its pre-copy: the mechanism may get

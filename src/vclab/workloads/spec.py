@@ -61,6 +61,12 @@ class WorkloadSpec(Strict):
         """This entry in a lab whose rates are 1/k of the cluster's (experiments/scale.py)."""
         return self
 
+    def full_rate_source(self, cluster: Cluster) -> str | None:
+        """The host where this entry starts a flow asking for all the rate it can get (its
+        first cable must carry it at the cable's rate: experiments/scale.py judges that
+        uplink), or None."""
+        return None
+
 
 class BetweenTwo(WorkloadSpec):
     """From one host to another on one network (probe, iperf3)."""
