@@ -134,3 +134,22 @@ def test_a_stepped_wall_clock_is_an_event_and_not_outage():
     assert clock_steps_text({"sdn 1": [4.0, 4.0], "rstp 1": []}).startswith(
         "The host's wall clock was stepped during 1 repetition (sdn 1; up to 4 ms")
     assert clock_steps_text({"sdn 1": []}) is None
+
+
+def test_the_queue_a_fault_found_is_booked_beside_its_outage():
+    """Probes waited 12 ms in a queue on esx1 -> esx2 before the uplink died (0.1 ms the other
+    way): delay_before_ms says 12 beside the 14 ms outage, the longer direction's queue. A
+    fault that finds a quiet lab books the lab's 0.1 ms."""
+    entry = WorkloadEntry.model_validate({"probe": {"from": "esx1", "to": "esx2", "network": "vmotion"}})
+    a = ProbeAdapter(entry, 0)
+    a.connect(None, [(a, None)])
+    raw = probe_raw(20, lost_runs((6.0, 14)))
+    b = raw["b"]  # what esx2 received from esx1
+    b.recv_t_recv = [r + (12 * MS - MS // 10 if 5_900 * MS <= t - T0 < 6_000 * MS else 0)
+                     for t, r in zip(b.recv_t_send, b.recv_t_recv)]
+    faults = [fault("esx1.vmnic0 down@6s", 6), fault("esx1.vmnic0 up@11s", 11)]
+    out = a.outcome(raw, T0, T0 + 20_000 * MS, faults)
+    got = {(m.name, m.fault): m.value for m in out.metrics}
+    assert got[("outage_ms", faults[0].name)] == pytest.approx(14.0)
+    assert got[("delay_before_ms", faults[0].name)] == pytest.approx(12.0)
+    assert got[("delay_before_ms", faults[1].name)] == pytest.approx(0.1)

@@ -12,6 +12,8 @@ from vclab.workloads.probe.workload import Endpoint, Probe
 # A fault's window starts this many probe intervals before it was applied and ends where the
 # next fault's begins, so each outage is charged to the fault that caused it.
 MARGIN_INTERVALS = probe_metrics.FAULT_MARGIN_INTERVALS
+# The queue a fault finds: the probes sent in this many intervals before it.
+DELAY_BEFORE_INTERVALS = 20
 # A quiet stretch shorter than this many probe intervals says too little to be a noise floor.
 QUIET_MIN_INTERVALS = 100
 # A jump of the wall clock against the monotonic one larger than this between two sends is a
@@ -28,6 +30,7 @@ class ProbeAdapter(BetweenTwo):
                    "headline", short="late disr."),
         MetricInfo("lost", "packets lost", "lower", "headline"),
         MetricInfo("noise_floor_ms", "probe noise floor (no fault)", None, "context"),
+        MetricInfo("delay_before_ms", "one-way delay just before the fault", None, "context"),
     )
     series = (
         SeriesInfo("gap_ms", "probe gaps", "gap", "ms", duration=True),
@@ -75,6 +78,13 @@ class ProbeAdapter(BetweenTwo):
                                 ("late_disruption_ms", late.late_disruption_ms),
                                 ("lost", float(sum(r.lost for r in results)))):
                 out.metrics.append(self.metric(name, value, fault=f.name))
+            # What was queued ahead of the probes when the fault struck (the longer of the two
+            # directions): frames queued on a failed cable are lost with it, whatever the
+            # fabric then does, so this is the part of an outage the load set.
+            before = [d for s in (ab, ba) if (d := probe_metrics.delay_before(
+                s, f.applied_ns, DELAY_BEFORE_INTERVALS * interval)) is not None]
+            if before:
+                out.metrics.append(self.metric("delay_before_ms", max(before), fault=f.name))
         for s in (ab, ba):
             # The host's wall clock was stepped: the lengths here do not carry it (they are
             # taken on the sender's monotonic clock), but positions on a timeline do.

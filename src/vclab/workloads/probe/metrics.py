@@ -469,6 +469,17 @@ def fault_outage(stream: Stream, fault_ns: int, start_ns: int, end_ns: int,
         lost=result.lost, gap=gap, late=late)
 
 
+def delay_before(stream: Stream, fault_ns: int, window_ns: int) -> float | None:
+    """The median one-way delay, in ms, of the probes sent in the `window_ns` before the fault
+    that arrived: how long the queue ahead of a frame was when the fault struck. Frames queued
+    on a cable die with it, so where the fault cuts that queue's path an outage is about this
+    long before the fabric has done anything (docs/noise.md). None when no probe arrived. Both
+    ends' stamps are wall clocks: on one machine they are the same clock."""
+    delays = [r - t for t, r in zip(stream.recv_t_send, stream.recv_t_recv)
+              if fault_ns - window_ns <= t < fault_ns]
+    return _ms(statistics.median(delays)) if delays else None
+
+
 def quiet_windows(start_ns: int, end_ns: int, busy_ns: Sequence[int], margin_ns: int,
                   settle_ns: int) -> list[tuple[int, int]]:
     """Stretches of [start_ns, end_ns] where nothing scheduled happens: each fault or workload
