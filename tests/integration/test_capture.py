@@ -55,3 +55,29 @@ def test_capture_goes_on_after_its_port_was_down(tmp_path, caplog):
         assert not [r for r in caplog.records if "Network is down" in r.getMessage()]
     finally:
         subprocess.run(["ip", "link", "del", A], capture_output=True)
+
+
+def test_capture_starts_on_a_port_made_anew(tmp_path):
+    """The runner builds a lab per repetition in one process, with the same port names on new
+    devices. scapy kept the first lab's interfaces by name, and the stale entries made the
+    sniffer fail before it started: in a main job 11 of 12 vMotions waited out the capture's
+    10 s start timeout and began 11 s after their scheduled time."""
+    try:
+        for attempt in range(2):  # the second time: same name, new device
+            ip("link", "add", A, "type", "veth", "peer", "name", B)
+            ip("link", "set", A, "up")
+            ip("link", "set", B, "up")
+            cap = Capture([A], tmp_path / str(attempt))
+            cap.check()
+            started = time.monotonic()
+            cap.start()
+            took = time.monotonic() - started
+            gratuitous_arp(B)
+            time.sleep(0.3)
+            cap.stop()
+            assert Capture.parse(cap.collect())["garp"] == 1, attempt
+            print(f"capture {attempt + 1} started in {took * 1e3:.0f} ms")
+            assert took < 2.0, f"capture {attempt + 1} took {took:.1f} s to start"
+            subprocess.run(["ip", "link", "del", A], capture_output=True)
+    finally:
+        subprocess.run(["ip", "link", "del", A], capture_output=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +83,29 @@ class Capture(Workload):
             raise WorkloadError("capture: " + "; ".join(problems))
 
     def start(self) -> None:
+        from scapy.config import conf
         from scapy.sendrecv import AsyncSniffer
 
+        # scapy keeps the interfaces it has seen, by name, for the process's life. The runner
+        # builds a lab per repetition with the same port names on new devices, and a stale
+        # entry's interface index failed the sniffer's thread before it opened its sockets
+        # (OSError: No such device): 11 of 12 vMotions of a main job waited out the start
+        # timeout below and began 11 s after their scheduled time. Read them anew.
+        conf.ifaces.reload()
         started = threading.Event()
-        self._sniffer = AsyncSniffer(iface=self.ports, filter=self.bpf, store=True,
-                                     started_callback=started.set, L2socket=_listen_socket())
-        self._sniffer.start()
-        # Frames sent before the sockets are open are lost: return only once they are.
-        if not started.wait(self.start_timeout):
-            self.stop()
-            raise WorkloadError(f"capture on {', '.join(self.ports)} did not start")
+        sniffer = self._sniffer = AsyncSniffer(iface=self.ports, filter=self.bpf, store=True,
+                                               started_callback=started.set,
+                                               L2socket=_listen_socket())
+        sniffer.start()
+        # Frames sent before the sockets are open are lost: return only once they are; a
+        # sniffer that failed says why at once instead of after the whole timeout.
+        deadline = time.monotonic() + self.start_timeout
+        while not started.wait(0.02):
+            if sniffer.exception is not None or time.monotonic() > deadline:
+                why = f": {type(sniffer.exception).__name__}: {sniffer.exception}" \
+                    if sniffer.exception is not None else f" within {self.start_timeout:g} s"
+                self.stop()
+                raise WorkloadError(f"capture on {', '.join(self.ports)} did not start{why}")
 
     def stop(self) -> None:
         from scapy.utils import wrpcap
