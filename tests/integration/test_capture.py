@@ -81,3 +81,26 @@ def test_capture_starts_on_a_port_made_anew(tmp_path):
             subprocess.run(["ip", "link", "del", A], capture_output=True)
     finally:
         subprocess.run(["ip", "link", "del", A], capture_output=True)
+
+
+def test_capture_starts_on_a_port_that_is_down(tmp_path):
+    """A migration during an uplink failure captures on the failed NIC's port while it is down:
+    the capture starts at once and sees the port's frames once it is back up (it used to fail
+    with 'Network is down', and the migration went on without its capture)."""
+    try:
+        ip("link", "add", A, "type", "veth", "peer", "name", B)
+        ip("link", "set", B, "up")  # A stays down: the fault
+        cap = Capture([A], tmp_path)
+        cap.check()
+        started = time.monotonic()
+        cap.start()
+        took = time.monotonic() - started
+        ip("link", "set", A, "up")  # the repair
+        time.sleep(0.3)
+        gratuitous_arp(B)
+        time.sleep(0.3)
+        cap.stop()
+        assert took < 2.0, f"the capture took {took:.1f} s to start"
+        assert Capture.parse(cap.collect())["garp"] == 1
+    finally:
+        subprocess.run(["ip", "link", "del", A], capture_output=True)
