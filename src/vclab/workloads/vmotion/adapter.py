@@ -38,6 +38,9 @@ class _Migration(Workload):
         self.thread = threading.Thread(target=run, name="vmotion", daemon=True)
         self.thread.start()
 
+    def prepare(self):
+        self.migration.prepare()
+
     def wait(self, timeout: float | None = None) -> bool:
         if self.thread is not None:
             self.thread.join(timeout)
@@ -82,6 +85,11 @@ class VmotionAdapter(Adapter):
     @property
     def traffic_class(self) -> str:
         return "vmotion"
+
+    def prepare(self, workload):
+        # The path's rate is measured (and scapy imported) before the warm-up, so that at its
+        # scheduled time the migration only copies (LiveMigration.prepare).
+        workload.prepare()
 
     def finish(self, workload, timeout):
         # A migration that started is waited for: a slow one is the finding, a cut-short one
