@@ -126,6 +126,7 @@ class Sdn(Mechanism):
     name = "sdn"
     spec: object = field(default=None, repr=False)
     pid: int = 0
+    _started_pid: int = field(default=0, repr=False)  # the controller seen handling signals
     _controller: Agent | None = field(default=None, repr=False)
     log: Path | None = None
     _workdir: Path | None = field(default=None, repr=False)
@@ -221,11 +222,30 @@ class Sdn(Mechanism):
         else:
             raise VclabError(f"controller action is kill or restart, not {what!r}")
 
+    def _signal(self, lab: BuiltLab, sig: int) -> None:
+        """Send the running controller `sig` once it can take it. A controller (re)started a
+        moment ago has no handler for SIGHUP or SIGUSR1 yet, and their default action ends it:
+        a migration during a controller restart killed the new controller (chaos test, seed
+        899062). Its 'started' event is written after its handlers are set and after it read
+        the fabric file, so wait for that (a restart takes about a second), then signal."""
+        import os
+
+        if not self.controller_alive(lab):
+            return
+        deadline = time.monotonic() + 10.0
+        while self._started_pid != self.pid:
+            if any(e.get("kind") == "started" and e.get("pid") == self.pid for e in self.events()):
+                self._started_pid = self.pid
+                break
+            if time.monotonic() > deadline or not self.controller_alive(lab):
+                return  # it never came up: the run's checks report the dead controller
+            time.sleep(0.01)
+        os.kill(self.pid, sig)
+
     def vm_will_move(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
         """A vMotion's pre-copy starts: `plan` is the lab once the VM is on its destination.
         The controller builds that fabric now (fabric.next.json, SIGUSR1) and sends nothing,
         so the switch-over's reload is a comparison and a few flow mods."""
-        import os
         import signal as _signal
 
         assert self._workdir is not None
@@ -236,22 +256,19 @@ class Sdn(Mechanism):
         tmp = self._workdir / "fabric.next.json.tmp"
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(self._workdir / "fabric.next.json")
-        if self.controller_alive(lab):
-            os.kill(self.pid, _signal.SIGUSR1)
+        self._signal(lab, _signal.SIGUSR1)
 
     def vm_moving(self, lab: BuiltLab, plan: BuildPlan, cluster=None) -> None:
         """The VM is paused and its ports are leaving: `plan` is where they will be. The
         controller places MACs from the spec, so the spec is written again from that plan
         (next generation) and the controller reloads it (SIGHUP) while the memory copy runs:
         it sends only the moved MACs' flows, pointing at the destination's uplinks."""
-        import os
         import signal as _signal
 
         assert self._workdir is not None
         self.spec = fabric_spec(plan, cluster, self.datapath)
         self._write_fabric()
-        if self.controller_alive(lab):  # a killed controller reads the new file on restart
-            os.kill(self.pid, _signal.SIGHUP)
+        self._signal(lab, _signal.SIGHUP)  # a killed controller reads the new file on restart
 
     def vm_moved(self, lab: BuiltLab) -> None:
         """Before the VM resumes: wait until every switch holds the generation vm_moving
