@@ -422,7 +422,14 @@ def clean(prefix: str = typer.Option("vc", help="only objects named with this pr
 
 
 def main() -> None:  # pragma: no cover
+    """The `vclab` command. It owns SIGINT, SIGTERM and SIGHUP from its first line, not from when
+    a run's runner starts: a run started from a script's background job inherits SIGINT ignored,
+    and a `kill -INT` in its first second (imports, capability probes, opening the store) was
+    dropped and the run went on to its end (test_chaos_every_process_kind, seed 431179)."""
+    from vclab.lab.signals import interrupts
+
     try:
-        app()
+        with interrupts.interruptible():
+            app()
     except KeyboardInterrupt:
         sys.exit(130)
