@@ -90,6 +90,19 @@ def test_sender_stall_without_loss_is_not_an_outage():
     assert r.send_gap_ms == pytest.approx(6.0)
 
 
+def test_a_sender_stalled_through_the_whole_fault_widens_the_bar_instead_of_a_gap():
+    """Seen once at load (test_kernel_black_hole_of_known_length[20]: 0 ms for 20 ms): the
+    sender sent nothing from 1 ms before a 20 ms fault to 2 ms after it, then caught up; no
+    probe was lost, so no gap, and only its silence says the fault could not be seen."""
+    sends = [T0 + i * MS for i in range(500)] + [T0 + 522 * MS + i * 10_000 for i in range(23)]
+    sends += [T0 + (523 + i) * MS for i in range(477)]
+    fault_ns = T0 + 500 * MS
+    r = analyse(make_stream(send_times=sends), fault_ns=fault_ns)
+    assert r.fault_gap is None and r.lost == 0
+    assert r.fault_send_gap_ms == pytest.approx(23.0 - 1.0)  # 499 -> 500 sent 23 ms apart
+    assert analyse(make_stream(), fault_ns=fault_ns).fault_send_gap_ms == 0.0
+
+
 def test_receive_time_jitter_does_not_count():
     rng = random.Random(1)
     r = analyse(make_stream(owd_of=lambda s: 0.05 + rng.random() * 4))

@@ -106,6 +106,10 @@ class DirectionResult:
     # How far the sender's wall clock moved against its monotonic clock while it probed (0
     # on a steady clock): steps the timestamp-based edges positions carry, durations do not.
     clock_step_ms: float = 0.0
+    # How long the sender sent nothing across the fault's applied time, beyond one interval: a
+    # fault that came and went inside such a stall left no probe to lose, so a missing gap
+    # then says nothing about it (it widens the error bar instead).
+    fault_send_gap_ms: float = 0.0
 
 
 @dataclass
@@ -293,7 +297,21 @@ def analyse(stream: Stream, fault_ns: int | None = None, threshold_ms: float = 0
         recv_gap_ms=_largest_spacing(arrivals, interval),
         send_gap_ms=_largest_spacing(known_sends, interval),
         clock_step_ms=_ms(max(offsets) - min(offsets)) if offsets else 0.0,
+        fault_send_gap_ms=_send_gap_at(times, mono, fault_ns, interval) if fault_ns else 0.0,
     )
+
+
+def _send_gap_at(times: dict[int, int], mono: dict[int, int] | None, at_ns: int,
+                 interval: int) -> float:
+    """Spacing minus one interval between the last send before `at_ns` (wall clock) and the
+    first one from it on, timed on the monotonic clock when the sender logged it."""
+    before = [s for s, t in times.items() if 0 <= t < at_ns]
+    after = [s for s, t in times.items() if t >= at_ns]
+    if not before or not after:
+        return 0.0
+    prev, nxt = max(before, key=times.__getitem__), min(after, key=times.__getitem__)
+    clock = mono if mono and prev in mono and nxt in mono else times
+    return max(0.0, _ms(clock[nxt] - clock[prev] - interval))
 
 
 def noise_floor(stream: Stream, start_ns: int | None = None, end_ns: int | None = None) -> NoiseFloor:
