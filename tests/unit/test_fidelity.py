@@ -263,3 +263,29 @@ def test_judged_links_are_the_full_rate_sources_uplinks():
              LinkFidelity("esx1.vmnic1", "p2", 1e9, 0.0, "vcv2"),
              LinkFidelity("array1.storage-a", "s4", 1e9, 0.54e9, "vcs0")]  # held back upstream by QoS
     assert source_uplinks(links, {"esx1": "vcv2"}) == [links[0]]
+
+
+def test_a_flow_held_back_by_a_full_cable_on_its_way_is_the_design_not_the_emulator():
+    """rstp+balance-slb, repetition 2 of the 219ed8b main job: esx1's team sent the vMotion out
+    of vmnic1 (vmnic0 was cut) to tor-b, esx3's team took web1's MAC on vmnic0 at tor-a, so the
+    copy crossed the inter-switch cable, which the background load also uses: that cable ran
+    at 0.999 of its rate, the source's uplink at 0.81."""
+    from vclab.experiments.loader import load_experiment
+    from vclab.experiments.scale import full_rate_flows, held_back_by
+
+    default = load_experiment(ROOT / "experiments/default.yaml")
+    assert full_rate_flows(default.experiment.workloads, default.cluster) == {"esx1": {"esx3"}}
+    links = [LinkFidelity("tor-a/tor-b#1", "vcs1p1", 1e9, 0.999e9, "vcs1"),
+             LinkFidelity("tor-a/tor-b#1", "vcs0p1", 1e9, 0.20e9, "vcs0"),
+             LinkFidelity("tor-a/tor-b#2", "vcs1p2", 1e9, 0.346e9, "vcs1"),
+             LinkFidelity("esx1.vmnic1", "vcv2p2", 1e9, 0.81e9, "vcv2"),
+             LinkFidelity("esx1.vmnic1", "vcs1p5", 1e9, 0.05e9, "vcs1"),
+             LinkFidelity("esx2.vmnic0", "vcs0p6", 1e9, 0.999e9, "vcs0"),
+             LinkFidelity("esx3.vmnic0", "vcs0p7", 1e9, 0.798e9, "vcs0")]
+    switches = {"vcs0", "vcs1"}
+    assert held_back_by(links[3], links, switches, {"esx3"}) == links[0]
+    # A full cable that is not on its way (toward another host) does not excuse it ...
+    assert held_back_by(links[3], links[2:], switches, {"esx3"}) is None
+    # ... nor does a virtual switch's own sending, and an uplink at its rate needs no excuse.
+    assert held_back_by(links[3], [links[3], links[4]], switches, {"esx1"}) is None
+    assert held_back_by(links[0], links, switches, {"esx3"}) is None

@@ -20,8 +20,8 @@ from vclab.experiments.cabling import PlanCabling
 from vclab.experiments.faults import apply as apply_fault, crash_victims, expand_schedule, kill_now, run_commands, sink_commands, sink_name
 from vclab.experiments.loader import LoadedExperiment, cluster_for
 from vclab.experiments.spec import MechanismChoice
-from vclab.experiments.scale import (capacity_problem, choose_scale, fastest_rate, full_rate_sources,
-                                     scale_cluster, scale_experiment, scale_text, source_uplinks,
+from vclab.experiments.scale import (capacity_problem, choose_scale, fastest_rate, full_rate_flows,
+                                     scale_cluster, scale_experiment, scale_text, source_uplinks, held_back_by,
                                      to_nominal, worst_loaded)
 from vclab.lab.capacity import LinkCounters
 from vclab.lab.face import LabFace
@@ -298,9 +298,12 @@ class Runner:
                     counters.stop()
                     for a, w in running:
                         w.stop()
-                sources = {h: lab.plan.bridge(h).name
-                           for h in full_rate_sources(e.workloads, cluster) if h in cluster.hypervisors}
-                rep.metrics += link_fidelity(counters, rep, k, sources)
+                flows = {h: to for h, to in full_rate_flows(e.workloads, cluster).items()
+                         if h in cluster.hypervisors}
+                rep.metrics += link_fidelity(
+                    counters, rep, k, {h: lab.plan.bridge(h).name for h in flows},
+                    destinations={lab.plan.bridge(h).name: to for h, to in flows.items()},
+                    switches={lab.plan.bridge(s).name for s in cluster.switches})
                 end_ns = rep.finished_ns or time.time_ns()
                 for a, w in running:
                     try:
@@ -383,27 +386,39 @@ class Runner:
                 record.undone_ms = (time.time_ns() - t0) / 1e6
 
 
-def link_fidelity(counters, rep: RepetitionResult, k: int, sources: dict[str, str]) -> list[Metric]:
+def link_fidelity(counters, rep: RepetitionResult, k: int, sources: dict[str, str],
+                  destinations: dict[str, set[str]] | None = None,
+                  switches: set[str] | None = None) -> list[Metric]:
     """The repetition's links against their (scaled) rates: every cable end's busiest 0.3 s
     goes to Raw fidelity.json. The uplinks of the hypervisors that start full-rate flows
-    (`sources`: hypervisor -> virtual switch) must reach the cable's rate; the worst of them
-    (or, with no such flow, the worst link busier than half its rate) is the metric
-    `link_achieved_ratio`: below KEPT_UP the report flags the repetition (the emulator, not
-    the design, limited it)."""
+    (`sources`: hypervisor -> virtual switch; `destinations`: virtual switch -> where its
+    flows go) must reach the cable's rate, or a later cable on the flow's way must have
+    (scale.held_back_by: then that cable's ratio counts, and fidelity.json names it); the
+    worst of them (or, with no such flow, the worst link busier than half its rate) is the
+    metric `link_achieved_ratio`: below KEPT_UP the report flags the repetition (the
+    emulator, not the design, limited it)."""
     import json
 
     links = counters.links()
     judged = source_uplinks(links, sources)
+    held = {x.end: by for x in judged if (by := held_back_by(
+        x, links, switches or set(), (destinations or {}).get(x.bridge, set()))) is not None}
     rep.raw.append(Raw("fabric", json.dumps({
         "scale": k, "sources": sources, "uncertain_readings": counters.uncertain,
         "links": [{"link": x.link, "end": x.end, "bridge": x.bridge, "nominal_bps": x.nominal_bps * k,
                    "peak_bps": x.peak_bps * k, "ratio": x.ratio, "loaded": x.loaded,
-                   "judged": x in judged} for x in links]}), "fidelity.json"))
-    worst = min(judged, key=lambda x: x.ratio) if judged else worst_loaded(links)
-    if worst is None:
+                   "judged": x in judged,
+                   **({"held_back_by": f"{held[x.end].link} ({held[x.end].end})"}
+                      if x in judged and x.end in held else {})} for x in links]}),
+        "fidelity.json"))
+    ratios = [held[x.end].ratio if x.end in held else x.ratio for x in judged]
+    if not ratios:
+        worst = worst_loaded(links)
+        ratios = [worst.ratio] if worst is not None else []
+    if not ratios:
         return []
     return [Metric(workload="fabric", kind="fidelity", traffic_class="", name="link_achieved_ratio",
-                   value=worst.ratio, unit="")]
+                   value=min(ratios), unit="")]
 
 
 def host_crasher(lab, tracker) -> Callable[[str], list[str]]:

@@ -187,12 +187,22 @@ class LinkFidelity:
         return not self.loaded or self.ratio >= KEPT_UP
 
 
-def full_rate_sources(workloads, cluster) -> set[str]:
+def full_rate_flows(workloads, cluster) -> dict[str, set[str]]:
     """Hosts that start a flow asking for all the rate it can get (each entry says: a
-    vMotion's source, a TCP iperf3 without a rate). Their uplink must carry it at the cable's
-    rate; a flow's later hops may be held back by QoS or by this first hop, which says nothing
-    of the emulator."""
-    return {h for w in workloads if (h := w.spec.full_rate_source(cluster)) is not None}
+    vMotion's source, a TCP iperf3 without a rate) -> where those flows go. The source's uplink
+    must carry it at the cable's rate unless a later cable on its way was full (see
+    held_back_by); a flow's later hops may be held back by QoS or by this first hop, which says
+    nothing of the emulator."""
+    out: dict[str, set[str]] = {}
+    for w in workloads:
+        if (flow := w.spec.full_rate_flow(cluster)) is not None:
+            out.setdefault(flow[0], set()).add(flow[1])
+    return out
+
+
+def full_rate_sources(workloads, cluster) -> set[str]:
+    """The hosts of full_rate_flows."""
+    return set(full_rate_flows(workloads, cluster))
 
 
 def source_uplinks(links: Iterable[LinkFidelity], bridges: dict[str, str]) -> list[LinkFidelity]:
@@ -204,6 +214,27 @@ def source_uplinks(links: Iterable[LinkFidelity], bridges: dict[str, str]) -> li
         if mine:
             out.append(max(mine, key=lambda x: x.ratio))
     return out
+
+
+def held_back_by(uplink: LinkFidelity, links: Iterable[LinkFidelity], switches: set[str],
+                 destinations: set[str]) -> LinkFidelity | None:
+    """The cable on a full-rate flow's way that ran at its rate while the source's uplink did
+    not, or None. Its way is what a switch (`switches`: their bridge names) sends onto a
+    cable between two switches or onto a destination's cable (named `host.nic`). Such a flow
+    was held back by the design (a team that sends it across the inter-switch cable that the
+    background load also uses), and the emulator kept up: it forwarded that cable at its rate."""
+    if uplink.ratio >= KEPT_UP:
+        return None
+    links = list(links)
+    ends: dict[str, set[str]] = {}
+    for x in links:
+        ends.setdefault(x.link, set()).add(x.bridge)
+    between_switches = {name for name, bridges in ends.items()
+                        if len(bridges) == 2 and bridges <= switches}
+    way = [x for x in links if x.bridge in switches and x.link != uplink.link and (
+        x.link in between_switches or x.link.split(".")[0] in destinations)]
+    full = [x for x in way if x.ratio >= KEPT_UP]
+    return max(full, key=lambda x: x.ratio) if full else None
 
 
 def worst_loaded(links: Iterable[LinkFidelity]) -> LinkFidelity | None:

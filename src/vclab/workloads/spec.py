@@ -61,10 +61,10 @@ class WorkloadSpec(Strict):
         """This entry in a lab whose rates are 1/k of the cluster's (experiments/scale.py)."""
         return self
 
-    def full_rate_source(self, cluster: Cluster) -> str | None:
-        """The host where this entry starts a flow asking for all the rate it can get (its
-        first cable must carry it at the cable's rate: experiments/scale.py judges that
-        uplink), or None."""
+    def full_rate_flow(self, cluster: Cluster) -> tuple[str, str] | None:
+        """(source host, destination host) of a flow this entry starts asking for all the rate
+        it can get (its first cable must carry it at the cable's rate unless a later cable on
+        its way is full: experiments/scale.py judges that uplink), or None."""
         return None
 
 

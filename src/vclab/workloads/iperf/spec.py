@@ -20,8 +20,9 @@ class Iperf3Spec(BetweenTwo):
     def at_scale(self, k: int) -> Iperf3Spec:
         return self if self.rate == "max" else self.model_copy(update={"rate": self.rate / k})
 
-    def full_rate_source(self, cluster):
+    def full_rate_flow(self, cluster):
         # A rate-limited or UDP stream asks for what it asks, not for what the cable carries.
         if self.rate != "max" or self.protocol != "tcp":
             return None
-        return cluster.vms[self.src].host if self.src in cluster.vms else self.src
+        host = (lambda end: cluster.vms[end].host if end in cluster.vms else end)
+        return host(self.src), host(self.dst)

@@ -29,9 +29,9 @@ class MigrationSpec(WorkloadSpec):
             return [(("to",), f"{self.vm} cannot migrate to {self.to}: {why}") for why in whys]
         return self.in_run(experiment.duration)
 
-    def full_rate_source(self, cluster):
+    def full_rate_flow(self, cluster):
         # The pre-copy sends as fast as the vMotion network lets it, from the VM's host.
-        return cluster.vms[self.vm].host if self.vm in cluster.vms else None
+        return (cluster.vms[self.vm].host, self.to) if self.vm in cluster.vms else None
 
     def in_run(self, duration_ms: float) -> Problems:
         """A vMotion starts inside the run. It may end after it: the runner waits for a
