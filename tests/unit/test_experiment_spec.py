@@ -103,6 +103,37 @@ def test_switch_failure_cuts_every_cable():
     assert [c[4] for c in apply] == ["l1-a", "l1-b", "l2-a", "l2-b"]
 
 
+class SharedCarrier(FakeCabling):
+    carrier_shared = True  # one veth pair per cable: closing one end drops both carriers
+
+    def end_on(self, link, switch):
+        return f"{link}-b"
+
+
+def test_with_shared_carrier_a_cut_closes_one_end_and_a_dead_switch_its_own():
+    """One close per cable: both carriers go at its end, and the fault is one close long."""
+    apply, undo = plan(Fault(at=0, link="l1", action="down"), SharedCarrier())
+    assert apply == [["ip", "link", "set", "dev", "l1-a", "down"]]
+    assert undo == [["ip", "link", "set", "dev", "l1-a", "up"], ["ip", "link", "set", "dev", "l1-b", "up"]]
+    apply, undo = plan(Fault(at=0, switch="s", action="fail"), SharedCarrier())
+    assert [c[4] for c in apply] == ["l1-b", "l2-b"]
+    assert [c[4] for c in undo] == ["l1-a", "l1-b", "l2-a", "l2-b"]
+
+
+def test_a_built_plans_switch_end_is_the_switchs():
+    from vclab.experiments.cabling import PlanCabling
+    from vclab.topology.loader import load_cluster
+    from vclab.topology.plan import build_plan
+
+    plan_ = build_plan(load_cluster(ROOT / "topologies/default.yaml"))
+    cabling = PlanCabling(plan_)
+    assert cabling.carrier_shared is False  # a bare plan does not say how it was built
+    tor_a = plan_.bridge("tor-a").name
+    for link in cabling.switch_links("tor-a"):
+        end = cabling.end_on(link, "tor-a")
+        assert end in cabling.link_ends(link) and end.startswith(tor_a)
+
+
 def test_flap_and_sweep_expand(tmp_path):
     p = write(tmp_path, "mechanisms: [rstp]\nduration: 60s\nfaults:\n"
                         "  - {at: 1s, link: tor-a/tor-b#1, action: flap, period: 200ms, count: 3}\n"

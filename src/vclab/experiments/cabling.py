@@ -21,6 +21,26 @@ class PlanCabling:
     def plan(self) -> BuildPlan:
         return self._lab.plan if self._lab is not None else self._plan
 
+    @property
+    def carrier_shared(self) -> bool:
+        """Setting one end of a cable down takes the other's carrier with it at the same
+        instant: a cable is one veth pair (`system` ports, one machine), and closing a veth
+        turns off its peer's carrier in the same call. Not so with wired cables (each root end
+        has a wire-side peer, topology/wire.py) or ends on two machines; and unknown for a bare
+        plan."""
+        if self._lab is None or getattr(self._lab, "ports", "system") != "system":
+            return False
+        placement = getattr(getattr(self._lab, "executor", None), "placement", None)
+        return placement is None or not placement.remote
+
+    def end_on(self, link: str, switch: str) -> str:
+        """The end of `link` that belongs to `switch` (a physical switch)."""
+        bridge = self.plan.bridge(switch).name
+        for v in self.plan.cables():
+            if v.name == link:
+                return v.a.ifname if v.a.node == bridge else v.b.ifname
+        raise VclabError(f"no cable named {link!r} in the built cluster")
+
     def link_ends(self, link: str) -> tuple[str, str]:
         for v in self.plan.cables():
             if v.name == link:

@@ -40,6 +40,12 @@ class Cabling(Protocol):
 
     plan: object  # the BuildPlan: storage-partition finds a host's storage ports in it
 
+    # Setting one end down takes both ends' carrier at once (see PlanCabling.carrier_shared).
+    carrier_shared: bool
+
+    def end_on(self, link: str, switch: str) -> str:
+        """The end of one of `switch`'s cables that belongs to the switch."""
+
 
 def _down(ifname: str) -> LinkState:
     return LinkState(ifname, up=False)
@@ -85,11 +91,20 @@ def port_config_commands(bridge: str, port: str, passing: bool) -> list[list[str
 
 def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[str]], list[list[str]]]:
     """(commands that apply the fault, commands that undo it). Pure."""
+    # A real cable cut, or a dead switch, takes the carrier of both ends at one instant. With a
+    # veth pair one close does that (its peer's carrier goes in the same call), so a cut closes
+    # one end only. Closing both made the fault two closes long: a close first stops the
+    # device's traffic, then waits for its queues to drain (1-jiffy sleeps under load), and only
+    # then drops the carrier. Measured in the default experiment's uplink cut, 0.5-22 ms for
+    # the pair (sdn 5.6 + 5.6 ms) while the probes already lost frames; and every close is one
+    # more link notification that ovs-vswitchd's forwarding thread must handle mid-failover.
+    # Undo and repair raise both ends (a no-op for the one still up).
+    shared = getattr(cabling, "carrier_shared", False)
     if fault.link is not None:
         a, b = cabling.link_ends(fault.link)
         ends = {"both": (a, b), "forward": (a,), "reverse": (b,)}[fault.direction]
         if fault.action in ("down", "flap"):
-            return [_down(x) for x in (a, b)], [_up(x) for x in (a, b)]
+            return [_down(x) for x in ((a,) if shared else (a, b))], [_up(x) for x in (a, b)]
         if fault.action == "up":
             return [_up(x) for x in (a, b)], []
         if fault.action == "silent":
@@ -98,8 +113,10 @@ def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[st
         if fault.action == "restore":
             return [c for x in (a, b) for c in restore_commands(x)], []
     if fault.switch is not None:
-        ends = [e for link in cabling.switch_links(fault.switch) for e in cabling.link_ends(link)]
-        down, up = [_down(x) for x in ends], [_up(x) for x in ends]
+        links = cabling.switch_links(fault.switch)
+        ends = [e for link in links for e in cabling.link_ends(link)]
+        dead = [cabling.end_on(link, fault.switch) for link in links] if shared else ends
+        down, up = [_down(x) for x in dead], [_up(x) for x in ends]
         return (down, up) if fault.action == "fail" else (up, [])
     if fault.host is not None and fault.action in ("storage-partition", "storage-rejoin"):
         ports = storage_ports(cabling.plan, fault.host)
@@ -132,19 +149,23 @@ class AppliedFault:
 
 
 def run_commands(cmds: list[list[str]], check: bool = True,
-                 executor: Executor | None = None) -> tuple[int, float]:
+                 executor: Executor | None = None,
+                 each_ms: list[float] | None = None) -> tuple[int, float]:
     """Run in order (on this machine unless an executor says where); return (wall-clock ns
     after the last one, seconds they took). A LinkState is one ioctl, so a cable's two ends go
     down within ~0.1 ms of each other and the applied time is that precise. An object that
-    already exists (the sink) is not a failure."""
+    already exists (the sink) is not a failure. `each_ms` gets how long each command took."""
     run = (executor or Executor()).run
     t0 = time.perf_counter()
     for cmd in cmds:
+        t = time.perf_counter()
         try:
             run(cmd)
         except VclabError as e:
             if check and "File exists" not in str(e):
                 raise RuntimeError(str(e)) from None
+        if each_ms is not None:
+            each_ms.append(round((time.perf_counter() - t) * 1e3, 3))
     return time.time_ns(), time.perf_counter() - t0
 
 
@@ -210,9 +231,11 @@ def apply(fault: Fault, cabling: Cabling, t0_ns: int,
                 raise RuntimeError("host crashes need the lab's processes (crash=)")
             record.detail["killed"] = crash(fault.host)
             record.detail["killed_ns"] = time.time_ns()
-        now, took = run_commands(cmds, executor=executor)
+        each: list[float] = []
+        now, took = run_commands(cmds, executor=executor, each_ms=each)
         took = time.perf_counter() - t_start
         record.detail["commands"] = [" ".join(c) for c in cmds]
+        record.detail["commands_ms"] = each
     record.applied_ns = now
     record.applied_ms = (now - t0_ns) / 1e6
     record.uncertainty_ms = took * 1e3
