@@ -8,7 +8,8 @@ experiment runner (labs named `vcf...`) under RSTP and under the SDN controller.
 of the lab has an OpenFlow listener (`ovs-ofctl monitor BRIDGE 128 --timestamp`: a nonzero
 miss length is what makes Open vSwitch send a service connection its asynchronous messages)
 that logs each OFPT_PORT_STATUS with the time ovs-vswitchd sent it (ms resolution). A switch
-fault takes down both ends of each of the switch's cables, so each end's bridge must report
+fault sets the switch's own end of each of its cables down, which takes both ends' carrier (a
+neighbour's port stays administratively up, as a real one would); each end's bridge must report
 that port LINK_DOWN: X is the time from the fault's applied instant (as the runner recorded
 it) to the last of those reports, the worst over the repetitions. Run once on a quiet lab
 (probes only) and once under the default experiment's load (its workloads: iperf3, iSCSI,
@@ -37,11 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from vclab.experiments.cabling import PlanCabling  # noqa: E402
 from vclab.experiments.loader import LoadedExperiment, load_experiment  # noqa: E402
 from vclab.experiments.runner import Runner  # noqa: E402
 from vclab.experiments.spec import Experiment  # noqa: E402
 from vclab.results.store import ResultStore  # noqa: E402
 from vclab.topology.loader import load_cluster  # noqa: E402
+from vclab.topology.plan import build_plan  # noqa: E402
 
 DEFAULT = ROOT / "experiments" / "default.yaml"
 TOPOLOGY = ROOT / "topologies" / "default.yaml"
@@ -146,10 +149,14 @@ def measure(results: Path, load: bool, mechanism: str, reps: int) -> list[tuple[
                      repetitions=reps).run()
     monitors.stop()
     store = ResultStore(results)
+    # A fault sets one end of each cable down where that takes both ends' carrier (faults.plan):
+    # each switch must still see its own end go, so every end is watched.
+    cabling = PlanCabling(build_plan(loaded.cluster, PREFIX))
+    cable_ends = [e for link in cabling.switch_links(SWITCH) for e in cabling.link_ends(link)]
     for rep in store.repetitions(summary.run_id):
         faults = sorted(store.faults(rep.id), key=lambda f: f.applied_ns)
         for i, f in enumerate(faults):
-            ports = [c.split()[4] for c in f.detail.get("commands", []) if c.startswith("ip link set dev")]
+            ports = cable_ends  # both ends of every cable of the switch, whichever were set down
             until = faults[i + 1].applied_ns if i + 1 < len(faults) else rep.finished_ns
             for want in (("up", "live") if f.action == "recover" else ("down",)):
                 slack = f.detail.get("uncertainty_ms", 0.0) + 1.0

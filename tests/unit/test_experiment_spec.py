@@ -114,9 +114,10 @@ def test_with_shared_carrier_a_cut_closes_one_end_and_a_dead_switch_its_own():
     """One close per cable: both carriers go at its end, and the fault is one close long."""
     apply, undo = plan(Fault(at=0, link="l1", action="down"), SharedCarrier())
     assert apply == [["ip", "link", "set", "dev", "l1-a", "down"]]
+    assert apply[0].peer == "l1-b"  # asked for its carrier at once: its loss is published now
     assert undo == [["ip", "link", "set", "dev", "l1-a", "up"], ["ip", "link", "set", "dev", "l1-b", "up"]]
     apply, undo = plan(Fault(at=0, switch="s", action="fail"), SharedCarrier())
-    assert [c[4] for c in apply] == ["l1-b", "l2-b"]
+    assert [c[4] for c in apply] == ["l1-b", "l2-b"] and [c.peer for c in apply] == ["l1-a", "l2-a"]
     assert [c[4] for c in undo] == ["l1-a", "l1-b", "l2-a", "l2-b"]
 
 

@@ -47,8 +47,8 @@ class Cabling(Protocol):
         """The end of one of `switch`'s cables that belongs to the switch."""
 
 
-def _down(ifname: str) -> LinkState:
-    return LinkState(ifname, up=False)
+def _down(ifname: str, peer: str | None = None) -> LinkState:
+    return LinkState(ifname, up=False, peer=peer)
 
 
 def _up(ifname: str) -> LinkState:
@@ -96,15 +96,17 @@ def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[st
     # one end only. Closing both made the fault two closes long: a close first stops the
     # device's traffic, then waits for its queues to drain (1-jiffy sleeps under load), and only
     # then drops the carrier. Measured in the default experiment's uplink cut, 0.5-22 ms for
-    # the pair (sdn 5.6 + 5.6 ms) while the probes already lost frames; and every close is one
-    # more link notification that ovs-vswitchd's forwarding thread must handle mid-failover.
-    # Undo and repair raise both ends (a no-op for the one still up).
+    # the pair (sdn 5.6 + 5.6 ms) while the probes already lost frames. The far end is then
+    # asked for its carrier, which publishes its carrier loss at once, as its own close did,
+    # rather than when the kernel's link-watch worker gets a CPU. Undo and repair raise both
+    # ends (a no-op for the one still up).
     shared = getattr(cabling, "carrier_shared", False)
     if fault.link is not None:
         a, b = cabling.link_ends(fault.link)
         ends = {"both": (a, b), "forward": (a,), "reverse": (b,)}[fault.direction]
         if fault.action in ("down", "flap"):
-            return [_down(x) for x in ((a,) if shared else (a, b))], [_up(x) for x in (a, b)]
+            down = [_down(a, peer=b)] if shared else [_down(a), _down(b)]
+            return down, [_up(x) for x in (a, b)]
         if fault.action == "up":
             return [_up(x) for x in (a, b)], []
         if fault.action == "silent":
@@ -115,8 +117,14 @@ def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[st
     if fault.switch is not None:
         links = cabling.switch_links(fault.switch)
         ends = [e for link in links for e in cabling.link_ends(link)]
-        dead = [cabling.end_on(link, fault.switch) for link in links] if shared else ends
-        down, up = [_down(x) for x in dead], [_up(x) for x in ends]
+        if shared:
+            down = []
+            for link in links:
+                own = cabling.end_on(link, fault.switch)
+                down.append(_down(own, peer=next(e for e in cabling.link_ends(link) if e != own)))
+        else:
+            down = [_down(x) for x in ends]
+        up = [_up(x) for x in ends]
         return (down, up) if fault.action == "fail" else (up, [])
     if fault.host is not None and fault.action in ("storage-partition", "storage-rejoin"):
         ports = storage_ports(cabling.plan, fault.host)

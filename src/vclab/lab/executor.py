@@ -12,7 +12,7 @@ import shlex
 import subprocess
 
 from vclab.errors import VclabError
-from vclab.lab.ioctl import link_updown
+from vclab.lab.ioctl import link_carrier, link_updown
 from vclab.lab.placement import Placement, Server, remote_command, server_for
 from vclab.topology.commands import LinkState, Tc
 
@@ -68,6 +68,8 @@ class Executor:
         if target is None and isinstance(args, LinkState):
             try:
                 link_updown(args.dev, args.up)
+                if args.peer:
+                    link_carrier(args.peer)
             except OSError as e:
                 if check:
                     raise VclabError(f"{shlex.join(args)} failed: {e.strerror}") from None

@@ -31,9 +31,11 @@ class Exec(Command):
 class LinkState(Command):
     """A root-namespace interface's carrier up or down (`ip link set dev DEV up|down`)."""
 
-    def __init__(self, dev: str, up: bool) -> None:
+    def __init__(self, dev: str, up: bool, peer: str | None = None) -> None:
         super().__init__(["ip", "link", "set", "dev", dev, "up" if up else "down"], (dev,))
-        self.dev, self.up = dev, up
+        # `peer`: the far end of a veth pair, whose carrier this change takes with it; it is
+        # asked for its carrier at once, which publishes that change now (lab/ioctl.link_carrier).
+        self.dev, self.up, self.peer = dev, up, peer
 
 
 class Tc(Command):
