@@ -160,8 +160,9 @@ def run_commands(cmds: list[list[str]], check: bool = True,
                  executor: Executor | None = None,
                  each_ms: list[float] | None = None) -> tuple[int, float]:
     """Run in order (on this machine unless an executor says where); return (wall-clock ns
-    after the last one, seconds they took). A LinkState is one ioctl, so a cable's two ends go
-    down within ~0.1 ms of each other and the applied time is that precise. An object that
+    after the last one, seconds they took). A LinkState is one ioctl, so no process start
+    blurs the applied time; a close can still wait for its device's queues (up to ~20 ms
+    under load, see plan), which `each_ms` keeps per command. An object that
     already exists (the sink) is not a failure. `each_ms` gets how long each command took."""
     run = (executor or Executor()).run
     t0 = time.perf_counter()
