@@ -63,30 +63,40 @@ def _reload(signum: int, _frame: object) -> None:
     itself runs in the app's event loop, in turn with the OpenFlow events: a signal handler
     runs between any two bytecodes of whatever the main thread does, and the queue put may
     wait, so a thread of its own hands the event over."""
-    import threading
-
-    from os_ken.base import app_manager
-
     from vclab.fabric.controller import app
 
-    inst = app_manager.lookup_service_brick("FabricController")
-    if inst is not None:
-        threading.Thread(target=inst.send_event, args=(inst.name, app.EventReload()),
-                         daemon=True, name="reload").start()
+    _hand_over(app.EventReload, "reload")
 
 
 def _prepare(signum: int, _frame: object) -> None:
     """SIGUSR1 from vclab when a vMotion starts its pre-copy (fabric.next.json written)."""
+    from vclab.fabric.controller import app
+
+    _hand_over(app.EventPrepare, "prepare")
+
+
+def _hand_over(event_class: type, name: str, wait_s: float = 30.0) -> None:
+    """Give the app `event_class()` from a thread of its own, once the app can take it. The
+    app writes its 'started' event (vclab's cue to signal it) in its constructor, before
+    os-ken registers it: a SIGHUP in between found no app and was dropped, and the VM's move
+    waited for a generation that never came (chaos test, seed 167464: a migration met a
+    controller restart). Its event queue exists from the constructor on, so an event handed
+    over before its loop runs is handled when it does."""
     import threading
+    import time
 
     from os_ken.base import app_manager
 
-    from vclab.fabric.controller import app
+    def deliver() -> None:
+        deadline = time.monotonic() + wait_s
+        while (inst := app_manager.lookup_service_brick("FabricController")) is None:
+            if time.monotonic() > deadline:
+                logging.getLogger("vclab.controller").error("%s: the app never came up", name)
+                return
+            time.sleep(0.005)
+        inst.send_event(inst.name, event_class())
 
-    inst = app_manager.lookup_service_brick("FabricController")
-    if inst is not None:
-        threading.Thread(target=inst.send_event, args=(inst.name, app.EventPrepare()),
-                         daemon=True, name="prepare").start()
+    threading.Thread(target=deliver, daemon=True, name=name).start()
 
 
 def _stop(signum: int, _frame: object) -> None:
