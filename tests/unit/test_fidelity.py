@@ -253,12 +253,12 @@ def test_wire_bytes_count_each_tso_segments_headers():
 
 def test_judged_links_are_the_full_rate_sources_uplinks():
     from vclab.experiments.loader import load_experiment
-    from vclab.experiments.scale import full_rate_sources, source_uplinks
+    from vclab.experiments.scale import full_rate_flows, source_uplinks
 
     loaded = load_experiment(ROOT / "experiments/vmotion-contention-10g.yaml")
-    assert full_rate_sources(loaded.experiment.workloads, loaded.cluster) == {"esx1"}  # iperf3 max + web1's host
+    assert set(full_rate_flows(loaded.experiment.workloads, loaded.cluster)) == {"esx1"}  # iperf3 max + web1's host
     default = load_experiment(ROOT / "experiments/default.yaml")
-    assert full_rate_sources(default.experiment.workloads, default.cluster) == {"esx1"}  # 200 Mbit iperf3 is not
+    assert set(full_rate_flows(default.experiment.workloads, default.cluster)) == {"esx1"}  # 200 Mbit iperf3 is not
     links = [LinkFidelity("esx1.vmnic0", "p1", 1e9, 0.97e9, "vcv2"),
              LinkFidelity("esx1.vmnic1", "p2", 1e9, 0.0, "vcv2"),
              LinkFidelity("array1.storage-a", "s4", 1e9, 0.54e9, "vcs0")]  # held back upstream by QoS

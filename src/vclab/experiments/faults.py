@@ -120,8 +120,9 @@ def plan(fault: Fault, cabling: Cabling, sink: str = SINK) -> tuple[list[list[st
         if shared:
             down = []
             for link in links:
+                a, b = cabling.link_ends(link)
                 own = cabling.end_on(link, fault.switch)
-                down.append(_down(own, peer=next(e for e in cabling.link_ends(link) if e != own)))
+                down.append(_down(own, peer=b if own == a else a))
         else:
             down = [_down(x) for x in ends]
         up = [_up(x) for x in ends]
@@ -162,8 +163,8 @@ def run_commands(cmds: list[list[str]], check: bool = True,
     """Run in order (on this machine unless an executor says where); return (wall-clock ns
     after the last one, seconds they took). A LinkState is one ioctl, so no process start
     blurs the applied time; a close can still wait for its device's queues (up to ~20 ms
-    under load, see plan), which `each_ms` keeps per command. An object that
-    already exists (the sink) is not a failure. `each_ms` gets how long each command took."""
+    under load, see plan): `each_ms` gets how long each command took. An object that
+    already exists (the sink) is not a failure."""
     run = (executor or Executor()).run
     t0 = time.perf_counter()
     for cmd in cmds:

@@ -200,11 +200,6 @@ def full_rate_flows(workloads, cluster) -> dict[str, set[str]]:
     return out
 
 
-def full_rate_sources(workloads, cluster) -> set[str]:
-    """The hosts of full_rate_flows."""
-    return set(full_rate_flows(workloads, cluster))
-
-
 def source_uplinks(links: Iterable[LinkFidelity], bridges: dict[str, str]) -> list[LinkFidelity]:
     """Per source (hypervisor -> its virtual switch's name), its busiest uplink end (a team's
     active NIC): the links to judge."""
