@@ -1,5 +1,6 @@
 """Time-scaled emulation, capacity decisions and the storage-stall prediction (pure)."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,39 @@ def test_a_flow_held_back_by_a_full_cable_on_its_way_is_the_design_not_the_emula
     # ... nor does a virtual switch's own sending, and an uplink at its rate needs no excuse.
     assert held_back_by(links[3], [links[3], links[4]], switches, {"esx1"}) is None
     assert held_back_by(links[0], links, switches, {"esx3"}) is None
+
+
+def test_stolen_cpu_share_from_proc_stat():
+    from vclab.lab.capacity import StolenCpu, cpu_ticks, worst_stolen_share
+
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice
+    assert cpu_ticks("cpu  100 0 50 800 0 0 10 40 7 0\ncpu0 ...") == (40, 1000)
+    samples = [(0.0, 0, 0), (0.5, 10, 100), (1.0, 50, 200), (1.5, 50, 300), (2.0, 50, 400)]
+    assert worst_stolen_share(samples, 1.0) == 0.25  # 50 of the 200 ticks from 0 to 1 s
+    assert worst_stolen_share(samples[:2], 1.0) == 0.1  # shorter than a window: the whole span
+    s = StolenCpu(interval_s=0.05)  # this machine's own counters: a share, whatever it is
+    s.start()
+    time.sleep(0.3)
+    s.stop()
+    assert len(s.samples) >= 3 and 0.0 <= s.worst() <= 1.0
+
+
+def test_report_says_what_the_hypervisor_took():
+    from vclab.results.compare import build_rows, per_repetition
+    from vclab.results.fidelity import flagged_rows, stolen_repetitions, stolen_text
+    from vclab.results.model import MetricRow
+
+    def row(rid, mech, name, value, cls="vm-web", fault="tor-a fail@6s", kind="probe"):
+        return MetricRow(rid, mech, rid, "ok", "w", kind, cls, name, value, "", fault)
+
+    rows = [row(1, "rstp", "outage_ms", 12.0), row(2, "sdn", "outage_ms", 30.0),
+            row(1, "rstp", "host_steal_share", 0.01, cls="", fault="", kind="fidelity"),
+            row(2, "sdn", "host_steal_share", 0.31, cls="", fault="", kind="fidelity")]
+    values = per_repetition(rows)
+    assert stolen_repetitions(values) == {"sdn": [0.31]}
+    flagged = flagged_rows(build_rows(rows, ["rstp", "sdn"]), stolen_repetitions(values))
+    assert [(r.metric, m) for r, m in flagged] == [("outage_ms", ["sdn"])]
+    text = stolen_text(values, {"sdn 1": [0.45, 0.2], "rstp 1": []})
+    assert "at most 31%" in text and "rstp 1%" in text and "limit 10%" in text
+    assert "2 attempts spoiled by it were run again (sdn 1: 45%, 20%)" in text
+    assert stolen_text({}, {}) is None

@@ -96,3 +96,45 @@ faults:
         rep, = store.repetitions(run.id)
         assert [f.name for f in store.faults(rep.id)] == [
             "link esx1.vmnic0 down@0.05s", "link esx1.vmnic0 up@0.15s", "link tor-a/tor-b#1 silent@0.2s"]
+
+
+def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
+    """Steal time at or above the limit in some second: the same repetition runs again, the
+    kept attempt says so (reason, event), and its steal is stored as a fidelity metric."""
+    from vclab.experiments import runner as runner_mod
+    from vclab.results.model import RAN_AGAIN
+
+    monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
+    monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
+    worst = iter([0.45, 0.02])
+
+    class Steal:  # the hypervisor's share, as lab.capacity.StolenCpu would have measured it
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+        def worst(self):
+            return next(worst)
+
+    monkeypatch.setattr(runner_mod, "StolenCpu", Steal)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""experiment: fake
+topology: {ROOT / 'topologies' / 'default.yaml'}
+mechanisms: [rstp]
+repetitions: 1
+warmup: 10ms
+duration: 100ms
+""")
+    FakeLab.built.clear()
+    summary = Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
+                     lab_factory=FakeLab, budget_s=None).run()
+    assert (summary.ok, summary.failed) == (1, 0)
+    assert len(FakeLab.built) == 2  # built twice: the spoiled attempt and the kept one
+    with ResultStore(tmp_path / "res", create=False) as store:
+        rep, = store.repetitions(store.runs()[-1].id)
+        assert "hypervisor took 45%" in rep.reason
+        assert [e.detail["steal_shares"] for e in store.events(rep.id, kind=RAN_AGAIN)] == [[0.45]]
+        steal = [m.value for m in store.metric_rows(rep.run_id) if m.name == "host_steal_share"]
+        assert steal == [0.02]

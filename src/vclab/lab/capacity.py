@@ -17,6 +17,14 @@ uplink showed 1.46 of its 0.5 Gbit/s rate, which HTB never lets through). A read
 took longer than MAX_READ_S is left out: when in it the counter was read is not known.
 The bytes are weighed as a cable carries them, not as the veth counts them (scale.wire_bytes):
 a TSO packet's segments each carry their own headers on a cable and in HTB's rate.
+
+`StolenCpu` samples /proc/stat's steal time: the CPU time the hypervisor gave to something
+else while this machine (a VM, as a Vagrant box or a CI runner is) had work to run. A lab on 2
+cores has no slack for it: in a fresh-clone main job (2026-12-07, d072862) the hypervisor took
+up to 45 % of the machine's CPU in single seconds of one repetition, and that repetition's
+vMotion copied its first round in 22.5 s against 2.3-2.8 s in the 11 others (steal 0-6 % in
+their worst second). Nothing inside the machine can prevent it, so the runner measures it and
+runs a repetition it spoiled again (runner.STOLEN_LIMIT).
 """
 
 from __future__ import annotations
@@ -107,6 +115,67 @@ def capacity(refresh: bool = False, cache: Path = CACHE) -> dict[str, Any]:
     except OSError:
         pass  # an unwritable cache only costs the next run a calibration
     return {**c, "cached": False}
+
+
+def cpu_ticks(stat: str) -> tuple[int, int]:
+    """(stolen, total) clock ticks of all CPUs, from /proc/stat's text. Guest time is already
+    counted in user time, so the total is the first eight fields."""
+    fields = [int(x) for x in stat.split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def worst_stolen_share(samples: list[tuple[float, int, int]], window_s: float) -> float:
+    """The largest share of the CPU's time stolen over any `window_s` between samples
+    (monotonic time, stolen ticks, total ticks); over the whole span when it is shorter. Pure."""
+    worst, j = 0.0, 0
+    for i, (t, stolen, total) in enumerate(samples):
+        j = max(j, i + 1)
+        while j < len(samples) - 1 and samples[j][0] - t < window_s:
+            j += 1
+        if j >= len(samples):
+            break
+        ticks = samples[j][2] - total
+        if ticks > 0:
+            worst = max(worst, (samples[j][1] - stolen) / ticks)
+        if samples[j][0] - t < window_s:  # the rest of the span is shorter than a window
+            break
+    return worst
+
+
+class StolenCpu:
+    """The hypervisor's steal time, sampled in a thread while a run goes on; `worst()` is the
+    largest share of the machine's CPU it took in any one second."""
+
+    def __init__(self, interval_s: float = 0.25, window_s: float = 1.0,
+                 stat: Path = Path("/proc/stat")) -> None:
+        self.interval_s, self.window_s, self.stat = interval_s, window_s, stat
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> None:
+        try:
+            self.samples.append((time.monotonic(), *cpu_ticks(self.stat.read_text())))
+        except (OSError, ValueError, IndexError):  # no /proc/stat (or no steal field): nothing to say
+            pass
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.interval_s):
+                self._read()
+
+        self._read()
+        self._thread = threading.Thread(target=loop, name="stolen-cpu", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        self._read()
+
+    def worst(self) -> float | None:
+        return worst_stolen_share(self.samples, self.window_s) if len(self.samples) > 1 else None
 
 
 class LinkCounters:

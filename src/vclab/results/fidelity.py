@@ -5,7 +5,9 @@ A repetition whose judged link (the uplink of a hypervisor starting a full-rate 
 experiments/runner.link_fidelity) stayed below KEPT_UP of its (scaled) rate was limited by the
 emulator: one ovs-vswitchd thread forwards every frame, so when it falls
 behind on one link every number of that repetition is suspect, not only that link's. Its rows
-are flagged with the repetitions that make them so.
+are flagged with the repetitions that make them so. So is a repetition in which the
+hypervisor took STOLEN_LIMIT of the machine's CPU or more in some second (steal time): the
+runner runs such a repetition again, and keeps its last attempt when every one was spoiled.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import defaultdict
 from html import escape
 from typing import Any
 
-from vclab.experiments.scale import KEPT_UP, scale_text
+from vclab.experiments.scale import KEPT_UP, STOLEN, STOLEN_LIMIT, scale_text
 
 RATIO = "link_achieved_ratio"
 
@@ -29,11 +31,19 @@ def limited_repetitions(values: dict[tuple[str, str, str], dict[str, list[float]
     return {m: v for m, v in out.items() if v}
 
 
+def stolen_repetitions(values: dict[tuple[str, str, str], dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Mechanism -> the steal shares at or above STOLEN_LIMIT (one per spoiled repetition
+    kept). Pure."""
+    out = {m: [x for x in v if x >= STOLEN_LIMIT]
+           for (name, _c, _f), by in values.items() if name == STOLEN for m, v in by.items()}
+    return {m: v for m, v in out.items() if v}
+
+
 def flagged_rows(rows, limited: dict[str, list[float]]) -> list[tuple[Any, list[str]]]:
     """Comparison rows whose cells include a limited repetition, with those mechanisms. Pure."""
     out = []
     for row in rows:
-        if row.metric == RATIO:
+        if row.metric in (RATIO, STOLEN):
             continue
         mechs = [m for m, s in row.cells.items() if s.n > 0 and limited.get(m)]
         if mechs:
@@ -82,8 +92,30 @@ def clock_steps_text(steps: dict[str, list[float]]) -> str | None:
             "clocks and do not carry it; positions on the timelines may be off by that much.")
 
 
+def stolen_text(values: dict[tuple[str, str, str], dict[str, list[float]]],
+                ran_again: dict[str, list[float]]) -> str | None:
+    """The hypervisor's steal time over the run, and the repetitions it spoiled. Pure."""
+    shares = {m: v for (n, _, _), by in values.items() if n == STOLEN for m, v in by.items() if v}
+    if not shares and not ran_again:
+        return None
+    out = []
+    if shares:
+        out.append(f"The hypervisor took at most {max(max(v) for v in shares.values()):.0%} of this "
+                   "machine's CPU in any one second of a kept repetition (steal time; per mechanism: "
+                   + ", ".join(f"{m} {max(v):.0%}" for m, v in sorted(shares.items()))
+                   + f"; limit {STOLEN_LIMIT:.0%}).")
+    spoiled = sum(len(v) for v in ran_again.values())
+    if spoiled:
+        out.append(f"{spoiled} attempt{'s' if spoiled > 1 else ''} spoiled by it "
+                   f"{'were' if spoiled > 1 else 'was'} run again ("
+                   + "; ".join(f"{r}: {', '.join(f'{x:.0%}' for x in v)}" for r, v in sorted(ran_again.items()) if v)
+                   + ").")
+    return " ".join(out)
+
+
 def fidelity_html(run, comparison, kinds: dict[str, str],
-                  clock_steps: dict[str, list[float]] | None = None) -> str:
+                  clock_steps: dict[str, list[float]] | None = None,
+                  ran_again: dict[str, list[float]] | None = None) -> str:
     s = run.settings or {}
     k = int(s.get("scale") or 1)
     parts = ["<h2>Emulator fidelity</h2>"]
@@ -108,7 +140,10 @@ def fidelity_html(run, comparison, kinds: dict[str, str],
         parts.append(f'<p class="partial">{escape(s["capacity_problem"])}</p>')
     if text := clock_steps_text(clock_steps or {}):
         parts.append(f'<p class="partial">{escape(text)}</p>')
+    if text := stolen_text(comparison.values, ran_again or {}):
+        parts.append(f"<p>{escape(text)}</p>")
     limited = limited_repetitions(comparison.values)
+    stolen = stolen_repetitions(comparison.values)
     ratios = {m: v for (n, _, _), by in comparison.values.items() if n == RATIO for m, v in by.items()}
     if ratios:
         worst = min(min(v) for v in ratios.values() if v)
@@ -117,12 +152,14 @@ def fidelity_html(run, comparison, kinds: dict[str, str],
                      + escape(", ".join(f"{m} {min(v):.0%}" for m, v in sorted(ratios.items()) if v)) + ").</p>")
     else:
         parts.append('<p class="muted">No flow asked for a full link: nothing to judge.</p>')
-    flagged = flagged_rows(comparison.rows, limited)
+    either = {m: limited.get(m, []) + stolen.get(m, []) for m in set(limited) | set(stolen)}
+    flagged = flagged_rows(comparison.rows, either)
     if flagged:
         parts.append("<p><b>Emulator-limited</b> (a repetition in the cell had a full-rate uplink below "
-                     f"{KEPT_UP:.0%} of its rate):</p><ul>" + "".join(
+                     f"{KEPT_UP:.0%} of its rate, or lost {STOLEN_LIMIT:.0%} or more of the CPU to the "
+                     "hypervisor in a second):</p><ul>" + "".join(
                          f"<li>{escape(row.label)} {escape(row.traffic_class)} {escape(row.fault)}: "
-                         f"{escape(', '.join(f'{m} ({len(limited[m])} rep.)' for m in mechs))}</li>"
+                         f"{escape(', '.join(f'{m} ({len(either[m])} rep.)' for m in mechs))}</li>"
                          for row, mechs in flagged) + "</ul>")
     pairs = storage_pairs(comparison.values, kinds)
     if pairs:

@@ -21,6 +21,8 @@ REPETITION_STATUSES: tuple[str, ...] = ("ok", "partial", "failed", "interrupted"
 WORKLOAD_FAILED = "workload_failed"  # event kind; detail: workload, kind, traffic_class, error
 # event kind: a probe sender's wall clock moved against its monotonic clock; detail: step_ms
 WALL_CLOCK_STEP = "wall_clock_step"
+# A repetition run again because the hypervisor took the CPU (runner.STOLEN_LIMIT).
+RAN_AGAIN = "ran_again"
 
 
 @dataclass

@@ -29,7 +29,7 @@ from vclab.results.compare import (
     verdict_text,
     winner_text,
 )
-from vclab.results.model import WALL_CLOCK_STEP, RunInfo
+from vclab.results.model import RAN_AGAIN, WALL_CLOCK_STEP, RunInfo
 from vclab.results.plots import Plot, all_plots
 from vclab.results.store import FORMAT_VERSION, ResultStore
 from vclab.units import parse_ms
@@ -411,7 +411,10 @@ def build_report(store: ResultStore, run_id: int | None = None) -> str:
     steps = {f"{r.mechanism} {r.index}": [e.detail.get("step_ms", 0.0)
                                           for e in store.events(r.id, kind=WALL_CLOCK_STEP)]
              for r in reps}
-    parts.append(fidelity_html(run, c, network_kinds(run.topology_yaml), steps))
+    ran_again = {f"{r.mechanism} {r.index}": [x for e in store.events(r.id, kind=RAN_AGAIN)
+                                               for x in e.detail.get("steal_shares", [])]
+                 for r in reps}
+    parts.append(fidelity_html(run, c, network_kinds(run.topology_yaml), steps, ran_again))
     parts.append("<h2>Against what the applications tolerate</h2>")
     parts.append(tolerances_html(c))
 
