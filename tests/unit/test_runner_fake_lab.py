@@ -138,3 +138,35 @@ duration: 100ms
         assert [e.detail["steal_shares"] for e in store.events(rep.id, kind=RAN_AGAIN)] == [[0.45]]
         steal = [m.value for m in store.metric_rows(rep.run_id) if m.name == "host_steal_share"]
         assert steal == [0.02]
+
+
+def test_a_spoiled_repetition_is_kept_when_no_attempt_fits_in_the_budget(tmp_path, monkeypatch):
+    from vclab.experiments import runner as runner_mod
+
+    monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
+    monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
+    monkeypatch.setattr("vclab.lab.capacity.capacity", lambda: {
+        "rate_bps": 5e9, "measured_at": 0, "load": 0.0, "method": "test"})
+
+    class Steal:
+        start = stop = lambda self: None
+
+        def worst(self):
+            return 0.5
+
+    monkeypatch.setattr(runner_mod, "StolenCpu", Steal)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""experiment: fake
+topology: {ROOT / 'topologies' / 'default.yaml'}
+mechanisms: [rstp]
+repetitions: 1
+warmup: 10ms
+duration: 100ms
+""")
+    FakeLab.built.clear()
+    summary = Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
+                     lab_factory=FakeLab, budget_s=0.001).run()
+    assert summary.ok == 1 and len(FakeLab.built) == 1  # no second attempt: the budget is spent
+    with ResultStore(tmp_path / "res", create=False) as store:
+        steal = [m.value for m in store.metric_rows(store.runs()[-1].id) if m.name == "host_steal_share"]
+        assert steal == [0.5]  # kept, so the report can flag it
