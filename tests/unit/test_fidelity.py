@@ -326,3 +326,13 @@ def test_report_says_what_the_hypervisor_took():
     assert "at most 31%" in text and "rstp 1%" in text and "limit 10%" in text
     assert "2 attempts spoiled by it were run again (sdn 1: 45%, 20%)" in text
     assert stolen_text({}, {}) is None
+
+
+def test_stolen_cpu_counts_from_the_measured_span_on():
+    from vclab.lab.capacity import StolenCpu
+
+    s = StolenCpu()
+    # 40 % stolen in the first second (the build, the warm-up), 1 % after the faults began
+    s.samples = [(0.0, 0, 0), (1.0, 80, 200), (2.0, 82, 400), (3.0, 84, 600)]
+    assert s.worst() == 0.4
+    assert s.worst(since=1.5) == 0.01  # the window opens at the sample just before `since`

@@ -115,7 +115,7 @@ def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
         def stop(self):
             pass
 
-        def worst(self):
+        def worst(self, since=None):
             return next(worst)
 
     monkeypatch.setattr(runner_mod, "StolenCpu", Steal)
@@ -151,7 +151,7 @@ def test_a_spoiled_repetition_is_kept_when_no_attempt_fits_in_the_budget(tmp_pat
     class Steal:
         start = stop = lambda self: None
 
-        def worst(self):
+        def worst(self, since=None):
             return 0.5
 
     monkeypatch.setattr(runner_mod, "StolenCpu", Steal)

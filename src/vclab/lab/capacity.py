@@ -174,8 +174,14 @@ class StolenCpu:
             self._thread.join(2)
         self._read()
 
-    def worst(self) -> float | None:
-        return worst_stolen_share(self.samples, self.window_s) if len(self.samples) > 1 else None
+    def worst(self, since: float | None = None) -> float | None:
+        """The worst second's share (from monotonic time `since`, if given; the sample just
+        before it opens the first window)."""
+        s = self.samples
+        if since is not None:
+            first = max(0, next((i for i, x in enumerate(s) if x[0] >= since), len(s)) - 1)
+            s = s[first:]
+        return worst_stolen_share(s, self.window_s) if len(s) > 1 else None
 
 
 class LinkCounters:
