@@ -98,6 +98,23 @@ faults:
             "link esx1.vmnic0 down@0.05s", "link esx1.vmnic0 up@0.15s", "link tor-a/tor-b#1 silent@0.2s"]
 
 
+def steal_readings(*shares):
+    """lab.capacity.StolenCpu as it would have measured: one worst-second share per attempt."""
+    left = iter(shares)
+
+    class Steal:
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+        def worst(self, since=None):
+            return next(left)
+
+    return Steal
+
+
 def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
     """Steal time at or above the limit in some second: the same repetition runs again, the
     kept attempt says so (reason, event), and its steal is stored as a fidelity metric."""
@@ -106,19 +123,7 @@ def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
 
     monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
     monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
-    worst = iter([0.45, 0.02])
-
-    class Steal:  # the hypervisor's share, as lab.capacity.StolenCpu would have measured it
-        def start(self):
-            pass
-
-        def stop(self):
-            pass
-
-        def worst(self, since=None):
-            return next(worst)
-
-    monkeypatch.setattr(runner_mod, "StolenCpu", Steal)
+    monkeypatch.setattr(runner_mod, "StolenCpu", steal_readings(0.45, 0.02))
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"""experiment: fake
 topology: {ROOT / 'topologies' / 'default.yaml'}
@@ -148,13 +153,7 @@ def test_a_spoiled_repetition_is_kept_when_no_attempt_fits_in_the_budget(tmp_pat
     monkeypatch.setattr("vclab.lab.capacity.capacity", lambda: {
         "rate_bps": 5e9, "measured_at": 0, "load": 0.0, "method": "test"})
 
-    class Steal:
-        start = stop = lambda self: None
-
-        def worst(self, since=None):
-            return 0.5
-
-    monkeypatch.setattr(runner_mod, "StolenCpu", Steal)
+    monkeypatch.setattr(runner_mod, "StolenCpu", steal_readings(0.5, 0.5, 0.5))
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"""experiment: fake
 topology: {ROOT / 'topologies' / 'default.yaml'}

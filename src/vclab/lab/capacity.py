@@ -117,6 +117,36 @@ def capacity(refresh: bool = False, cache: Path = CACHE) -> dict[str, Any]:
     return {**c, "cached": False}
 
 
+class Sampler:
+    """Calls `_read` once at start(), every `interval_s` in a daemon thread, and once at
+    stop(): what LinkCounters and StolenCpu share."""
+
+    thread_name = "sampler"
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.interval_s):
+                self._read()
+
+        self._read()
+        self._thread = threading.Thread(target=loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        self._read()
+
+
 def cpu_ticks(stat: str) -> tuple[int, int]:
     """(stolen, total) clock ticks of all CPUs, from /proc/stat's text. Guest time is already
     counted in user time, so the total is the first eight fields."""
@@ -142,37 +172,23 @@ def worst_stolen_share(samples: list[tuple[float, int, int]], window_s: float) -
     return worst
 
 
-class StolenCpu:
+class StolenCpu(Sampler):
     """The hypervisor's steal time, sampled in a thread while a run goes on; `worst()` is the
     largest share of the machine's CPU it took in any one second."""
 
+    thread_name = "stolen-cpu"
+
     def __init__(self, interval_s: float = 0.25, window_s: float = 1.0,
                  stat: Path = Path("/proc/stat")) -> None:
-        self.interval_s, self.window_s, self.stat = interval_s, window_s, stat
+        super().__init__(interval_s)
+        self.window_s, self.stat = window_s, stat
         self.samples: list[tuple[float, int, int]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _read(self) -> None:
         try:
             self.samples.append((time.monotonic(), *cpu_ticks(self.stat.read_text())))
         except (OSError, ValueError, IndexError):  # no /proc/stat (or no steal field): nothing to say
             pass
-
-    def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                self._read()
-
-        self._read()
-        self._thread = threading.Thread(target=loop, name="stolen-cpu", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        self._read()
 
     def worst(self, since: float | None = None) -> float | None:
         """The worst second's share (from monotonic time `since`, if given; the sample just
@@ -184,10 +200,13 @@ class StolenCpu:
         return worst_stolen_share(s, self.window_s) if len(s) > 1 else None
 
 
-class LinkCounters:
+class LinkCounters(Sampler):
     """Transmit counters of shaped cable ends, sampled in a thread while a run goes on."""
 
+    thread_name = "link-counters"
+
     def __init__(self, plan, interval_s: float = 0.1, wired: bool = False) -> None:
+        super().__init__(interval_s)
         # (cable name, root-namespace end, nominal rate) of every shaped cable end
         self.ends = [(v.name, e.ifname, float(v.shape.rate)) for v in plan.veths
                      if v.shape is not None and v.shape.rate for e in (v.a, v.b) if e.in_root]
@@ -197,15 +216,12 @@ class LinkCounters:
         self._read_at = ({end: ("rx", far) for end, far in plan.cable_peers().items()}
                          if wired else {})
         self.bridge = {e.ifname: e.node for v in plan.veths for e in (v.a, v.b) if e.in_root}
-        self.interval_s = interval_s
         # A scaled migration can be over in a quarter second: the window must fit inside it.
         self.window_s = 0.3
         self.samples: dict[str, list[tuple[float, int]]] = {end: [] for _, end, _ in self.ends}
         self.uncertain = 0  # readings left out: their read took longer than MAX_READ_S
         self._last: dict[str, tuple[int, int]] = {}  # each end's last counters read
         self._wire: dict[str, float] = {end: 0.0 for _, end, _ in self.ends}  # bytes on the wire since the first
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _tx_counters(self, end: str) -> tuple[int, int]:
         """(bytes, packets) the end has transmitted onto its cable."""
@@ -232,21 +248,6 @@ class LinkCounters:
                 self._wire[end] += wire_bytes(counted[0] - last[0], counted[1] - last[1])
             self._last[end] = counted
             self.samples[end].append(((before + after) / 2, int(self._wire[end])))
-
-    def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                self._read()
-
-        self._read()
-        self._thread = threading.Thread(target=loop, name="link-counters", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        self._read()
 
     def links(self, start: float | None = None, end: float | None = None) -> list[LinkFidelity]:
         """Each end's busiest 0.3 s (between monotonic times start and end, if given)."""
