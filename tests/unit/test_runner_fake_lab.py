@@ -115,15 +115,15 @@ def steal_readings(*shares):
     return Steal
 
 
-def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
-    """Steal time at or above the limit in some second: the same repetition runs again, the
-    kept attempt says so (reason, event), and its steal is stored as a fidelity metric."""
+def run_with_steal(tmp_path, monkeypatch, shares, budget_s):
+    """One rstp repetition of a short experiment on the fake lab, the steal readings given."""
     from vclab.experiments import runner as runner_mod
-    from vclab.results.model import RAN_AGAIN
 
     monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
     monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
-    monkeypatch.setattr(runner_mod, "StolenCpu", steal_readings(0.45, 0.02))
+    monkeypatch.setattr("vclab.lab.capacity.capacity", lambda: {
+        "rate_bps": 5e9, "measured_at": 0, "load": 0.0, "method": "test"})
+    monkeypatch.setattr(runner_mod, "StolenCpu", steal_readings(*shares))
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"""experiment: fake
 topology: {ROOT / 'topologies' / 'default.yaml'}
@@ -133,8 +133,16 @@ warmup: 10ms
 duration: 100ms
 """)
     FakeLab.built.clear()
-    summary = Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
-                     lab_factory=FakeLab, budget_s=None).run()
+    return Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
+                  lab_factory=FakeLab, budget_s=budget_s).run()
+
+
+def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
+    """Steal time at or above the limit in some second: the same repetition runs again, the
+    kept attempt says so (reason, event), and its steal is stored as a fidelity metric."""
+    from vclab.results.model import RAN_AGAIN
+
+    summary = run_with_steal(tmp_path, monkeypatch, (0.45, 0.02), budget_s=None)
     assert (summary.ok, summary.failed) == (1, 0)
     assert len(FakeLab.built) == 2  # built twice: the spoiled attempt and the kept one
     with ResultStore(tmp_path / "res", create=False) as store:
@@ -146,25 +154,7 @@ duration: 100ms
 
 
 def test_a_spoiled_repetition_is_kept_when_no_attempt_fits_in_the_budget(tmp_path, monkeypatch):
-    from vclab.experiments import runner as runner_mod
-
-    monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
-    monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
-    monkeypatch.setattr("vclab.lab.capacity.capacity", lambda: {
-        "rate_bps": 5e9, "measured_at": 0, "load": 0.0, "method": "test"})
-
-    monkeypatch.setattr(runner_mod, "StolenCpu", steal_readings(0.5, 0.5, 0.5))
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(f"""experiment: fake
-topology: {ROOT / 'topologies' / 'default.yaml'}
-mechanisms: [rstp]
-repetitions: 1
-warmup: 10ms
-duration: 100ms
-""")
-    FakeLab.built.clear()
-    summary = Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
-                     lab_factory=FakeLab, budget_s=0.001).run()
+    summary = run_with_steal(tmp_path, monkeypatch, (0.5, 0.5, 0.5), budget_s=0.001)
     assert summary.ok == 1 and len(FakeLab.built) == 1  # no second attempt: the budget is spent
     with ResultStore(tmp_path / "res", create=False) as store:
         steal = [m.value for m in store.metric_rows(store.runs()[-1].id) if m.name == "host_steal_share"]
