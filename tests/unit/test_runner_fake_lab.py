@@ -56,24 +56,31 @@ class FakeLab:
         pass
 
 
-def test_a_repetition_applies_and_mends_its_faults_through_the_lab(tmp_path, monkeypatch):
+def fake_run(tmp_path, monkeypatch, duration: str, faults: str = "", budget_s=None):
+    """One rstp repetition of a short experiment on the fake lab; `faults`: its YAML lines."""
     monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
     monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
+    monkeypatch.setattr("vclab.lab.capacity.capacity", lambda: {
+        "rate_bps": 5e9, "measured_at": 0, "load": 0.0, "method": "test"})
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"""experiment: fake
 topology: {ROOT / 'topologies' / 'default.yaml'}
 mechanisms: [rstp]
 repetitions: 1
 warmup: 10ms
-duration: 300ms
-faults:
-  - {{at: 50ms, link: esx1.vmnic0, action: down}}
-  - {{at: 150ms, link: esx1.vmnic0, action: up}}
-  - {{at: 200ms, link: tor-a/tor-b#1, action: silent}}
-""")
+duration: {duration}
+{faults}""")
     FakeLab.built.clear()
-    summary = Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
-                     lab_factory=FakeLab, budget_s=None).run()
+    return Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
+                  lab_factory=FakeLab, budget_s=budget_s).run()
+
+
+def test_a_repetition_applies_and_mends_its_faults_through_the_lab(tmp_path, monkeypatch):
+    summary = fake_run(tmp_path, monkeypatch, "300ms", """faults:
+  - {at: 50ms, link: esx1.vmnic0, action: down}
+  - {at: 150ms, link: esx1.vmnic0, action: up}
+  - {at: 200ms, link: tor-a/tor-b#1, action: silent}
+""")
     assert (summary.ok, summary.failed, summary.interrupted) == (1, 0, False)
     lab, = FakeLab.built
     assert lab.stopped
@@ -116,25 +123,11 @@ def steal_readings(*shares):
 
 
 def run_with_steal(tmp_path, monkeypatch, shares, budget_s):
-    """One rstp repetition of a short experiment on the fake lab, the steal readings given."""
+    """fake_run with the steal readings given."""
     from vclab.experiments import runner as runner_mod
 
-    monkeypatch.setattr("vclab.doctor.probe_all", lambda: [])
-    monkeypatch.setattr("vclab.results.environment.software_versions", lambda: {})
-    monkeypatch.setattr("vclab.lab.capacity.capacity", lambda: {
-        "rate_bps": 5e9, "measured_at": 0, "load": 0.0, "method": "test"})
     monkeypatch.setattr(runner_mod, "StolenCpu", steal_readings(*shares))
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(f"""experiment: fake
-topology: {ROOT / 'topologies' / 'default.yaml'}
-mechanisms: [rstp]
-repetitions: 1
-warmup: 10ms
-duration: 100ms
-""")
-    FakeLab.built.clear()
-    return Runner(load_experiment(exp), tmp_path / "res", repetitions=1, lab_prefix="vcf",
-                  lab_factory=FakeLab, budget_s=budget_s).run()
+    return fake_run(tmp_path, monkeypatch, "100ms", budget_s=budget_s)
 
 
 def test_a_repetition_the_hypervisor_spoiled_runs_again(tmp_path, monkeypatch):
