@@ -153,3 +153,30 @@ def test_the_queue_a_fault_found_is_booked_beside_its_outage():
     assert got[("outage_ms", faults[0].name)] == pytest.approx(14.0)
     assert got[("delay_before_ms", faults[0].name)] == pytest.approx(12.0)
     assert got[("delay_before_ms", faults[1].name)] == pytest.approx(0.1)
+
+
+def test_a_vms_switch_over_is_its_vmotions_and_not_the_faults():
+    """web1 -> web2 while web1 migrates: the uplink dies at 6 s (14 ms outage) and the vMotion
+    pauses web1 from 7.5 s until its announcement 250 ms later. That gap is the vMotion's
+    (switch-over, VM outage), not a later disruption of the uplink failure nor its lost probes;
+    a probe between two hosts that stay put still books a 40 ms gap at 8 s as the fault's."""
+    class Moving:  # a finished migration as the probe sees it (_Migration.off_network)
+        def off_network(self):
+            return [("web1", T0 + 7500 * MS, T0 + 7750 * MS)]
+
+    faults = [fault("esx1.vmnic0 down@6s", 6), fault("esx1.vmnic0 up@11s", 11)]
+    got = {}
+    for src, dst in (("web1", "web2"), ("esx1", "esx2")):
+        entry = WorkloadEntry.model_validate({"probe": {"from": src, "to": dst, "network": "vm-web"}})
+        a = ProbeAdapter(entry, 0)
+        a.connect(a, [(a, a), (SimpleNamespace(start_at_ms=5000.0), Moving())])
+        raw = probe_raw(20, lost_runs((6.0, 14), (7.5, 250) if src == "web1" else (8.0, 40)))
+        out = a.outcome(raw, T0, T0 + 20_000 * MS, faults)
+        got[src] = {(m.name, m.fault): m.value for m in out.metrics if m.fault == faults[0].name}
+    moved = got["web1"]
+    assert moved[("outage_ms", faults[0].name)] == pytest.approx(14.0)
+    assert moved[("late_disruption_ms", faults[0].name)] == 0.0
+    assert moved[("lost", faults[0].name)] == 14.0
+    stayed = got["esx1"]
+    assert stayed[("late_disruption_ms", faults[0].name)] == pytest.approx(40.0)
+    assert stayed[("lost", faults[0].name)] == 54.0

@@ -33,6 +33,12 @@ class Workload(ABC):
     def collect(self) -> Any:
         """The raw output (samples, tool JSON) after stop()."""
 
+    def off_network(self) -> list[tuple[str, int, int]]:
+        """(host, start ns, end ns) for each stretch this workload took a host off the network
+        on purpose (a VM paused by its vMotion): the gaps a probe to it shows there are this
+        workload's, not a fault's. Valid once the workload is done."""
+        return []
+
     @staticmethod
     @abstractmethod
     def parse(raw: Any) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class ProbeAdapter(BetweenTwo):
         # When the other workloads' scheduled events happen (a vMotion starting): the noise
         # floor must not be measured across them.
         self.events_at_ms = [a.start_at_ms for a, _ in others if a.start_at_ms is not None]
+        # ...and the gaps of a VM this probe reaches while its vMotion pauses it are the
+        # vMotion's (its switch-over, vm_outage_ms), not the fault whose window they fall in.
+        self.others = [w for _, w in others if w is not workload]
 
     def outcome(self, raw, t0_ns, end_ns, faults):
         out = Outcome()
@@ -64,6 +67,9 @@ class ProbeAdapter(BetweenTwo):
         floors = [probe_metrics.quiet_noise_floor(s, quiet) for s in (ab, ba)]
         floor = max((f for f in floors if f is not None), default=None)
         common = self.common
+        ends = (self.spec.src, self.spec.dst)
+        excused = [(lo, hi) for w in getattr(self, "others", [])
+                   for host, lo, hi in w.off_network() if host in ends]
         if floor is not None:
             out.metrics.append(self.metric("noise_floor_ms", floor))
         for i, f in enumerate(applied):
@@ -71,7 +77,8 @@ class ProbeAdapter(BetweenTwo):
             end = applied[i + 1].applied_ns - margin if i + 1 < len(applied) else end_ns
             uncertainty = int(float(f.detail.get("uncertainty_ms") or 0.0) * 1e6)
             results = [probe_metrics.fault_outage(s, f.applied_ns, start, end, uncertainty,
-                                                  floor_ms=floor or 0.0) for s in (ab, ba)]
+                                                  floor_ms=floor or 0.0, excused=excused)
+                       for s in (ab, ba)]
             at = max(results, key=lambda r: r.outage_ms)
             late = max(results, key=lambda r: r.late_disruption_ms)
             for name, value in (("outage_ms", at.outage_ms), ("loss_outage_ms", at.loss_outage_ms),

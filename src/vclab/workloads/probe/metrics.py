@@ -446,14 +446,17 @@ class FaultOutage:
     uncertainty and the gap's error bar): the outage the fault caused. A gap later in the
     fault's window (a failback, a controller acting late) is `late_disruption_ms`, and only
     when it is longer than the worst gap of a fault-free stretch of the same run (`floor_ms`):
-    below that, the emulator makes such gaps with nothing broken."""
+    below that, the emulator makes such gaps with nothing broken. A later gap that overlaps a
+    stretch in which one end was off the network on purpose (`excused`: a VM paused by its
+    vMotion's switch-over) is that workload's, reported with it, and neither a later
+    disruption of the fault nor in its `lost`."""
 
     outage_ms: float
     outage_error_ms: float
     loss_outage_ms: float  # RFC 6413: probes lost in that gap / rate
     late_disruption_ms: float
     late_loss_outage_ms: float
-    lost: int  # every probe lost in the window
+    lost: int  # every probe lost in the window, but for the excused gaps
     gap: Gap | None = None  # the gap at the fault
     late: Gap | None = None  # the largest later gap above the floor
 
@@ -470,13 +473,17 @@ def gap_at(gaps: Sequence[Gap], fault_ns: int, uncertainty_ns: int = 0) -> Gap |
 
 
 def fault_outage(stream: Stream, fault_ns: int, start_ns: int, end_ns: int,
-                 uncertainty_ns: int = 0, floor_ms: float = 0.0) -> FaultOutage:
+                 uncertainty_ns: int = 0, floor_ms: float = 0.0,
+                 excused: Sequence[tuple[int, int]] = ()) -> FaultOutage:
     """The fault's own outage and its window's later disruptions, for probes sent in
-    [start_ns, end_ns] (the window starts a little before the fault and ends at the next)."""
+    [start_ns, end_ns] (the window starts a little before the fault and ends at the next).
+    `excused`: [start, end] ns when an end of the probe was off the network on purpose."""
     result = analyse(stream, fault_ns, start_ns=start_ns, end_ns=end_ns)
     gap = gap_at(result.gaps, fault_ns, uncertainty_ns)
+    theirs = [g for g in result.gaps if g is not gap
+              and any(overlaps((g.start_ns, g.end_ns), w) for w in excused)]
     later = [g for g in result.gaps if g is not gap and g.start_ns > fault_ns
-             and g.outage_ms > floor_ms]
+             and g.outage_ms > floor_ms and g not in theirs]
     late = max(later, key=lambda g: g.outage_ms, default=None)
     return FaultOutage(
         outage_ms=gap.outage_ms if gap else 0.0,
@@ -484,7 +491,7 @@ def fault_outage(stream: Stream, fault_ns: int, start_ns: int, end_ns: int,
         loss_outage_ms=gap.loss_outage_ms if gap else 0.0,
         late_disruption_ms=late.outage_ms if late else 0.0,
         late_loss_outage_ms=late.loss_outage_ms if late else 0.0,
-        lost=result.lost, gap=gap, late=late)
+        lost=result.lost - sum(g.lost for g in theirs), gap=gap, late=late)
 
 
 def delay_before(stream: Stream, fault_ns: int, window_ns: int) -> float | None:

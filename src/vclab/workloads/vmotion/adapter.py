@@ -57,6 +57,14 @@ class _Migration(Workload):
             raise self.error
         return self.result
 
+    def off_network(self):
+        # From the pause (the ports leave the source) to the announcement from the destination
+        # (RARP, gratuitous ARP): the VM is silent, then the fabric learns where it went.
+        t = (self.result or {}).get("switchover_ns") or {}
+        if "detach_start_ns" not in t or "announced_ns" not in t:
+            return []
+        return [(self.migration.vm, t["detach_start_ns"], t["announced_ns"])]
+
     @staticmethod
     def parse(raw):
         return raw
