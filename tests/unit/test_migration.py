@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,7 +188,8 @@ def test_switchover_outage_takes_the_gap_over_the_detached_stretch() -> None:
 
 
 def test_sender_handshake_pauses_before_stop_and_copy(tmp_path) -> None:
-    """The sender says `pause`, waits, sends stop-and-copy, says `copied` (loopback, no root)."""
+    """The sender connects, says `ready` and waits for its cue; then says `pause`, waits, sends
+    stop-and-copy, says `copied` (loopback, no root)."""
     from vclab.workloads.vmotion.model import VmotionSpec
 
     with socket.socket() as s:
@@ -204,6 +206,12 @@ def test_sender_handshake_pauses_before_stop_and_copy(tmp_path) -> None:
                                  spec.model_dump_json(), "--switchover", "--log",
                                  str(tmp_path / "s.jsonl")],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        word, _ = send.stdout.readline().split()
+        assert word == b"ready"
+        time.sleep(0.2)
+        assert '"round"' not in (tmp_path / "s.jsonl").read_text()  # connected, waiting
+        send.stdin.write(b"go\n")
+        send.stdin.flush()
         word, t_pause = send.stdout.readline().split()
         assert word == b"pause"
         rounds = [line for line in (tmp_path / "s.jsonl").read_text().splitlines() if '"round"' in line]

@@ -337,7 +337,8 @@ class Runner:
                 finally:
                     counters.stop()
                     stolen.stop()
-                    for a, w in running:
+                    # ...and a scheduled one whose time never came: what it readied goes.
+                    for a, w in running + [d for d in deferred if d not in running]:
                         w.stop()
                 flows = {h: to for h, to in full_rate_flows(e.workloads, cluster).items()
                          if h in cluster.hypervisors}

@@ -47,7 +47,10 @@ class _Migration(Workload):
         return self.thread is None or not self.thread.is_alive()
 
     def stop(self):
-        # The migration ends by itself; its processes are the lab's to end at teardown.
+        # The migration ends by itself; its processes are the lab's to end at teardown. One
+        # that never started ends what prepare() started for it (the capture's sniffer).
+        if self.thread is None:
+            self.migration.close()
         self.wait(0)
 
     def collect(self):
@@ -137,8 +140,14 @@ class VmotionAdapter(Adapter):
                                     {"to": raw["to"], "steps_ms": raw["steps_ms"]}))
         if raw.get("capture"):
             # the pcaps stay in the repetition's work directory; the store keeps where, and what
-            # they hold (RARP / gratuitous ARP counts after the switch-over)
+            # they hold after the switch-over (RARP / gratuitous ARP per port). The capture
+            # runs from before the warm-up, so a team's own announcements at a fault before
+            # the switch-over are in the files but not in these counts.
+            counts: dict[str, dict[str, int]] = {}
+            for f in raw["capture"].get("frames", []):
+                if f.get("kind") in ("rarp", "garp") and attached and f["t_ns"] >= attached:
+                    port = counts.setdefault(f["port"], {"rarp": 0, "garp": 0})
+                    port[f["kind"]] += 1
             out.raw.append(Raw(self.name, json.dumps({"pcap_dir": str(self.capture_dir),
-                                                      "counts": raw["capture"].get("counts")}),
-                               "capture.json"))
+                                                      "counts": counts}), "capture.json"))
         return out

@@ -348,6 +348,7 @@ class LiveMigration:
         # VM's ports join the destination (the locking workload hands the VM's lock over).
         self.on_switchover: list[Callable[[str, str], None]] = []
         self._replay: VmotionReplay | None = None  # made by prepare(), run by run()
+        self._armed: tuple[Announcer, Any, str] | None = None  # started by prepare(), too
 
     def check(self) -> None:
         problems = migration_problems(self.lab.cluster, self.vm, self.to)
@@ -382,12 +383,60 @@ class LiveMigration:
         """What a scheduled migration does before the run's clock starts, so that at its time
         it only copies. Done at that time, the path's rate measurement met the experiment's
         faults (87 Mbit/s of 500 once, an uplink cut in the middle) and scapy's first import
-        (~5 s) delayed the first repetition's copy: the copy began 4-9 s after the schedule."""
+        (~5 s) delayed the first repetition's copy: the copy began 4-9 s after the schedule.
+        The announcer and the capture wait here too: started at that time, they took 0.6 s each
+        (a Python process in the VM, the sniffer's sockets) and the copy began 1.9 s late,
+        after the uplink cut it was scheduled to meet; so does the sender, connected."""
         self.check()
         if self.capture:
             import scapy.all  # noqa: F401  (slow the first time; the capture needs it)
         self._replay = self._make_replay()
         self._replay.measure_rate(seconds=self.measure_s)
+        self._replay.spawn()
+        self._armed = self._arm()
+
+    def _arm(self) -> tuple[Announcer, Any, str]:
+        """The announcer (waiting for its cue) and the capture of the announcements (or why
+        there is none), started."""
+        from vclab.workloads.capture import Capture
+
+        lab = self.lab
+        vm_host = lab.plan.host(self.vm)
+        announcer = Announcer(lab.node(self.vm), vm_host, lab.tracker)
+        announcer.start()
+        capture, capture_error = None, ""
+        if self.capture:
+            # Where the announcement must be seen: the VM's own ports (the same devices
+            # before and after), both hypervisors' uplinks and the switch ports facing them.
+            # Each end of a cable is captured because a port shows what arrives on it: the
+            # userspace datapath's own transmissions bypass the kernel's capture taps.
+            ports = [i.port for i in vm_host.interfaces]
+            for hv in (self.source, self.to):
+                ports += [p.name for p in lab.plan.bridge(hv).ports if p.role == "uplink"]
+                ports += [p.name for b in lab.plan.physical for p in b.ports
+                          if p.role == "downlink" and p.peer == hv]
+            capture = Capture(ports, self.outdir / f"{self.name}-capture", tracker=lab.tracker)
+            try:
+                capture.check()
+                capture.start()
+            except WorkloadError as e:
+                # The capture is evidence, not the measurement: migrate without it.
+                capture_error = str(e)
+                capture.stop()
+                capture = None
+        return announcer, capture, capture_error
+
+    def close(self) -> None:
+        """End what prepare() started when run() never came (the repetition ended first)."""
+        armed, self._armed = self._armed, None
+        replay, self._replay = self._replay, None
+        if replay is not None:
+            replay.stop()
+        if armed is not None:
+            announcer, capture, _ = armed
+            if capture is not None:
+                capture.stop()
+            announcer.stop()
 
     def run(self) -> dict[str, Any]:
         from vclab.workloads.capture import Capture
@@ -398,33 +447,15 @@ class LiveMigration:
         nominal = self._nominal()
         replay, self._replay = self._replay or self._make_replay(), None
         vm_host = lab.plan.host(self.vm)
-        announcer = Announcer(lab.node(self.vm), vm_host, tracker)
-        probe = capture = None
+        prepared = self._armed is not None
+        armed, self._armed = self._armed, None
+        announcer = capture = probe = None
         capture_error = ""
         t: dict[str, int] = {}
         try:
             if replay.measured_rate_bps is None:  # not prepared: measure now
                 replay.measure_rate(seconds=self.measure_s)
-            announcer.start()
-            if self.capture:
-                # Where the announcement must be seen: the VM's own ports (the same devices
-                # before and after), both hypervisors' uplinks and the switch ports facing them.
-                # Each end of a cable is captured because a port shows what arrives on it: the
-                # userspace datapath's own transmissions bypass the kernel's capture taps.
-                ports = [i.port for i in vm_host.interfaces]
-                for hv in (self.source, self.to):
-                    ports += [p.name for p in lab.plan.bridge(hv).ports if p.role == "uplink"]
-                    ports += [p.name for b in lab.plan.physical for p in b.ports
-                              if p.role == "downlink" and p.peer == hv]
-                capture = Capture(ports, self.outdir / f"{self.name}-capture", tracker=tracker)
-                try:
-                    capture.check()
-                    capture.start()
-                except WorkloadError as e:
-                    # The capture is evidence, not the measurement: migrate without it.
-                    capture_error = str(e)
-                    capture.stop()
-                    capture = None
+            announcer, capture, capture_error = armed or self._arm()
             if self.probe_from is not None:
                 pnet = self._probe_network()
                 probe = Probe(Endpoint(lab.node(self.probe_from),
@@ -433,7 +464,10 @@ class LiveMigration:
                               interval_ms=self.interval_ms, workdir=self.outdir / f"{self.name}-probe")
                 probe.check()
                 probe.start()
-                time.sleep(0.5)  # a stretch without fault for the noise floor
+                if not prepared:
+                    time.sleep(0.5)  # a stretch without fault for the noise floor
+                # Prepared, the copy starts at its scheduled time: the pre-copy's own stretch
+                # (seconds before the pause) gives the probe's noise floor.
             lab.vm_will_move(self.vm, self.to)  # a controller builds the destination's rules
             replay.start()
             t["pause_ns"] = replay.pause()
@@ -452,7 +486,8 @@ class LiveMigration:
                 probe.stop()
             if capture is not None:
                 capture.stop()
-            announcer.stop()
+            if announcer is not None:
+                announcer.stop()
             replay.stop()
         vm_result = replay.parse(replay.collect())
         result: dict[str, Any] = {

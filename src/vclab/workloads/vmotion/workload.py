@@ -154,16 +154,19 @@ def _planned(spec: VmotionSpec) -> Iterator[PlannedRound]:
 
 
 def _handshake(word: str) -> None:
-    """Tell the mover where the migration is; before the pause, wait for it to say go."""
+    """Tell the mover where the migration is; when ready (connected) and before the pause,
+    wait for it to say go."""
     print(word, time.time_ns(), flush=True)
-    if word == "pause" and not sys.stdin.readline():
-        raise ConnectionError("the switch-over went away before the VM was paused")
+    if word in ("ready", "pause") and not sys.stdin.readline():
+        raise ConnectionError(f"the switch-over went away before {word}")
 
 
 def send(to: str, port: int, spec: VmotionSpec, mode: str, log_path: str | None,
          switchover: bool = False) -> None:
     log = _JsonLog(log_path)
     sender = _Sender(to, port, spec.page_bytes)
+    if switchover:  # started ahead of its time: copy on the mover's cue
+        _handshake("ready")
     log.write(event="start", t=time.time(), mode=mode, spec=spec.model_dump())
 
     def one(step: PlannedRound) -> float:
@@ -292,7 +295,10 @@ class VmotionReplay(Workload):
             return self.spec.at_rate(self.measured_rate_bps)
         return self.spec
 
-    def start(self) -> None:
+    def spawn(self, timeout: float = 30.0) -> None:
+        """Start the sender and let it connect: with switchover it then waits for start()'s
+        cue, so a migration readied before the run copies at its scheduled time (the
+        process's start took ~0.25 s under the default load)."""
         self._ensure_receiver()
         self.sender_log.unlink(missing_ok=True)
         args = self._program("send", "--to", self.destination_ip, "--port", str(self.port),
@@ -301,6 +307,14 @@ class VmotionReplay(Workload):
         self._sender = Agent(self.source, args + (["--switchover"] if self.switchover else []),
                              self.tracker, f"{self.name}-sender", stdin=self.switchover,
                              stdout=self.switchover).spawn()
+        if self.switchover:
+            self._expect("ready", timeout)
+
+    def start(self) -> None:
+        if self._sender is None:
+            self.spawn()
+        if self.switchover:
+            self._sender.send("go")
 
     def _expect(self, word: str, timeout: float) -> int:
         sender = self._sender
