@@ -6,11 +6,12 @@ bridge and joins the destination's with the same VLAN tag. It stays the same vet
 namespace keeps its interfaces, MACs and addresses, as a migrated guest keeps its vNICs.
 
 The order is vMotion's:
-  pre-copy (VmotionReplay, the VM runs) -> pause: the VM's ports leave the source (a paused VM
-  is silent) -> stop-and-copy (the rest of memory over the vMotion network) -> resume: the ports
-  join the destination -> announce: a RARP (what ESXi sends) and a gratuitous ARP (what QEMU and
-  Hyper-V send) for each vNIC, from inside the VM's namespace, so every switch on the way learns
-  the MAC's new place.
+  pre-copy (VmotionReplay, the VM runs) -> pause: the VM's ports lose their carrier (a paused VM
+  is silent) -> stop-and-copy (the rest of memory over the vMotion network), while the ports
+  leave the source's switch for the destination's in one OVSDB transaction -> resume: the ports
+  get their carrier back -> announce: a RARP (what ESXi sends) and a gratuitous ARP (what QEMU
+  and Hyper-V send) for each vNIC, from inside the VM's namespace, so every switch on the way
+  learns the MAC's new place.
 Every step keeps its wall-clock time (ns), so a probe to the VM and a capture of the window line
 up with it.
 
