@@ -128,6 +128,8 @@ def test_the_paused_vm_moved_silent(lab, migrated) -> None:
     assert migrated["paused"] == {"bridge": lab.plan.bridge("esx2").name, "operstate": "down"}
     assert t["detached_ns"] - t["detach_start_ns"] < 10e6  # an ioctl, not a transaction
     assert t["attached_ns"] - t["attach_start_ns"] < 10e6
+    # ...and kept its ARP cache through the carrier loss, as a paused guest does
+    assert lab.host_sh("web1", ["sysctl", "-n", "net.ipv4.conf.all.arp_evict_nocarrier"]).strip() == "0"
 
 
 def test_outage_across_switchover_beside_model(migrated) -> None:

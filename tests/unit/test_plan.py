@@ -271,6 +271,9 @@ def test_host_commands(plan):
     assert ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"] in cmds
     assert not any(c[0] == "ethtool" for c in cmds)
     assert ["ethtool", "-K", "vmotion", "tx", "off"] in host_commands(plan.host("esx1"), tx_offload_off=True)
+    # a VM keeps its ARP cache while a vMotion pauses it (its carrier taken away)
+    keep = ["sysctl", "-qew", "net.ipv4.conf.all.arp_evict_nocarrier=0"]
+    assert keep not in cmds and keep in host_commands(next(h for h in plan.hosts if h.role == "vm"))
 
 
 # ---- loops and mechanisms ----

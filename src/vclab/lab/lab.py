@@ -390,13 +390,6 @@ class Lab:
                                                        moved_plan)
 
         if not migration_problems(self.cluster, vm, to_hypervisor):
-            # The switch-over takes the VM's carrier away while it is paused (move_vm): a
-            # paused guest keeps its ARP cache, so the VM's kernel must not drop it then.
-            names = [i.name for i in self.plan.host(vm).interfaces]
-            self.host_sh(vm, ["sysctl", "-q", "-e", "-w",
-                              *[f"net.ipv4.conf.{n}.arp_evict_nocarrier=0" for n in names],
-                              *[f"net.ipv6.conf.{n}.ndisc_evict_nocarrier=0" for n in names]],
-                         check=False)
             self.mechanism.vm_will_move(self, moved_plan(self.plan, vm, to_hypervisor),
                                         moved_cluster(self.cluster, vm, to_hypervisor))
 
@@ -441,7 +434,8 @@ class Lab:
             # copied: one OVSDB transaction that ovs-vswitchd applies meanwhile. Run as a
             # detach before the copy and an attach after it, the two transactions were VM
             # downtime that a real switch-over does not have (26-54 and 22-66 ms under the
-            # default load). At resume the ports get their carrier back, on the destination.
+            # default load). At resume the ports get their carrier back, on the destination
+            # (the VM keeps its ARP cache meanwhile: render.host_commands).
             ports = [i.port for i in self.plan.host(vm).interfaces]
             t["detach_start_ns"] = time.time_ns()
             for port in ports:

@@ -232,6 +232,11 @@ def host_commands(host: Host, tx_offload_off: bool = False, mtu: int | None = No
             # for its management address on the VM network.
             ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"],
             ["sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2"]]
+    if host.role == "vm":
+        # A vMotion pauses a VM by taking its carrier away (lab.move_vm); a paused guest keeps
+        # its ARP cache, so the kernel must not drop it on carrier loss (`-e`: kernels before
+        # 5.16 have no such key, and never drop it).
+        cmds.append(["sysctl", "-qew", "net.ipv4.conf.all.arp_evict_nocarrier=0"])
     for i in host.interfaces:
         cmds.append(["ip", "addr", "replace", f"{i.ip}/{i.prefixlen}", "dev", i.name])
         if mtu is not None:
