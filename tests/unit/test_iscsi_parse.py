@@ -10,7 +10,7 @@ import pytest
 
 from vclab.workloads.iscsi import agent as iscsi_agent
 from vclab.workloads.iscsi import libiscsi
-from vclab.workloads.iscsi.workload import Iscsi, parse, series
+from vclab.workloads.iscsi.workload import STALL_FLOOR_FACTOR, Iscsi, parse, quiet_stall, series
 from vclab.workloads.iscsi.records import (
     FAILED,
     OK,
@@ -214,3 +214,42 @@ def test_workload_check_names_every_problem(tmp_path) -> None:
     msg = str(e.value)
     for part in ("random-1m", "50/40", "queue depth", "'nope'", "popen"):
         assert part in msg
+
+
+def _io_every(times_ms: list[float]) -> list[Row]:
+    """One read completing at each time (ms after T0), each 1 ms long."""
+    return [Row("r", T0 + int((t - 1) * MS), T0 + int(t * MS), OK, 0, 1) for t in times_ms]
+
+
+def test_a_fault_is_charged_only_what_exceeds_the_noise_floor() -> None:
+    """I/O completing every 3 ms with an 8 ms pause now and then (the emulator's own): the
+    noise floor is that pause, measured in the fault-free stretch. A fault that merely finds
+    the I/O in such a pause is charged nothing; one that stops it is charged the stall, even
+    when the last unharmed completion came just after the fault; a stall later in the
+    window is the fault's later stall, kept apart."""
+    times, t = [], 0.0
+    while t < 6000:
+        t += 8.0 if int(t) % 500 < 3 else 3.0  # an 8 ms pause every ~0.5 s
+        times.append(t)
+    quiet = [(T0, T0 + 1990 * MS)]  # the fault-free stretch before the first fault
+    ordinary = {"header": {"io_bytes": 4096}, "rows": _io_every(times), "trailer": {}}
+    floor = quiet_stall(ordinary, quiet)
+    assert floor == pytest.approx(8.0, abs=0.01)
+    # A fault at 2 s whose only trace is an ordinary pause around it: within the floor.
+    res = parse(ordinary, T0 + 2000 * MS, floor_ms=floor)
+    assert res["fault_stall_ms"] == 0.0 and res["late_stall_ms"] == 0.0
+    assert res["stall_noise_floor_ms"] == floor
+    # Without a floor the gap at the fault is as measured.
+    assert 0 < parse(ordinary, T0 + 2000 * MS)["fault_stall_ms"] <= 8.0
+    # A fault at 3 s: one more completion 2 ms after it (already past the failure point), then
+    # nothing for 210 ms (TCP's retransmission); 1 s later a 40 ms stall (a failback).
+    stalled = [x for x in times if not (3002 < x < 3212 or 4100 < x < 4140)]
+    stalled += [3002.0, 3212.0, 4140.0]
+    run = {"header": {"io_bytes": 4096}, "rows": _io_every(sorted(set(stalled))), "trailer": {}}
+    res = parse(run, T0 + 3000 * MS, floor_ms=floor)
+    assert res["fault_stall_ms"] == pytest.approx(210, abs=1)
+    assert res["late_stall_ms"] == pytest.approx(40, abs=3)
+    assert res["late_stall"]["start_ns"] > T0 + 4000 * MS
+    # A later pause under the bar (twice the floor) is not a stall.
+    assert STALL_FLOOR_FACTOR * floor > 8.0
+    assert quiet_stall(run, []) is None

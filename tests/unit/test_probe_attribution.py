@@ -19,8 +19,8 @@ from vclab.workloads.probe.metrics import (
     fault_outage,
     gap_at,
     quiet_noise_floor,
-    quiet_windows,
 )
+from vclab.workloads.adapter import quiet_windows
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 10**9

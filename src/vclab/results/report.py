@@ -119,11 +119,12 @@ def findings(c: Comparison, ctx: Context) -> list[Finding]:
     # Storage: the longest the datastore was unreachable, against HA's isolation time.
     stalls: dict[str, tuple[float, str]] = {}
     for r in c.rows:
-        storage = r.metric == "longest_stall_ms" or (
+        storage = r.metric in ("longest_stall_ms", "late_stall_ms") or (
             r.metric == "outage_ms" and ctx.network_kinds.get(r.traffic_class, r.traffic_class) == "storage")
         if not storage:
             continue
-        what = "iSCSI stall" if r.metric == "longest_stall_ms" else f"storage outage on {r.traffic_class}"
+        what = {"longest_stall_ms": "iSCSI stall", "late_stall_ms": "later iSCSI stall"}.get(
+            r.metric, f"storage outage on {r.traffic_class}")
         for mech, s in r.cells.items():
             if s.n and (mech not in stalls or s.median > stalls[mech][0]):
                 stalls[mech] = (s.median, f"{what}, median of {s.n}")

@@ -22,7 +22,7 @@ TOLERANCES: tuple[Tolerance, ...] = (
     Tolerance(("switchover_ms", "downtime_ms"), 500.0, "VMware's vMotion switch-over (stun) goal",
               "Broadcom/VMware KB 436882 'How to identify vMotion stun time for a vMotion': pre-copy "
               "iterates until the remaining pages can be sent within the 500 ms switchover time goal"),
-    Tolerance(("longest_stall_ms", "fault_stall_ms"), 10_000.0,
+    Tolerance(("longest_stall_ms", "fault_stall_ms", "late_stall_ms"), 10_000.0,
               "the iSCSI initiator's timeouts (a longer stall drops the session)",
               "ESXi software iSCSI adapter defaults NoopOutTimeout 10 s and RecoveryTimeout 10 s "
               "(esxcli iscsi adapter param get); open-iscsi iscsid.conf noop_out_interval 5 s + "

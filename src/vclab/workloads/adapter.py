@@ -5,6 +5,7 @@ output); the hooks let a kind react to the run (a fault, another workload, the e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -84,6 +85,21 @@ def address(lab, host: str, network: str) -> str:
     return lab.plan.host(host).interface(network).ip
 
 
+def quiet_windows(start_ns: int, end_ns: int, busy_ns: Sequence[int], margin_ns: int,
+                  settle_ns: int) -> list[tuple[int, int]]:
+    """Stretches of [start_ns, end_ns] where nothing scheduled happens: each fault or workload
+    event (a vMotion starting) closes the stretch `margin_ns` before it and keeps it closed
+    for `settle_ns` after (or to the end of the run). The noise floor is measured only here."""
+    windows, lo = [], start_ns
+    for t in sorted(busy_ns):
+        if t - margin_ns > lo:
+            windows.append((lo, t - margin_ns))
+        lo = max(lo, t + settle_ns)
+    if lo < end_ns:
+        windows.append((lo, end_ns))
+    return windows
+
+
 class Adapter:
     spec_type: ClassVar[type[WorkloadSpec]] = WorkloadSpec  # the entry the experiment file holds
     kind = ""  # the entry's key in the file: its spec's kind
@@ -128,7 +144,19 @@ class Adapter:
         """Runs after every check and before the warm-up: measurements that need the fabric."""
 
     def connect(self, workload: Workload, others: list[tuple[Adapter, Workload]]) -> None:
-        """Runs once every workload is made: hook into another workload (locking into vmotion)."""
+        """Runs once every workload is made: hook into another workload (locking into vmotion).
+        The base keeps when the others' scheduled events happen (a vMotion starting), so that
+        `quiet()` leaves them out of the noise floor: call it from an override."""
+        self.events_at_ms = [a.start_at_ms for a, _ in others if a.start_at_ms is not None]
+
+    def quiet(self, t0_ns: int, end_ns: int, faults: list[FaultRecord],
+              margin_ns: int) -> list[tuple[int, int]]:
+        """Where a noise floor may be measured: after the warm-up (ARP and MAC learning are
+        done) and before the first fault or workload event, `margin_ns` clear of it. Anything
+        after an event may still be settling."""
+        busy = [f.applied_ns for f in faults] + [t0_ns + int(ms * 1e6)
+                                                 for ms in getattr(self, "events_at_ms", [])]
+        return quiet_windows(t0_ns, end_ns, busy, margin_ns, settle_ns=end_ns - t0_ns)
 
     def on_fault(self, workload: Workload, fault: FaultRecord) -> None:
         """Runs right after a fault took effect, for the workloads that react to one."""

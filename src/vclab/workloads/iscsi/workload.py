@@ -5,8 +5,9 @@ target of `iscsi_target`. With several portals it keeps a session on each path a
 from the active one on an I/O error or an I/O older than `io_timeout_ms` (active/standby, as a
 most-recently-used MPIO policy does). `parse` turns its per-I/O records into IOPS, throughput,
 latency, the longest stall (the largest gap between two completions, and the I/O that waited
-longest) and the path switches; given the fault's time it separates the stall the fault caused
-from the stalls seen before it (the noise floor).
+longest) and the path switches; given the fault's time it keeps the stall the fault caused (the
+gap that spans its applied time) apart from later ones, and given the noise floor (the longest
+gap of a fault-free stretch of the same run) it books neither when no longer than that.
 
 `login()` and `features()` run the agent's one-shot checks: does a login with these
 credentials succeed; does the target offer COMPARE AND WRITE and persistent reservations.
@@ -46,6 +47,8 @@ from vclab.workloads.iscsi.target import Chap, IscsiTarget, endpoint_problems
 from vclab.workloads.probe.metrics import percentile
 
 SERIES_BUCKET_MS = 100.0
+# A stall is booked when this many times longer than the noise floor (fault_metrics).
+STALL_FLOOR_FACTOR = 2.0
 
 
 def _agent(*args: str) -> list[str]:
@@ -200,9 +203,10 @@ def _longest(gaps: list[tuple[int, int]]) -> dict[str, Any] | None:
     return {"ms": _ms(b - a), "start_ns": a, "end_ns": b}
 
 
-def parse(raw: dict[str, Any], fault_ns: int | None = None) -> dict[str, Any]:
-    """Pure: the agent's records -> metrics. `fault_ns` (CLOCK_REALTIME) splits the stalls into
-    before the fault (noise floor) and from the fault on."""
+def parse(raw: dict[str, Any], fault_ns: int | None = None, floor_ms: float | None = None,
+          uncertainty_ns: int = 0) -> dict[str, Any]:
+    """Pure: the agent's records -> metrics. With `fault_ns` (CLOCK_REALTIME): the stall at the
+    fault, the later ones and the failover (`fault_metrics`)."""
     header: dict = raw.get("header", {})
     trailer: dict = raw.get("trailer", {})
     rows: list[Row] = [r if isinstance(r, Row) else Row(*r) for r in raw.get("rows", [])]
@@ -271,16 +275,43 @@ def parse(raw: dict[str, Any], fault_ns: int | None = None) -> dict[str, Any]:
         "series": series(done, t_start, t_end),
     }
     if fault_ns is not None:
-        result.update(fault_metrics(done, gaps, switches, downs, fault_ns))
+        result.update(fault_metrics(done, gaps, switches, downs, fault_ns, floor_ms,
+                                    uncertainty_ns))
     return result
 
 
 def fault_metrics(done: list[Row], gaps: list[tuple[int, int]], switches: list[dict],
-                  downs: list[dict], fault_ns: int) -> dict[str, Any]:
-    """The stall the fault caused, the noise floor before it, and how the failover went."""
-    before = [g for g in gaps if g[1] < fault_ns]
-    after = [g for g in gaps if g[1] >= fault_ns]
-    stall = _longest(after)
+                  downs: list[dict], fault_ns: int, floor_ms: float | None = None,
+                  uncertainty_ns: int = 0) -> dict[str, Any]:
+    """The stall the fault caused, what stalled later, and how the failover went.
+
+    A completion gap is always open somewhere (I/O completes every few ms at a queue depth of
+    one), so the fault's stall is the longest gap open when it took effect: one that spans its
+    applied time (the fault took effect within `uncertainty_ns` before it) or starts within
+    the noise floor after it (an I/O already past the failure point still completes, within
+    the longest pause the I/O makes unharmed). A gap that starts later (a failback, a spanning
+    tree re-converging) is `late_stall_ms`.
+
+    `floor_ms` is the noise floor: the longest gap of a fault-free stretch of the same run.
+    Either stall counts only when longer than STALL_FLOOR_FACTOR times it (0 means "within the
+    noise floor"): the floor is the longest of thousands of gaps, and that longest gap differs
+    by up to this factor from one fault-free stretch to the next (5.5-10 ms in the 24 fault-free
+    stretches of a default main job), so a longer gap is one the I/O does not make unharmed.
+    Without a floor the gaps are as measured and `stall_noise_floor_ms` is the longest gap
+    before the fault."""
+    grace_ns = int(floor_ms * 1e6) if floor_ms is not None else 0
+    spanning = [g for g in gaps if g[0] <= fault_ns + grace_ns and g[1] >= fault_ns - uncertainty_ns]
+    at = _longest(spanning)
+    later = [g for g in gaps if g[0] > fault_ns + grace_ns]
+    floor = floor_ms
+    if floor is not None:
+        bar = STALL_FLOOR_FACTOR * floor
+        at = at if at and at["ms"] > bar else None
+        later = [g for g in later if _ms(g[1] - g[0]) > bar]
+    else:
+        before = [g for g in gaps if g[1] < fault_ns]
+        floor = _longest(before)["ms"] if before else None
+    late = _longest(later)
     switch = next((s for s in switches if s["detected_ns"] >= fault_ns), None)
     down = next((d for d in downs if d["t_ns"] >= fault_ns), None)
     path_at_fault = None
@@ -292,13 +323,24 @@ def fault_metrics(done: list[Row], gaps: list[tuple[int, int]], switches: list[d
                    None)
     return {
         "fault_ns": fault_ns,
-        "fault_stall": stall,
-        "fault_stall_ms": stall["ms"] if stall else None,
-        "stall_noise_floor_ms": _longest(before)["ms"] if before else None,
+        "fault_stall": at,
+        "fault_stall_ms": at["ms"] if at else (0.0 if spanning else None),
+        "late_stall": late,
+        "late_stall_ms": late["ms"] if late else 0.0,
+        "stall_noise_floor_ms": floor,
         "detect_ms": _ms(down["t_ns"] - fault_ns) if down else None,
         "failover_ms": _ms(switch["t_ns"] - fault_ns) if switch else None,
         "resumed_on_other_path_ms": _ms(resumed.t1 - fault_ns) if resumed else None,
     }
+
+
+def quiet_stall(raw: dict[str, Any], windows: list[tuple[int, int]]) -> float | None:
+    """The noise floor: the longest gap between two completions that lies within a quiet
+    window (no fault, no workload event); None when no gap does."""
+    rows = [r if isinstance(r, Row) else Row(*r) for r in raw.get("rows", [])]
+    done = sorted(r.t1 for r in rows if r.kind in (READ, WRITE) and r.ok == OK)
+    inside = [(a, b) for a, b in _gaps(done) if any(lo <= a and b <= hi for lo, hi in windows)]
+    return _longest(inside)["ms"] if inside else None
 
 
 def series(done: list[Row], t_start: int, t_end: int,

@@ -46,8 +46,8 @@ class ProbeAdapter(BetweenTwo):
 
     def connect(self, workload, others):
         # When the other workloads' scheduled events happen (a vMotion starting): the noise
-        # floor must not be measured across them.
-        self.events_at_ms = [a.start_at_ms for a, _ in others if a.start_at_ms is not None]
+        # floor must not be measured across them (the base keeps them)...
+        super().connect(workload, others)
         # ...and the gaps of a VM this probe reaches while its vMotion pauses it are the
         # vMotion's (its switch-over, vm_outage_ms), not the fault whose window they fall in.
         self.others = [w for _, w in others if w is not workload]
@@ -58,12 +58,9 @@ class ProbeAdapter(BetweenTwo):
         interval = ab.interval_ns
         margin = MARGIN_INTERVALS * interval
         applied = sorted(faults, key=lambda f: f.applied_ns)
-        # The floor: only where no fault and no workload event is scheduled, after the warm-up
-        # (ARP and MAC learning are done). Anything after an event may still be settling.
-        busy = [f.applied_ns for f in applied] + [t0_ns + int(ms * 1e6)
-                                                  for ms in getattr(self, "events_at_ms", [])]
-        quiet = probe_metrics.quiet_windows(t0_ns, end_ns, busy, margin, settle_ns=end_ns - t0_ns)
-        quiet = [(lo, hi) for lo, hi in quiet if hi - lo >= QUIET_MIN_INTERVALS * interval]
+        # The floor: only where no fault and no workload event is scheduled.
+        quiet = [(lo, hi) for lo, hi in self.quiet(t0_ns, end_ns, applied, margin)
+                 if hi - lo >= QUIET_MIN_INTERVALS * interval]
         floors = [probe_metrics.quiet_noise_floor(s, quiet) for s in (ab, ba)]
         floor = max((f for f in floors if f is not None), default=None)
         common = self.common

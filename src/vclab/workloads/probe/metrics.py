@@ -505,21 +505,6 @@ def delay_before(stream: Stream, fault_ns: int, window_ns: int) -> float | None:
     return _ms(statistics.median(delays)) if delays else None
 
 
-def quiet_windows(start_ns: int, end_ns: int, busy_ns: Sequence[int], margin_ns: int,
-                  settle_ns: int) -> list[tuple[int, int]]:
-    """Stretches of [start_ns, end_ns] where nothing scheduled happens: each fault or workload
-    event (a vMotion starting) closes the stretch `margin_ns` before it and keeps it closed
-    for `settle_ns` after (or to the end of the run). The noise floor is measured only here."""
-    windows, lo = [], start_ns
-    for t in sorted(busy_ns):
-        if t - margin_ns > lo:
-            windows.append((lo, t - margin_ns))
-        lo = max(lo, t + settle_ns)
-    if lo < end_ns:
-        windows.append((lo, end_ns))
-    return windows
-
-
 def quiet_noise_floor(stream: Stream, windows: Sequence[tuple[int, int]]) -> float | None:
     """The largest gap in any quiet window; None when there is no quiet window."""
     floors = [noise_floor(stream, lo, hi).noise_floor_ms for lo, hi in windows]
