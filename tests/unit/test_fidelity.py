@@ -129,6 +129,7 @@ def test_stall_cause():
     assert stall_cause(197.0, 235.0, None) == "the network outage"
     assert stall_cause(2.0, 20.0, None) == "the network outage"
     assert stall_cause(None, None, None) == ""
+    assert stall_cause(12.0, 0.0, None) == "no stall beyond the I/O's noise floor"
 
 
 def test_report_flags_rows_of_limited_repetitions():

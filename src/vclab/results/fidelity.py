@@ -165,7 +165,8 @@ def fidelity_html(run, comparison, kinds: dict[str, str],
     if pairs:
         parts.append("<h3>Storage: network outage and I/O stall</h3>"
                      '<p class="muted">The storage networks\' probe outage at each fault beside the '
-                     "iSCSI initiators' longest stall and path failover (medians). A stall far above "
+                     "iSCSI initiators' stall at the fault and path failover (medians; a stall is 0 "
+                     "when no longer than twice the I/O's noise floor). A stall far above "
                      "the outage is TCP's retransmission timeout (200 ms minimum, doubling) or the "
                      "initiator's I/O timeout, not the network: bench/storage_stall.py measures it.</p>")
         from vclab.workloads.iscsi.stall_model import stall_cause

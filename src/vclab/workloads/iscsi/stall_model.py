@@ -75,9 +75,12 @@ def stall_cause(outage_ms: float | None, stall_ms: float | None, failover_ms: fl
                 rto_ms: float = TCP_RTO_MIN_MS) -> str:
     """In words, what set a measured I/O stall, from the network outage beside it: the
     initiator's failover when it switched paths, TCP's retransmission timer when the stall
-    outlasted the outage by about an RTO or more, else the network itself."""
+    outlasted the outage by about an RTO or more, else the network itself; none when the
+    stall is 0 (no pause beyond what the I/O makes with nothing broken)."""
     if stall_ms is None:
         return ""
+    if stall_ms == 0:
+        return "no stall beyond the I/O's noise floor"
     if failover_ms is not None and failover_ms <= stall_ms + 50:
         return "initiator failover (its I/O timeout)"
     outage = outage_ms or 0.0
