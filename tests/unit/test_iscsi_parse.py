@@ -248,6 +248,8 @@ def test_a_fault_is_charged_only_what_exceeds_the_noise_floor() -> None:
     run = {"header": {"io_bytes": 4096}, "rows": _io_every(sorted(set(stalled))), "trailer": {}}
     res = parse(run, T0 + 3000 * MS, floor_ms=floor)
     assert res["fault_stall_ms"] == pytest.approx(210, abs=1)
+    # Alone (a bench's or a test's one fault): the longest gap before the fault is the grace.
+    assert parse(run, T0 + 3000 * MS)["fault_stall_ms"] == pytest.approx(210, abs=1)
     assert res["late_stall_ms"] == pytest.approx(40, abs=3)
     assert res["late_stall"]["start_ns"] > T0 + 4000 * MS
     # A later pause under the bar (twice the floor) is not a stall.

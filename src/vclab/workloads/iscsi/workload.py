@@ -297,20 +297,19 @@ def fault_metrics(done: list[Row], gaps: list[tuple[int, int]], switches: list[d
     noise floor"): the floor is the longest of thousands of gaps, and that longest gap differs
     by up to this factor from one fault-free stretch to the next (5.5-10 ms in the 24 fault-free
     stretches of a default main job), so a longer gap is one the I/O does not make unharmed.
-    Without a floor the gaps are as measured and `stall_noise_floor_ms` is the longest gap
-    before the fault."""
-    grace_ns = int(floor_ms * 1e6) if floor_ms is not None else 0
+    Without it (one fault, as a bench or a test applies it) the gaps are as measured, and the
+    longest gap before the fault stands in for the floor (`stall_noise_floor_ms`) as the
+    grace after the fault."""
+    before = [g for g in gaps if g[1] < fault_ns]
+    floor = floor_ms if floor_ms is not None else (_longest(before)["ms"] if before else None)
+    grace_ns = int(floor * 1e6) if floor is not None else 0
     spanning = [g for g in gaps if g[0] <= fault_ns + grace_ns and g[1] >= fault_ns - uncertainty_ns]
     at = _longest(spanning)
     later = [g for g in gaps if g[0] > fault_ns + grace_ns]
-    floor = floor_ms
-    if floor is not None:
-        bar = STALL_FLOOR_FACTOR * floor
+    if floor_ms is not None:
+        bar = STALL_FLOOR_FACTOR * floor_ms
         at = at if at and at["ms"] > bar else None
         later = [g for g in later if _ms(g[1] - g[0]) > bar]
-    else:
-        before = [g for g in gaps if g[1] < fault_ns]
-        floor = _longest(before)["ms"] if before else None
     late = _longest(later)
     switch = next((s for s in switches if s["detected_ns"] >= fault_ns), None)
     down = next((d for d in downs if d["t_ns"] >= fault_ns), None)
