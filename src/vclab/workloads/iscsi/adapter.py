@@ -13,6 +13,9 @@ from vclab.workloads.iscsi.workload import Iscsi, parse, quiet_stall
 # The noise floor's stretch ends this long before the first fault or workload event (as the
 # probes' ten intervals of 1 ms), so a stall that event caused is never part of it.
 QUIET_MARGIN_NS = 10_000_000
+# A fault-free stretch shorter than this holds too few gaps to be the floor (a second: ~300
+# completions at queue depth one); without one, each fault's gaps are kept as measured.
+QUIET_MIN_NS = 1_000_000_000
 
 
 class _IscsiGroup(Workload):
@@ -106,7 +109,8 @@ class IscsiAdapter(Adapter):
         # event is scheduled. A fault is charged only with what exceeds it, as a probe's
         # later disruption is (I/O at a queue depth of one pauses 5-10 ms with nothing broken
         # under the default load: that was booked as every fault's stall).
-        quiet = self.quiet(t0_ns, end_ns, applied, QUIET_MARGIN_NS)
+        quiet = [(lo, hi) for lo, hi in self.quiet(t0_ns, end_ns, applied, QUIET_MARGIN_NS)
+                 if hi - lo >= QUIET_MIN_NS]
         for host, r in raw.items():
             common = dict(workload=f"iscsi {host}", kind=self.kind, traffic_class=self.traffic_class)
             whole = parse(r)
