@@ -22,6 +22,10 @@ Measured (--quick, load 2.6, 20 s):
     10 ms: outage 12.0 ms, stall 212 ms, predicted 209 ms (tcp-retransmission, rto 208 ms) stall/predicted 1.02
     50 ms: outage 47.5 ms, stall 264 ms, predicted 209 ms (tcp-retransmission, rto 208 ms) stall/predicted 1.26
     200 ms: outage 197.0 ms, stall 235 ms, predicted 209 ms (tcp-retransmission, rto 208 ms) stall/predicted 1.12
+Again on 2026-12-08 (--quick, load 0.3, 19 s; the stall now the gap open at the black hole):
+    10 ms: outage 8.0 ms, stall 232 ms, predicted 209 ms (tcp-retransmission, rto 208 ms) stall/predicted 1.11
+    50 ms: outage 51.0 ms, stall 236 ms, predicted 209 ms (tcp-retransmission, rto 208 ms) stall/predicted 1.13
+    200 ms: outage 199.0 ms, stall 209 ms, predicted 209 ms (tcp-retransmission, rto 208 ms) stall/predicted 1.00
 Every stall is TCP's, not the network's and not the initiator's: a 10 ms black hole costs an
 I/O ~210 ms, the 200 ms RTO floor; the initiator's 1 s I/O timeout never fired (no failover).
 The stalls above the prediction (~263 ms) are the trials where the target's tail-loss probe
