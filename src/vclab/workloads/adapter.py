@@ -110,6 +110,7 @@ class Adapter:
     # queue depth of one is bound by round trips), nor is a vMotion's time (scale-free).
     rate_bound: ClassVar[frozenset[str]] = frozenset()
     start_at_ms: float | None = None  # None: with the others, before the first fault
+    events_at_ms: tuple[float, ...] | list[float] = ()  # the others' scheduled starts (connect)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -149,14 +150,16 @@ class Adapter:
         `quiet()` leaves them out of the noise floor: call it from an override."""
         self.events_at_ms = [a.start_at_ms for a, _ in others if a.start_at_ms is not None]
 
-    def quiet(self, t0_ns: int, end_ns: int, faults: list[FaultRecord],
-              margin_ns: int) -> list[tuple[int, int]]:
+    def quiet(self, t0_ns: int, end_ns: int, faults: list[FaultRecord], margin_ns: int,
+              min_ns: int = 0) -> list[tuple[int, int]]:
         """Where a noise floor may be measured: after the warm-up (ARP and MAC learning are
-        done) and before the first fault or workload event, `margin_ns` clear of it. Anything
-        after an event may still be settling."""
-        busy = [f.applied_ns for f in faults] + [t0_ns + int(ms * 1e6)
-                                                 for ms in getattr(self, "events_at_ms", [])]
-        return quiet_windows(t0_ns, end_ns, busy, margin_ns, settle_ns=end_ns - t0_ns)
+        done) and before the first fault or workload event, `margin_ns` clear of it, in
+        stretches of at least `min_ns` (a shorter one says too little). Anything after an event
+        may still be settling."""
+        busy = [f.applied_ns for f in faults] + [t0_ns + int(ms * 1e6) for ms in self.events_at_ms]
+        return [(lo, hi) for lo, hi in quiet_windows(t0_ns, end_ns, busy, margin_ns,
+                                                     settle_ns=end_ns - t0_ns)
+                if hi - lo >= min_ns]
 
     def on_fault(self, workload: Workload, fault: FaultRecord) -> None:
         """Runs right after a fault took effect, for the workloads that react to one."""

@@ -109,8 +109,7 @@ class IscsiAdapter(Adapter):
         # event is scheduled. A fault is charged only with what exceeds it, as a probe's
         # later disruption is (I/O at a queue depth of one pauses 5-10 ms with nothing broken
         # under the default load: that was booked as every fault's stall).
-        quiet = [(lo, hi) for lo, hi in self.quiet(t0_ns, end_ns, applied, QUIET_MARGIN_NS)
-                 if hi - lo >= QUIET_MIN_NS]
+        quiet = self.quiet(t0_ns, end_ns, applied, QUIET_MARGIN_NS, QUIET_MIN_NS)
         for host, r in raw.items():
             common = dict(workload=f"iscsi {host}", kind=self.kind, traffic_class=self.traffic_class)
             whole = parse(r)

@@ -192,6 +192,11 @@ def _latency(values_ms: list[float]) -> dict[str, float | None]:
             "max": max(values_ms), "mean": sum(values_ms) / len(values_ms)}
 
 
+def _completions(done: list[Row]) -> list[int]:
+    """When each finished I/O completed, in order: the ends of every gap (stall)."""
+    return sorted(r.t1 for r in done)
+
+
 def _gaps(times: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(times, times[1:])]
 
@@ -232,8 +237,7 @@ def parse(raw: dict[str, Any], fault_ns: int | None = None, floor_ms: float | No
 
     # A stall: the largest gap between two completions. The run's start counts as one end; its
     # end only when I/O was still waiting then (otherwise that gap is just the shutdown).
-    completions = sorted(r.t1 for r in done)
-    times = ([t_start] if t_start else []) + completions
+    times = ([t_start] if t_start else []) + _completions(done)
     if unfinished and t_end:
         times.append(t_end)
     gaps = _gaps(times)
@@ -337,7 +341,7 @@ def quiet_stall(raw: dict[str, Any], windows: list[tuple[int, int]]) -> float | 
     """The noise floor: the longest gap between two completions that lies within a quiet
     window (no fault, no workload event); None when no gap does."""
     rows = [r if isinstance(r, Row) else Row(*r) for r in raw.get("rows", [])]
-    done = sorted(r.t1 for r in rows if r.kind in (READ, WRITE) and r.ok == OK)
+    done = _completions([r for r in rows if r.kind in (READ, WRITE) and r.ok == OK])
     inside = [(a, b) for a, b in _gaps(done) if any(lo <= a and b <= hi for lo, hi in windows)]
     return _longest(inside)["ms"] if inside else None
 

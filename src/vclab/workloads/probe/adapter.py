@@ -59,8 +59,7 @@ class ProbeAdapter(BetweenTwo):
         margin = MARGIN_INTERVALS * interval
         applied = sorted(faults, key=lambda f: f.applied_ns)
         # The floor: only where no fault and no workload event is scheduled.
-        quiet = [(lo, hi) for lo, hi in self.quiet(t0_ns, end_ns, applied, margin)
-                 if hi - lo >= QUIET_MIN_INTERVALS * interval]
+        quiet = self.quiet(t0_ns, end_ns, applied, margin, QUIET_MIN_INTERVALS * interval)
         floors = [probe_metrics.quiet_noise_floor(s, quiet) for s in (ab, ba)]
         floor = max((f for f in floors if f is not None), default=None)
         common = self.common
